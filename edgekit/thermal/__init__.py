@@ -1,0 +1,1 @@
+"""Thermal and power: node sensors, telemetry, the routing policy, monitor and report."""
