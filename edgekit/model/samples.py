@@ -104,10 +104,16 @@ _SAMPLES: dict[str, Sample] = {
             "MediaPipe BlazeFace short-range detector, TFLite fp32, [1,128,128,3]; 0.23 MB",
         ),
         Sample(
-            "selfie-segmentation", _MEDIAPIPE[0], _MEDIAPIPE[1],
-            _MEDIAPIPE[2] + "selfie_segmentation/selfie_segmentation.tflite",
-            "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
-            "MediaPipe selfie segmentation, TFLite, [1,256,256,3] -> mask; 0.25 MB",
+            "face-landmark", _MEDIAPIPE[0], _MEDIAPIPE[1],
+            _MEDIAPIPE[2] + "face_landmark/face_landmark.tflite",
+            "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+            "MediaPipe face mesh landmarks, TFLite fp16 weights, [1,192,192,3] -> 468x3; 1.2 MB",
+        ),
+        Sample(
+            "hand-recrop", _MEDIAPIPE[0], _MEDIAPIPE[1],
+            _MEDIAPIPE[2] + "holistic_landmark/hand_recrop.tflite",
+            "67d996ce96f9d36fe17d2693022c6da93168026ab2f028f9e2365398d8ac7d5d",
+            "MediaPipe hand re-crop regressor, TFLite fp32, [1,256,256,3] -> [1,1,1,4]; 0.12 MB",
         ),
     ]
 }
