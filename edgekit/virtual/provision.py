@@ -1,0 +1,134 @@
+"""Operating-system pieces of one virtual node: its Unix user, keys and OpenSSH server."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from edgekit.errors import ClusterError
+
+SSHD = "/usr/sbin/sshd"
+PROFILE = """\
+# edgekit virtual node. sshd's SetEnv gives every session EDGEKIT_SYSROOT and a PATH that
+# starts with the node's firmware tools; Debian's /etc/profile resets PATH in login shells,
+# so put them back in front here.
+if [ -n "$EDGEKIT_SYSROOT" ]; then PATH="$EDGEKIT_SYSROOT/usr/bin:$PATH"; export PATH; fi
+"""
+
+
+def run(cmd: list[str], where: str, retries: int = 0) -> str:
+    """Run a system tool; retry while /etc/passwd is locked by a concurrent useradd."""
+    for attempt in range(retries + 1):
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            return proc.stdout
+        if "lock" in proc.stderr.lower() and attempt < retries:
+            time.sleep(0.2 * (attempt + 1))
+            continue
+        detail = (proc.stderr or proc.stdout).strip()
+        raise ClusterError(f"{shlex.join(cmd)} failed ({proc.returncode}): {detail}", where=where)
+    raise AssertionError("unreachable")
+
+
+def user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def create_user(name: str, home: Path) -> None:
+    """A login user with no password ('*', not locked: sshd refuses locked accounts)."""
+    run(
+        ["useradd", "--system", "--no-create-home", "--home-dir", str(home),
+         "--shell", "/bin/bash", "--user-group", "--password", "*", name],
+        where=f"user {name}",
+        retries=10,
+    )  # fmt: skip
+    entry = pwd.getpwnam(name)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)
+    profile = home / ".profile"
+    profile.write_text(PROFILE)
+    for path in (home, profile):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def delete_user(name: str) -> None:
+    if user_exists(name):
+        run(["userdel", name], where=f"user {name}", retries=10)
+
+
+def keygen(path: Path, comment: str) -> str:
+    """A new ed25519 key pair (private key mode 0600); returns the public key line."""
+    for p in (path, path.with_name(path.name + ".pub")):
+        p.unlink(missing_ok=True)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        where=str(path))  # fmt: skip
+    path.chmod(0o600)
+    return path.with_name(path.name + ".pub").read_text().strip()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sshd_config(
+    *, port: int, user: str, host_key: Path, pid_file: Path, authorized_keys: Path, sysroot: Path
+) -> str:
+    path = f"{sysroot}/usr/bin:/usr/local/bin:/usr/bin:/bin"
+    return f"""\
+# sshd of one edgekit virtual node (written by `edgekit cluster up`)
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+PidFile {pid_file}
+AuthorizedKeysFile {authorized_keys}
+AllowUsers {user}
+PermitRootLogin no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes yes
+PrintMotd no
+X11Forwarding no
+Subsystem sftp internal-sftp
+SetEnv EDGEKIT_SYSROOT={sysroot} PATH={path}
+"""
+
+
+def start_sshd(config: Path, log: Path, pid_file: Path, procs_files: list[Path],
+               linux32: bool) -> int:  # fmt: skip
+    """Start sshd inside the node's cgroup(s); return its pid once it listens.
+
+    A small shell joins the groups and then execs sshd, so the daemon and everything it
+    forks start inside them. sshd binds its port before it daemonizes, so when the launcher
+    returns the port is open.
+    """
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege-separation directory
+    joins = "; ".join(f"echo $$ > {shlex.quote(str(f))}" for f in procs_files)
+    argv = [SSHD, "-f", str(config), "-E", str(log)]
+    if linux32:  # a 32-bit personality: `uname -m` says i686 in every session
+        argv = ["setarch", "linux32", *argv]
+    script = f"{joins}; exec {shlex.join(argv)}"
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        log_tail = log.read_text()[-2000:] if log.exists() else ""
+        raise ClusterError(
+            f"sshd did not start ({proc.returncode}): {proc.stderr.strip()} {log_tail.strip()}",
+            where=str(config),
+        )
+    for _ in range(100):
+        if pid_file.exists() and pid_file.read_text().strip():
+            return int(pid_file.read_text().strip())
+        time.sleep(0.02)
+    raise ClusterError("sshd started but wrote no pid file", where=str(pid_file))
