@@ -1,1 +1,1 @@
-"""The `edgekit` command line. `main.py` holds the group; each area adds its verbs in its own module."""
+"""The `edgekit` command line: `main.py` holds the group, each area adds verbs in its module."""

@@ -50,7 +50,7 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgekit")
 def cli() -> None:
-    """Run ONNX/TFLite models on a cluster of Raspberry Pi boards, steered by temperature and power."""
+    """Run ONNX/TFLite models on a Raspberry Pi cluster, steered by temperature and power."""
 
 
 def main() -> None:

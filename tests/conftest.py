@@ -1,0 +1,1 @@
+"""Test-suite wide settings. Area fixtures live in each area's own conftest.py."""

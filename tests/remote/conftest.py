@@ -1,0 +1,1 @@
+from remote_sshd import edgekit_home, sshd  # noqa: F401  (fixtures)
