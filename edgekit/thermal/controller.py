@@ -1,0 +1,338 @@
+"""ThermalController: polls the node agents at 1 Hz, feeds the policy, steers the router.
+
+The API server starts it with the router (`start(control)`) and merges `status()` into
+`GET /edgekit/status` under "thermal". With `enabled=False` it only watches and records
+(the benchmark's "policy off" run). Serving reads node power with `node_power_w()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.serve.control import DRAINED, SERVING, NodeControl, NodeStats
+from edgekit.thermal import config, policy
+from edgekit.thermal.config import PolicyConfig
+from edgekit.thermal.recorder import Recorder
+from edgekit.thermal.sources import TelemetrySource
+
+log = logging.getLogger("edgekit.thermal")
+
+_HISTORY_LEN = 120  # temperature points kept per node for slope and sparkline
+_ENERGY_WINDOW_S = 30.0  # J/inference over this sliding window
+_WEIGHT_STEP = 0.05  # weight changes smaller than this are not pushed to the router
+
+
+@dataclass
+class _Node:
+    name: str
+    last: dict[str, Any] | None = None
+    seq: int = 0
+    recv_head_s: float | None = None
+    skew_s: float | None = None
+    temps: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_HISTORY_LEN))
+    pstate: policy.NodeState = field(default_factory=policy.NodeState)
+    decision: policy.Decision | None = None
+    applied: tuple[str, float] | None = None
+    energy_j: float = 0.0
+    energy_win: deque[tuple[float, float, int]] = field(default_factory=lambda: deque(maxlen=600))
+
+
+def _val(sample: dict[str, Any] | None, key: str) -> Any:
+    if not sample or not isinstance(sample.get(key), dict):
+        return None
+    return sample[key].get("value")
+
+
+class ThermalController:
+    """Implements `edgekit.serve.control.Controller`."""
+
+    name = "thermal"
+
+    def __init__(
+        self,
+        source: TelemetrySource,
+        cfg: PolicyConfig | None = None,
+        *,
+        enabled: bool = True,
+        power_cap_w: float | None = None,
+        run_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        poll_interval_s: float = config.poll_interval_s,
+    ):
+        self.source = source
+        self.cfg = cfg or PolicyConfig()
+        self.enabled = enabled
+        self.power_cap_w = power_cap_w
+        self._clock = clock
+        self._poll_interval_s = poll_interval_s
+        self._nodes = {n: _Node(n) for n in source.nodes()}
+        self._control: NodeControl | None = None
+        self._stats: dict[str, NodeStats] = {}
+        self._limit: int | None = None
+        self._cap_reason = "no power cap"
+        self._decisions: deque[dict[str, Any]] = deque(maxlen=200)
+        self._last_tick_s: float | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.recorder = Recorder(run_dir) if run_dir is not None else None
+
+    # --- Controller protocol -------------------------------------------------------------
+    def start(self, control: NodeControl) -> None:
+        """Attach to the router and poll in a background thread."""
+        self._control = control
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="thermal-controller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self.recorder is not None:
+            self.recorder.close()
+
+    def attach(self, control: NodeControl) -> None:
+        """Attach without a thread (callers drive `tick()` themselves, e.g. with a fake clock)."""
+        self._control = control
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.tick()
+            except Exception:  # keep steering alive; the traceback goes to the log
+                log.exception("thermal controller tick failed")
+            self._stop.wait(max(0.0, self._poll_interval_s - (time.monotonic() - started)))
+
+    # --- one tick ------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Poll, decide, apply, record. Safe to call from one thread at a time."""
+        sent = self._clock()
+        polled = self.source.poll({n: v.seq for n, v in self._nodes.items()})
+        now = self._clock()
+        stats = self._control.node_stats() if self._control is not None else {}
+        with self._lock:
+            self._stats = stats
+            for name in set(polled) | set(stats):
+                self._nodes.setdefault(name, _Node(name))
+            dt = now - self._last_tick_s if self._last_tick_s is not None else 0.0
+            self._last_tick_s = now
+            for name, node in self._nodes.items():
+                self._ingest(node, polled.get(name), sent, now)
+                self._account_energy(node, stats.get(name), now, dt)
+                self._decide(node, now)
+            self._power_cap(stats)
+            self._apply()
+            self._record(now)
+
+    def _ingest(self, node: _Node, reply: dict[str, Any] | None, sent: float, now: float) -> None:
+        if not reply:
+            return
+        samples = [s for s in reply.get("samples", []) if s.get("seq", 0) > node.seq]
+        if reply.get("now_node") is not None:
+            node.skew_s = round(reply["now_node"] - (sent + now) / 2, 3)
+        for s in samples:
+            node.seq, node.last, node.recv_head_s = s["seq"], s, now
+            temp = _val(s, "temp_c")
+            if temp is None:
+                continue
+            if node.temps and s["t_node"] <= node.temps[-1][0]:
+                node.temps.clear()  # node clock stepped back: the old series is meaningless
+            node.temps.append((s["t_node"], temp))
+
+    def _stale(self, node: _Node, now: float) -> bool:
+        return node.recv_head_s is None or now - node.recv_head_s > config.stale_after_s
+
+    def _decide(self, node: _Node, now: float) -> None:
+        thr = _val(node.last, "throttled") or {}
+        uv = bool(thr.get("under_voltage_now")) or bool(_val(node.last, "under_voltage"))
+        stale = self._stale(node, now)
+        inp = policy.NodeInput(
+            node.name,
+            now,
+            tuple(node.temps) if not stale else (),
+            throttled_now=any(
+                thr.get(k) for k in ("freq_capped_now", "throttled_now", "soft_temp_limit_now")
+            ),
+            under_voltage_now=uv,
+            stale=stale,
+        )
+        node.pstate, node.decision = policy.decide(node.pstate, inp, self.cfg)
+
+    def _power_cap(self, stats: dict[str, NodeStats]) -> None:
+        if self.power_cap_w is None:
+            return
+        powers = [
+            _val(n.last, "power_w")
+            for n in self._nodes.values()
+            if not self._stale(n, self._last_tick_s or 0)
+        ]
+        total_w = (
+            sum(p for p in powers if p is not None) if any(p is not None for p in powers) else None
+        )
+        idle_w = sum(config.board_power_w[config.default_board][0] for _ in powers)
+        in_flight = sum(s.outstanding for s in stats.values())
+        cap = policy.power_cap_step(
+            self._limit, self.power_cap_w, total_w, in_flight, idle_w, self.cfg
+        )
+        if cap.limit != self._limit and self.enabled and self._control is not None:
+            self._control.admission_limit(cap.limit, cap.reason)
+            self._log_decision("cluster", "admission", float(cap.limit or 0), cap.reason)
+        self._limit, self._cap_reason = cap.limit, cap.reason
+
+    def _account_energy(self, node: _Node, st: NodeStats | None, now: float, dt: float) -> None:
+        watts = _val(node.last, "power_w")
+        if watts is not None and 0 < dt < 10 * self._poll_interval_s:
+            node.energy_j += watts * dt
+        node.energy_win.append((now, node.energy_j, st.completed_total if st else 0))
+        while node.energy_win and node.energy_win[0][0] < now - _ENERGY_WINDOW_S:
+            node.energy_win.popleft()
+
+    def _record(self, now: float) -> None:
+        if self.recorder is None:
+            return
+        for row in self._node_rows(now).values():
+            self.recorder.telemetry({"t_head_s": now, **row})
+
+    def _apply(self) -> None:
+        factors = (
+            policy.efficiency_factors({n: self._jpi(v) for n, v in self._nodes.items()})
+            if self._limit is not None
+            else {}
+        )
+        for node in self._nodes.values():
+            d = node.decision
+            if d is None:
+                continue
+            weight = round(max(self.cfg.min_weight, d.weight * factors.get(node.name, 1.0)), 3)
+            prev = node.applied
+            changed_state = prev is None or prev[0] != d.state
+            if not changed_state and prev is not None and abs(prev[1] - weight) < _WEIGHT_STEP:
+                continue
+            node.applied = (d.state, weight)
+            if changed_state or prev is None:
+                self._log_decision(node.name, d.state, weight, d.reason)
+            if not self.enabled or self._control is None:
+                continue
+            if d.state == DRAINED:
+                if changed_state:
+                    self._control.drain(node.name, d.reason)
+                continue
+            if prev is not None and prev[0] == DRAINED:
+                self._control.readmit(node.name, d.reason)
+            self._control.set_weight(node.name, weight, d.reason)
+
+    def _log_decision(self, node: str, state: str, weight: float, reason: str) -> None:
+        entry = {
+            "t_head_s": round(self._last_tick_s or self._clock(), 3),
+            "node": node,
+            "state": state,
+            "weight": weight,
+            "reason": reason if self.enabled else f"(policy off, not applied) {reason}",
+        }
+        self._decisions.append(entry)
+        log.info("%s -> %s w=%.2f: %s", node, state, weight, entry["reason"])
+        if self.recorder is not None:
+            self.recorder.decision(entry)
+
+    # --- read side -----------------------------------------------------------------------
+    @staticmethod
+    def _jpi(node: _Node) -> float | None:
+        if len(node.energy_win) < 2:
+            return None
+        (_, e0, c0), (_, e1, c1) = node.energy_win[0], node.energy_win[-1]
+        return round((e1 - e0) / (c1 - c0), 4) if c1 > c0 else None
+
+    def node_power_w(self) -> dict[str, float | None]:
+        """Latest measured/estimated power per node (W); None when unknown or stale.
+        Serving copies it into `NodeStats.extra["power_w"]` for energy per inference."""
+        with self._lock:
+            now = self._last_tick_s or self._clock()
+            return {
+                n: (None if self._stale(v, now) else _val(v.last, "power_w"))
+                for n, v in self._nodes.items()
+            }
+
+    def _node_rows(self, now: float) -> dict[str, dict[str, Any]]:
+        rows = {}
+        for name, node in self._nodes.items():
+            s, st, d = node.last, self._stats.get(name), node.decision
+            thr = _val(s, "throttled")
+            state, weight = node.applied if node.applied else (SERVING, 1.0)
+            if not self.enabled and st is not None:  # policy off: show what the router does
+                state, weight = st.state, st.weight
+            rows[name] = {
+                "node": name,
+                "board": (s or {}).get("board"),
+                "temp_c": _val(s, "temp_c"),
+                "temp_source": (s or {}).get("temp_c", {}).get("source"),
+                "freq_mhz": _val(s, "freq_mhz"),
+                "max_freq_mhz": _val(s, "max_freq_mhz"),
+                "throttled": thr,
+                "throttled_now": bool(thr and thr.get("any_now")) if thr else None,
+                "throttled_raw": hex(thr["raw"]) if thr else None,
+                "power_w": _val(s, "power_w"),
+                "power_source": (s or {}).get("power_w", {}).get("source"),
+                "util": _val(s, "util"),
+                "mem_available_mb": _val(s, "mem_available_mb"),
+                "load_1m": _val(s, "load_1m"),
+                "fan_rpm": _val(s, "fan_rpm"),
+                "agent_cpu_frac": (s or {}).get("agent_cpu_frac"),
+                "state": state,
+                "weight": weight,
+                "reason": d.reason if d else "no data yet",
+                "predicted_c": d.predicted_c if d else None,
+                "slope_c_per_s": d.slope_c_per_s if d else None,
+                "threads_frac": d.threads_frac if d else 1.0,
+                "stale": self._stale(node, now),
+                "age_s": round(now - node.recv_head_s, 2) if node.recv_head_s else None,
+                "skew_s": node.skew_s,
+                "requests_per_s": st.requests_per_s if st else None,
+                "completed_total": st.completed_total if st else None,
+                "p50_ms": st.p50_ms if st else None,
+                "p95_ms": st.p95_ms if st else None,
+                "energy_j": round(node.energy_j, 2),
+                "j_per_inference": self._jpi(node),
+            }
+        return rows
+
+    def status(self) -> dict[str, Any]:
+        """JSON-able state for `/edgekit/status` (key "thermal") and `edgekit monitor`."""
+        with self._lock:
+            now = self._last_tick_s or self._clock()
+            rows = self._node_rows(now)
+            for name, row in rows.items():
+                row["temp_history"] = [round(c, 2) for _, c in list(self._nodes[name].temps)[-60:]]
+            rps = sum(r["requests_per_s"] or 0.0 for r in rows.values())
+            watts = [
+                r["power_w"] for r in rows.values() if r["power_w"] is not None and not r["stale"]
+            ]
+            e0 = sum(v.energy_win[0][1] for v in self._nodes.values() if v.energy_win)
+            e1 = sum(v.energy_win[-1][1] for v in self._nodes.values() if v.energy_win)
+            c0 = sum(v.energy_win[0][2] for v in self._nodes.values() if v.energy_win)
+            c1 = sum(v.energy_win[-1][2] for v in self._nodes.values() if v.energy_win)
+            return {
+                "enabled": self.enabled,
+                "t_head_s": now,
+                "policy": self.cfg.__dict__,
+                "power_cap_w": self.power_cap_w,
+                "admission_limit": self._limit,
+                "cap_reason": self._cap_reason,
+                "run_dir": str(self.recorder.run_dir) if self.recorder else None,
+                "nodes": rows,
+                "cluster": {
+                    "requests_per_s": round(rps, 3),
+                    "power_w": round(sum(watts), 3) if watts else None,
+                    "energy_j": round(sum(v.energy_j for v in self._nodes.values()), 2),
+                    "j_per_inference": round((e1 - e0) / (c1 - c0), 4) if c1 > c0 else None,
+                },
+                "decisions": list(self._decisions)[-50:],
+            }

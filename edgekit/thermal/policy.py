@@ -1,0 +1,207 @@
+"""The thermal/power policy: pure functions of readings, state and an injected time.
+
+Per node: fit the temperature slope (least squares over `slope_window_s`), predict the
+temperature `lookahead_s` ahead, and turn the headroom to the drain threshold into a routing
+weight. Linear extrapolation of a heating RC response (T_inf - (T_inf - T) e^{-t/tau}, concave)
+over-predicts, so the prediction errs towards shedding early. A node that is about to throttle,
+or is throttling, is drained; it comes back only below `readmit_temp_c` and not rising for
+`readmit_hold_s` (hysteresis: no flapping). Across the cluster, a power cap becomes an
+admission limit (AIMD on requests in flight) and efficiency-scaled weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from edgekit.serve.control import DRAINED, SERVING, SHEDDING
+from edgekit.thermal.config import PolicyConfig
+
+_RISING_EPS_C_PER_S = 0.02  # slope below this counts as "not rising" (sensor noise ~0.5 °C)
+
+
+@dataclass(frozen=True)
+class NodeInput:
+    """What the policy sees about one node at one tick."""
+
+    node: str
+    now_s: float  # head clock
+    temps: tuple[tuple[float, float], ...] = ()  # (node timestamp s, °C), oldest first
+    throttled_now: bool = False  # get_throttled bits 1-3 now
+    under_voltage_now: bool = False  # get_throttled bit 0 or hwmon in0_lcrit_alarm
+    stale: bool = False  # no fresh sample within stale_after_s (head clock)
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """Policy memory per node between ticks."""
+
+    state: str = SERVING
+    weight: float = 1.0
+    drained_at_s: float | None = None
+    cool_since_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's answer for one node at one tick, with the reason shown to operators."""
+
+    node: str
+    state: str
+    weight: float
+    reason: str
+    temp_c: float | None = None
+    slope_c_per_s: float | None = None
+    predicted_c: float | None = None
+    threads_frac: float = 1.0  # suggested share of worker threads (1 = all)
+
+
+def slope_c_per_s(temps: tuple[tuple[float, float], ...], now_t: float, window_s: float) -> float:
+    """Least-squares slope of the samples within `window_s` of the newest (0 if < 2 points)."""
+    pts = [(t, c) for t, c in temps if t >= now_t - window_s]
+    if len(pts) < 2:
+        return 0.0
+    mean_t = sum(t for t, _ in pts) / len(pts)
+    mean_c = sum(c for _, c in pts) / len(pts)
+    var = sum((t - mean_t) ** 2 for t, _ in pts)
+    if var <= 0:
+        return 0.0
+    return sum((t - mean_t) * (c - mean_c) for t, c in pts) / var
+
+
+def weight_for(predicted_c: float, cfg: PolicyConfig) -> float:
+    """1 below `shed_start_temp_c`, falling linearly to `min_weight` at `drain_temp_c`."""
+    if predicted_c <= cfg.shed_start_temp_c:
+        return 1.0
+    span = cfg.drain_temp_c - cfg.shed_start_temp_c
+    frac = (cfg.drain_temp_c - predicted_c) / span if span > 0 else 0.0
+    return round(max(cfg.min_weight, min(1.0, frac)), 3)
+
+
+def decide(prev: NodeState, inp: NodeInput, cfg: PolicyConfig) -> tuple[NodeState, Decision]:
+    """One tick for one node: new policy state and the decision to apply."""
+    if inp.stale or not inp.temps:
+        why = "telemetry stale: not trusted" if inp.stale else "no temperature sensor"
+        reason = f"{why}; neutral weight {cfg.stale_weight}"
+        new = NodeState(SHEDDING, cfg.stale_weight)
+        return new, Decision(inp.node, SHEDDING, cfg.stale_weight, reason)
+    t_last, temp_c = inp.temps[-1]
+    slope = slope_c_per_s(inp.temps, t_last, cfg.slope_window_s)
+    predicted = temp_c + slope * cfg.lookahead_s
+    threads = 0.5 if temp_c >= cfg.hot_threads_temp_c else 1.0
+
+    def out(state: NodeState, reason: str) -> tuple[NodeState, Decision]:
+        return state, Decision(
+            inp.node,
+            state.state,
+            state.weight,
+            reason,
+            round(temp_c, 2),
+            round(slope, 4),
+            round(predicted, 2),
+            threads,
+        )
+
+    facts = (
+        f"T={temp_c:.1f}°C slope={slope:+.2f}°C/s "
+        f"predicted {predicted:.1f}°C in {cfg.lookahead_s:g}s"
+    )
+    trigger = None
+    if inp.throttled_now:
+        trigger = "firmware reports throttling now"
+    elif temp_c >= cfg.drain_temp_c:
+        trigger = f"T at/above drain {cfg.drain_temp_c:g}°C"
+    elif predicted >= cfg.drain_temp_c:
+        trigger = f"predicted at/above drain {cfg.drain_temp_c:g}°C"
+    if trigger:
+        drained_at = prev.drained_at_s if prev.state == DRAINED else inp.now_s
+        new = NodeState(DRAINED, cfg.min_weight, drained_at, None)
+        return out(new, f"drain: {trigger} ({facts})")
+
+    if prev.state == DRAINED:
+        cool = temp_c < cfg.readmit_temp_c and slope <= _RISING_EPS_C_PER_S
+        drained_at = prev.drained_at_s if prev.drained_at_s is not None else inp.now_s
+        held_out_s = inp.now_s - drained_at
+        cool_since = (
+            (prev.cool_since_s if prev.cool_since_s is not None else inp.now_s) if cool else None
+        )
+        if cool and held_out_s >= cfg.min_drain_s and inp.now_s - cool_since >= cfg.readmit_hold_s:
+            weight = weight_for(predicted, cfg)
+            state = SHEDDING if weight < 1.0 else SERVING
+            return out(
+                NodeState(state, weight),
+                f"readmit: below {cfg.readmit_temp_c:g}°C and "
+                f"not rising for {inp.now_s - cool_since:.0f}s ({facts})",
+            )
+        wait = "cooling" if cool else f"waiting for < {cfg.readmit_temp_c:g}°C and not rising"
+        return out(replace(prev, cool_since_s=cool_since), f"stay drained: {wait} ({facts})")
+
+    weight = weight_for(predicted, cfg)
+    if inp.under_voltage_now:
+        weight = cfg.min_weight
+        facts = "under-voltage now; " + facts
+    state = SHEDDING if weight < 1.0 else SERVING
+    if state == SHEDDING:
+        reason = f"shed: weight {weight:.2f} ({facts})"
+    else:
+        reason = f"serve: headroom to {cfg.drain_temp_c:g}°C ({facts})"
+    return out(NodeState(state, weight), reason)
+
+
+# --- cluster power cap ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CapDecision:
+    """Admission limit (None = no cap beyond per-replica queues) and why."""
+
+    limit: int | None
+    reason: str
+
+
+def power_cap_step(
+    prev_limit: int | None,
+    cap_w: float | None,
+    total_w: float | None,
+    in_flight: int,
+    idle_floor_w: float,
+    cfg: PolicyConfig,
+) -> CapDecision:
+    """AIMD on the cluster's in-flight limit so that total node power stays under `cap_w`.
+
+    Over the cap: multiply the limit (initially the current in-flight count) by `cap_backoff`.
+    Below `cap_release_frac` of the cap: add one; reaching `cap_max_in_flight` lifts the limit.
+    """
+    if cap_w is None:
+        return CapDecision(None, "no power cap")
+    if total_w is None:
+        return CapDecision(prev_limit, "power cap: no power reading, limit held")
+    facts = f"{total_w:.1f} W of cap {cap_w:.1f} W"
+    if idle_floor_w >= cap_w:
+        return CapDecision(
+            cfg.cap_min_in_flight,
+            f"power cap below the nodes' idle power {idle_floor_w:.1f} W ({facts})",
+        )
+    if total_w > cap_w:
+        base = prev_limit if prev_limit is not None else max(in_flight, cfg.cap_min_in_flight)
+        limit = max(cfg.cap_min_in_flight, math.floor(base * cfg.cap_backoff))
+        return CapDecision(limit, f"over power cap: in-flight limit {limit} ({facts})")
+    if prev_limit is None:
+        return CapDecision(None, f"under power cap ({facts})")
+    if total_w < cfg.cap_release_frac * cap_w:
+        limit = prev_limit + 1
+        if limit >= cfg.cap_max_in_flight:
+            return CapDecision(None, f"well under power cap: limit lifted ({facts})")
+        return CapDecision(limit, f"under power cap: in-flight limit {limit} ({facts})")
+    return CapDecision(prev_limit, f"near power cap: in-flight limit {prev_limit} held ({facts})")
+
+
+def efficiency_factors(joules_per_inference: dict[str, float | None]) -> dict[str, float]:
+    """Under a power cap, favour nodes that spend fewer joules per inference (factor in
+    [0.25, 1]: the most efficient node keeps 1). Nodes without a figure keep 1."""
+    known = {n: j for n, j in joules_per_inference.items() if j is not None and j > 0}
+    best = min(known.values(), default=None)
+    return {
+        n: (max(0.25, min(1.0, best / known[n])) if best and n in known else 1.0)
+        for n in joules_per_inference
+    }

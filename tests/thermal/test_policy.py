@@ -1,0 +1,90 @@
+"""The policy as pure functions, driven by a fake clock."""
+
+from __future__ import annotations
+
+from edgekit.thermal import policy
+from edgekit.thermal.config import PolicyConfig
+
+CFG = PolicyConfig()
+
+
+def series(temps: list[float], t0: float = 0.0) -> tuple[tuple[float, float], ...]:
+    return tuple((t0 + i, c) for i, c in enumerate(temps))
+
+
+def run(temps_by_tick: list[float], state: policy.NodeState | None = None, **kw):
+    """Feed one new temperature per second; return every decision."""
+    st = state or policy.NodeState()
+    out = []
+    for i in range(len(temps_by_tick)):
+        inp = policy.NodeInput("pi1", float(i), series(temps_by_tick[: i + 1]), **kw)
+        st, d = policy.decide(st, inp, CFG)
+        out.append(d)
+    return st, out
+
+
+def test_slope_least_squares() -> None:
+    assert abs(policy.slope_c_per_s(series([50, 51, 52, 53]), 3, 10) - 1.0) < 1e-9
+    assert policy.slope_c_per_s(series([50]), 0, 10) == 0.0
+
+
+def test_cool_node_serves_at_full_weight() -> None:
+    _, ds = run([50, 50.2, 50.1, 50.3])
+    assert ds[-1].state == "serving" and ds[-1].weight == 1.0 and "headroom" in ds[-1].reason
+
+
+def test_rising_node_sheds_before_reaching_the_threshold() -> None:
+    _, ds = run([64, 65, 66, 67, 68])  # 1 °C/s: predicted 74 °C
+    d = ds[-1]
+    assert d.state == "shedding" and 0.1 < d.weight < 1.0 and d.predicted_c == 74.0
+
+
+def test_drain_on_prediction_and_on_throttle_bits() -> None:
+    _, ds = run([70, 71.5, 73, 74.5])  # 1.5 °C/s -> predicted 83.5 °C
+    assert ds[-1].state == "drained" and "predicted" in ds[-1].reason
+    _, ds = run([60, 60, 60], throttled_now=True)
+    assert ds[-1].state == "drained" and "throttling" in ds[-1].reason
+
+
+def test_readmit_needs_cool_and_not_rising_for_hold_time_no_flapping() -> None:
+    st = policy.NodeState("drained", 0.1, drained_at_s=0.0)
+    temps: list[float] = [79.0]
+    states = []
+    # cool down to 71 then hover around 71.5 with noise: must come back exactly once
+    for i in range(1, 40):
+        temps.append(max(71.0, 79.0 - 0.5 * i) + (0.3 if i % 2 else -0.3))
+        inp = policy.NodeInput("pi1", float(i), series(temps))
+        st, d = policy.decide(st, inp, CFG)
+        states.append(d.state)
+    first_back = next(i for i, s in enumerate(states) if s != "drained")
+    assert all(s != "drained" for s in states[first_back:])  # no flapping
+    assert temps[first_back + 1] < CFG.readmit_temp_c + 0.31
+
+
+def test_stale_or_sensorless_node_gets_neutral_weight() -> None:
+    _, d = policy.decide(policy.NodeState(), policy.NodeInput("pi1", 5.0, stale=True), CFG)
+    assert d.weight == CFG.stale_weight and "stale" in d.reason
+    _, d = policy.decide(policy.NodeState(), policy.NodeInput("pi1", 5.0), CFG)
+    assert "no temperature sensor" in d.reason
+
+
+def test_under_voltage_sheds_to_min_weight() -> None:
+    _, ds = run([50, 50], under_voltage_now=True)
+    assert ds[-1].weight == CFG.min_weight and "under-voltage" in ds[-1].reason
+
+
+def test_power_cap_aimd() -> None:
+    d = policy.power_cap_step(None, 15.0, 18.0, 10, 9.3, CFG)
+    assert d.limit == 8 and "over power cap" in d.reason
+    d = policy.power_cap_step(8, 15.0, 14.0, 8, 9.3, CFG)
+    assert d.limit == 8 and "held" in d.reason
+    d = policy.power_cap_step(8, 15.0, 12.0, 8, 9.3, CFG)
+    assert d.limit == 9
+    assert policy.power_cap_step(63, 15.0, 10.0, 1, 9.3, CFG).limit is None
+    assert policy.power_cap_step(None, None, 30.0, 5, 9.3, CFG).limit is None
+    assert "idle power" in policy.power_cap_step(None, 5.0, 9.0, 5, 9.3, CFG).reason
+
+
+def test_efficiency_factors() -> None:
+    f = policy.efficiency_factors({"a": 0.5, "b": 1.0, "c": None, "d": 10.0})
+    assert f == {"a": 1.0, "b": 0.5, "c": 1.0, "d": 0.25}
