@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# edgekit developer entry point. Works on a fresh Debian 12 / Ubuntu 24.04 machine.
+#   ./dev.sh demo    end to end on the built-in virtual Pi cluster (needs root: sshd, cgroups, users)
+#   ./dev.sh test    ruff + the whole test suite (the command CI runs)
+#   ./dev.sh setup   only install what the project needs (apt packages, .venv)
+# As non-root, apt packages are installed with sudo when it is available; the virtual cluster
+# (and the tests that use it) need root because they create users, cgroups and sshd instances.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(openssh-server openssh-client qemu-user gcc g++ gcc-aarch64-linux-gnu
+              libc6-dev-arm64-cross iproute2 python3 python3-venv python3-dev tmux procps)
+VENV=.venv
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else
+    echo "error: need root (or sudo) to install: ${APT_PACKAGES[*]}" >&2
+    echo "       install them yourself, then rerun ./dev.sh" >&2
+    exit 2
+  fi
+}
+
+install_apt() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing apt packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+pick_python() {
+  for py in python3.13 python3.12 python3.11 python3; do
+    if command -v "$py" >/dev/null 2>&1 &&
+       "$py" -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$py"; return
+    fi
+  done
+  echo "error: edgekit needs Python 3.11 or newer (Debian 12 and Ubuntu 24.04 have it)" >&2
+  exit 2
+}
+
+install_python() {
+  local stamp="$VENV/.edgekit-install-stamp" want
+  want=$(cat pyproject.toml setup.py native/*.[ch] native/*/*.[ch] 2>/dev/null | sha256sum | cut -c1-16)
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$(pick_python)" -m venv "$VENV"
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing edgekit and its dependencies into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e '.[dev]'
+    echo "$want" > "$stamp"
+  fi
+}
+
+setup() { install_apt; install_python; }
+
+case "${1:-}" in
+  setup) setup ;;
+  demo)  setup; shift; exec "$VENV/bin/edgekit" demo "$@" ;;
+  test)  setup; shift
+         "$VENV/bin/ruff" check edgekit tests benchmarks
+         exec "$VENV/bin/python" -m pytest -q -ra "$@" ;;
+  *) sed -n '2,8p' "$0"; exit 2 ;;
+esac
