@@ -18,6 +18,7 @@ from edgekit.errors import EdgekitError
 
 #: verb -> "module:attribute". Order is the order of `edgekit --help`.
 COMMANDS: dict[str, str] = {
+    "demo": "edgekit.cli.demo:demo",
     "nodes": "edgekit.cli.nodes:nodes",
     "cluster": "edgekit.cli.cluster:cluster",
 }

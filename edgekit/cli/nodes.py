@@ -61,26 +61,26 @@ def check(nodes_file: str, accept_new_host_keys: bool, timeout_s: float, as_json
         raise SystemExit(4)
 
 
+def _board(model: str) -> str:
+    return model.replace("Raspberry Pi", "Pi").replace(" Model", "").replace(" Rev", " r") or "?"
+
+
 def _table(reports: list[NodeReport]) -> Table:
-    table = Table(show_lines=False)
-    for col in ("node", "address", "board", "arch", "cores", "simd", "RAM free/total",
-                "disk free", "OS / python", "temp", "clock", "throttled", "verdict"):
-        table.add_column(col, overflow="fold")
+    """Compact enough for an 100-column terminal; `--json` has every field."""
+    table = Table(show_lines=False, pad_edge=False)
+    for col in ("node", "board", "arch", "cpu", "RAM free", "disk", "py", "temp", "clock",
+                "thr", "verdict"):
+        table.add_column(col, overflow="fold", no_wrap=col not in ("board", "verdict"))
     for r in reports:
         if not r.reachable:
-            table.add_row(r.name, r.address, *[""] * 10, f"[red]{r.verdict}[/]")
+            table.add_row(r.name, *[""] * 9, f"[red]{r.verdict}[/]")
             continue
-        mem = f"{r.mem_avail_mb}/{r.mem_total_mb} MB" if r.mem_total_mb else "?"
-        clock = f"{r.freq_mhz}/{r.max_freq_mhz} MHz" if r.freq_mhz else "?"
-        temp = f"{r.temp_c:.1f} °C" if r.temp_c is not None else "?"
-        throttled = r.throttled or "?"
-        if r.throttled_flags:
-            throttled += " (" + ", ".join(r.throttled_flags) + ")"
+        mem = f"{r.mem_avail_mb / 1024:.1f}/{r.mem_total_mb / 1024:.0f}G" if r.mem_total_mb else "?"
+        clock = f"{r.freq_mhz}/{r.max_freq_mhz}" if r.freq_mhz else "?"
+        temp = f"{r.temp_c:.0f}°C" if r.temp_c is not None else "?"
+        cpu = f"{r.cores or '?'}x " + ("+".join(x for x in r.simd if x != "asimdhp") or "-")
+        disk = f"{r.disk_free_mb / 1024:.0f}G" if r.disk_free_mb is not None else "?"
         verdict = "[green]ready[/]" if r.ready else f"[red]{r.verdict}[/]"
-        table.add_row(
-            r.name, r.address, r.model or "?", r.arch, str(r.cores or "?"),
-            " ".join(r.simd) or "-", mem,
-            f"{r.disk_free_mb} MB" if r.disk_free_mb is not None else "?",
-            f"{r.os} / {r.python or '-'}", temp, clock, throttled, verdict,
-        )
+        table.add_row(r.name, _board(r.model), r.arch, cpu, mem, disk, r.python or "-", temp,
+                      clock, r.throttled or "?", verdict)
     return table
