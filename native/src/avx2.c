@@ -1,0 +1,237 @@
+/* x86-64 AVX2 (+FMA, F16C) variant. Compiled with -mavx2 -mfma -mf16c; chosen only when
+ * CPUID and XGETBV say the CPU and OS support them.
+ *
+ * Linear core ("row-vector" design): 16 activation rows live in the lanes of two int32
+ * vectors as int16 pairs, and VPMADDWD multiplies a pair of kept inputs by a broadcast pair
+ * of weights. For each super-group of inputs (the span holding two kept slots) every
+ * possible pair of positions is laid out once per call (6 for 2:4, 16 for 1:4, 1 for dense),
+ * so a sparse channel block just picks its pair by offset: no per-element gather, and the
+ * dense kernel is the same loop over twice (2:4) or four times (1:4) as many pairs. */
+#include <immintrin.h>
+#include <stdlib.h>
+
+#include "ek_internal.h"
+
+#define TILE 16
+
+static inline uint32_t hmax_u32(__m256i v) {
+  __m128i m = _mm_max_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0x4e));
+  m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0xb1));
+  return (uint32_t)_mm_cvtsi128_si32(m);
+}
+
+static inline __m256i q8_lanes(__m256 x, __m256 inv) {
+  /* clamp in float first (huge values would convert to INT_MIN), then nearest-even */
+  __m256 v = _mm256_mul_ps(x, inv);
+  v = _mm256_max_ps(_mm256_min_ps(v, _mm256_set1_ps(127.0f)), _mm256_set1_ps(-127.0f));
+  return _mm256_cvtps_epi32(v);
+}
+
+static int enc_q8(const float *x, size_t n, size_t block, int8_t *q, void *scales, int fp16) {
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+  for (size_t b = 0, i0 = 0; i0 < n; b++, i0 += block) {
+    size_t len = n - i0 < block ? n - i0 : block, i = 0;
+    const float *xb = x + i0;
+    int8_t *qb = q + i0;
+    __m256i vm = _mm256_setzero_si256();
+    for (; i + 8 <= len; i += 8)
+      vm = _mm256_max_epi32(vm, _mm256_and_si256(_mm256_castps_si256(_mm256_loadu_ps(xb + i)), absmask));
+    uint32_t amax = hmax_u32(vm);
+    for (; i < len; i++) {
+      uint32_t a = ek_f32_bits(xb[i]) & 0x7fffffffu;
+      amax = a > amax ? a : amax;
+    }
+    if (amax >= 0x7f800000u) return EK_ENONFINITE;
+    float invs = ek_block_scale(amax, scales, b, fp16);
+    __m256 inv = _mm256_set1_ps(invs);
+    i = 0;
+    for (; i + 32 <= len; i += 32) {
+      __m256i a = q8_lanes(_mm256_loadu_ps(xb + i), inv), bq = q8_lanes(_mm256_loadu_ps(xb + i + 8), inv);
+      __m256i c = q8_lanes(_mm256_loadu_ps(xb + i + 16), inv), d = q8_lanes(_mm256_loadu_ps(xb + i + 24), inv);
+      __m256i ab = _mm256_packs_epi32(a, bq), cd = _mm256_packs_epi32(c, d);
+      __m256i p = _mm256_packs_epi16(ab, cd); /* lanes out of order: fix with one permute */
+      p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256((__m256i *)(qb + i), p);
+    }
+    for (; i < len; i++) qb[i] = ek_q8(xb[i] * invs);
+  }
+  return EK_OK;
+}
+
+static void dec_q8(const int8_t *q, size_t n, size_t block, const void *scales, int fp16,
+                   float *out) {
+  for (size_t b = 0, i0 = 0; i0 < n; b++, i0 += block) {
+    size_t len = n - i0 < block ? n - i0 : block, i = 0;
+    float ds = ek_scale_at(scales, b, fp16);
+    __m256 d = _mm256_set1_ps(ds);
+    for (; i + 8 <= len; i += 8) {
+      __m128i v = _mm_loadl_epi64((const __m128i *)(q + i0 + i));
+      _mm256_storeu_ps(out + i0 + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), d));
+    }
+    for (; i < len; i++) out[i0 + i] = (float)q[i0 + i] * ds;
+  }
+}
+
+static void to_f16(const float *x, size_t n, uint16_t *out) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; i++) out[i] = ek_f16_from_f32(x[i]);
+}
+
+static void from_f16(const uint16_t *x, size_t n, float *out) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+  for (; i < n; i++) out[i] = ek_f32_from_f16(x[i]);
+}
+
+#define EK_PP_NAME pp_avx2
+#include "preprocess_impl.h"
+
+/* --- linear ---------------------------------------------------------------------------- */
+typedef struct {
+  int span, ncombo, slots;   /* inputs per super-group, pair layouts, pair slots per channel */
+  uint8_t ca[16], cb[16];    /* positions (in the super-group) of each pair layout */
+  int32_t *off;              /* [n_blocks][slots] offset (int32 units) of a slot's pair */
+  int32_t *wpair;            /* [n_blocks][slots][8] int16 weight pairs */
+} avx2_lin;
+
+static int pair_id(const avx2_lin *A, int a, int b) {
+  for (int i = 0; i < A->ncombo; i++)
+    if (A->ca[i] == a && A->cb[i] == b) return i;
+  return -1;
+}
+
+static int lin_prepare(struct ek_linear *L) {
+  avx2_lin *A = calloc(1, sizeof *A);
+  if (!A) return EK_ENOMEM;
+  A->span = 2 * L->m / L->n;
+  A->slots = L->kk_pad / 2;
+  if (L->n == 2) { /* both kept slots in one group */
+    for (int a = 0; a < L->m; a++)
+      for (int b = a + 1; b < L->m; b++) { A->ca[A->ncombo] = a; A->cb[A->ncombo++] = b; }
+  } else { /* one kept slot in each of two consecutive groups */
+    for (int a = 0; a < L->m; a++)
+      for (int b = 0; b < L->m; b++) { A->ca[A->ncombo] = a; A->cb[A->ncombo++] = L->m + b; }
+  }
+  A->off = malloc(sizeof(int32_t) * (size_t)L->n_blocks * A->slots);
+  A->wpair = malloc(sizeof(int32_t) * (size_t)L->n_blocks * A->slots * EK_BLOCK_CH);
+  L->isa = A;
+  if (!A->off || !A->wpair) return EK_ENOMEM;
+  for (int blk = 0; blk < L->n_blocks; blk++) {
+    const int32_t *ka = L->kabs + (size_t)blk * L->kk_pad;
+    for (int s = 0; s < A->slots; s++) {
+      int base = s * A->span, id = pair_id(A, ka[2 * s] - base, ka[2 * s + 1] - base);
+      if (id < 0) return EK_EINVAL;
+      A->off[(size_t)blk * A->slots + s] = (s * A->ncombo + id) * TILE;
+      for (int c = 0; c < EK_BLOCK_CH; c++) {
+        const int8_t *w = L->vals + (size_t)(blk * EK_BLOCK_CH + c) * L->kk_pad;
+        uint32_t lo = (uint16_t)(int16_t)w[2 * s], hi = (uint16_t)(int16_t)w[2 * s + 1];
+        A->wpair[((size_t)blk * A->slots + s) * EK_BLOCK_CH + c] = (int32_t)(lo | (hi << 16));
+      }
+    }
+  }
+  return EK_OK;
+}
+
+static void lin_free(struct ek_linear *L) {
+  avx2_lin *A = L->isa;
+  free(A->off); free(A->wpair); free(A);
+  L->isa = NULL;
+}
+
+/* Lay out every pair layout of every super-group for each tile of 16 rows. */
+static int lin_prep_x(const struct ek_linear *L, ek_xrows *xr) {
+  const avx2_lin *A = L->isa;
+  size_t tiles = (xr->rows + TILE - 1) / TILE, per_tile = (size_t)A->slots * A->ncombo * TILE;
+  int32_t *buf = aligned_alloc(32, sizeof(int32_t) * per_tile * tiles);
+  if (!buf) return EK_ENOMEM;
+  for (size_t t = 0; t < tiles; t++) {
+    int32_t *tb = buf + t * per_tile;
+    for (int r = 0; r < TILE; r++) {
+      size_t row = t * TILE + r;
+      if (row >= xr->rows) {
+        for (size_t i = 0; i < (size_t)A->slots * A->ncombo; i++) tb[i * TILE + r] = 0;
+        continue;
+      }
+      const int8_t *x = xr->xq + row * (size_t)L->k_pad;
+      for (int s = 0; s < A->slots; s++) {
+        const int8_t *g = x + s * A->span;
+        int32_t *o = tb + (size_t)s * A->ncombo * TILE + r;
+        for (int c = 0; c < A->ncombo; c++) {
+          uint32_t lo = (uint16_t)(int16_t)g[A->ca[c]], hi = (uint16_t)(int16_t)g[A->cb[c]];
+          o[c * TILE] = (int32_t)(lo | (hi << 16));
+        }
+      }
+    }
+  }
+  xr->prep = buf;
+  return EK_OK;
+}
+
+static void lin_prep_x_free(ek_xrows *xr) {
+  free(xr->prep);
+  xr->prep = NULL;
+}
+
+__attribute__((noinline)) static void tile4(const int32_t *tb, const int32_t *off,
+                                            const int32_t *wp, int slots, int32_t out[4][TILE]) {
+  __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
+  __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+  for (int s = 0; s < slots; s++) {
+    const int32_t *xp = tb + off[s];
+    const int32_t *w = wp + (size_t)s * EK_BLOCK_CH;
+    __m256i x0 = _mm256_load_si256((const __m256i *)xp);
+    __m256i x1 = _mm256_load_si256((const __m256i *)(xp + 8));
+    __m256i w0 = _mm256_set1_epi32(w[0]), w1 = _mm256_set1_epi32(w[1]);
+    __m256i w2 = _mm256_set1_epi32(w[2]), w3 = _mm256_set1_epi32(w[3]);
+    a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(x0, w0));
+    a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(x1, w0));
+    a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(x0, w1));
+    a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(x1, w1));
+    a20 = _mm256_add_epi32(a20, _mm256_madd_epi16(x0, w2));
+    a21 = _mm256_add_epi32(a21, _mm256_madd_epi16(x1, w2));
+    a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(x0, w3));
+    a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(x1, w3));
+  }
+  _mm256_storeu_si256((__m256i *)out[0], a00); _mm256_storeu_si256((__m256i *)(out[0] + 8), a01);
+  _mm256_storeu_si256((__m256i *)out[1], a10); _mm256_storeu_si256((__m256i *)(out[1] + 8), a11);
+  _mm256_storeu_si256((__m256i *)out[2], a20); _mm256_storeu_si256((__m256i *)(out[2] + 8), a21);
+  _mm256_storeu_si256((__m256i *)out[3], a30); _mm256_storeu_si256((__m256i *)(out[3] + 8), a31);
+}
+
+static void lin_acc(const struct ek_linear *L, const ek_xrows *xr, int32_t *acc, int b0, int b1) {
+  const avx2_lin *A = L->isa;
+  size_t tiles = (xr->rows + TILE - 1) / TILE, per_tile = (size_t)A->slots * A->ncombo * TILE;
+  int32_t out[4][TILE];
+  for (int blk = b0; blk < b1; blk++) {
+    const int32_t *off = A->off + (size_t)blk * A->slots;
+    const int32_t *wp = A->wpair + (size_t)blk * A->slots * EK_BLOCK_CH;
+    for (size_t t = 0; t < tiles; t++) {
+      const int32_t *tb = (const int32_t *)xr->prep + t * per_tile;
+      size_t nr = xr->rows - t * TILE < TILE ? xr->rows - t * TILE : TILE;
+      for (int h = 0; h < 2; h++) {
+        tile4(tb, off, wp + 4 * h, A->slots, out);
+        for (size_t r = 0; r < nr; r++)
+          for (int c = 0; c < 4; c++)
+            acc[(t * TILE + r) * L->n_pad + blk * EK_BLOCK_CH + 4 * h + c] = out[c][r];
+      }
+    }
+  }
+}
+
+const ek_kernels ek_kernels_avx2 = {
+  .name = "avx2",
+  .encode_q8 = enc_q8,
+  .decode_q8 = dec_q8,
+  .f32_to_f16 = to_f16,
+  .f16_to_f32 = from_f16,
+  .preprocess = pp_avx2,
+  .linear_prepare = lin_prepare,
+  .linear_free = lin_free,
+  .linear_prep_x = lin_prep_x,
+  .linear_prep_x_free = lin_prep_x_free,
+  .linear_acc = lin_acc,
+};
