@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "demo": "edgekit.cli.demo:demo",
     "nodes": "edgekit.cli.nodes:nodes",
     "cluster": "edgekit.cli.cluster:cluster",
+    "monitor": "edgekit.cli.thermal:monitor", "report": "edgekit.cli.thermal:report",
 }
 
 

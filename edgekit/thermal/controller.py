@@ -2,12 +2,19 @@
 
 The API server starts it with the router (`start(control)`) and merges `status()` into
 `GET /edgekit/status` under "thermal". With `enabled=False` it only watches and records
-(the benchmark's "policy off" run). Serving reads node power with `node_power_w()`.
+(the benchmark's "policy off" run). Node power goes to the router every tick through
+`set_extra(node, "power_w", W)` when the router has it; `node_power_w()` answers the same.
+
+Built with no arguments (`edgekit serve --controller thermal`), it finds the nodes when
+started (the router's nodes and every Ray node with an `edgekit-node-<name>` resource), starts
+or reuses each node's agent actor, records under `$EDGEKIT_HOME/telemetry/<utc time>/`, and
+reads `EDGEKIT_THERMAL_POLICY` (on/off, default on) and `EDGEKIT_POWER_CAP_W` (unset = no cap).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -16,13 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.errors import InputError
 from edgekit.serve.control import DRAINED, SERVING, NodeControl, NodeStats
 from edgekit.thermal import config, policy
 from edgekit.thermal.config import PolicyConfig
-from edgekit.thermal.recorder import Recorder
+from edgekit.thermal.recorder import Recorder, default_run_dir
 from edgekit.thermal.sources import TelemetrySource
 
 log = logging.getLogger("edgekit.thermal")
+
+POLICY_ENV = "EDGEKIT_THERMAL_POLICY"  # "off" = watch and record only
+POWER_CAP_ENV = "EDGEKIT_POWER_CAP_W"  # cluster power cap in W
 
 _HISTORY_LEN = 120  # temperature points kept per node for slope and sparkline
 _ENERGY_WINDOW_S = 30.0  # J/inference over this sliding window
@@ -44,6 +55,18 @@ class _Node:
     energy_win: deque[tuple[float, float, int]] = field(default_factory=lambda: deque(maxlen=600))
 
 
+def _parse_cap(text: str) -> float:
+    try:
+        cap = float(text)
+    except ValueError:
+        cap = -1.0
+    if cap <= 0:
+        raise InputError(
+            f"power cap must be a positive number of watts, got {text!r}", where=POWER_CAP_ENV
+        )
+    return cap
+
+
 def _val(sample: dict[str, Any] | None, key: str) -> Any:
     if not sample or not isinstance(sample.get(key), dict):
         return None
@@ -57,10 +80,10 @@ class ThermalController:
 
     def __init__(
         self,
-        source: TelemetrySource,
+        source: TelemetrySource | None = None,
         cfg: PolicyConfig | None = None,
         *,
-        enabled: bool = True,
+        enabled: bool | None = None,
         power_cap_w: float | None = None,
         run_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
@@ -68,11 +91,17 @@ class ThermalController:
     ):
         self.source = source
         self.cfg = cfg or PolicyConfig()
+        if enabled is None:
+            enabled = os.environ.get(POLICY_ENV, "on").strip().lower() not in ("off", "0", "no")
         self.enabled = enabled
+        if power_cap_w is None and os.environ.get(POWER_CAP_ENV):
+            power_cap_w = _parse_cap(os.environ[POWER_CAP_ENV])
         self.power_cap_w = power_cap_w
+        if run_dir is None and source is None:
+            run_dir = default_run_dir()
         self._clock = clock
         self._poll_interval_s = poll_interval_s
-        self._nodes = {n: _Node(n) for n in source.nodes()}
+        self._nodes = {n: _Node(n) for n in (source.nodes() if source else [])}
         self._control: NodeControl | None = None
         self._stats: dict[str, NodeStats] = {}
         self._limit: int | None = None
@@ -88,6 +117,8 @@ class ThermalController:
     def start(self, control: NodeControl) -> None:
         """Attach to the router and poll in a background thread."""
         self._control = control
+        if self.source is None:
+            self.source = self._ray_source(control)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="thermal-controller", daemon=True)
         self._thread.start()
@@ -98,6 +129,19 @@ class ThermalController:
             self._thread.join(timeout=10)
         if self.recorder is not None:
             self.recorder.close()
+
+    def _ray_source(self, control: NodeControl) -> TelemetrySource:
+        from edgekit.thermal.agent import start_agent_actor
+        from edgekit.thermal.sources import RayAgentSource
+
+        nodes = sorted(set(control.node_stats()) | set(RayAgentSource.discover()))
+        for node in nodes:
+            try:
+                start_agent_actor(node)
+            except Exception as exc:  # that node shows as stale; the others are steered
+                log.warning("cannot start thermal agent on %s: %s", node, exc)
+            self._nodes.setdefault(node, _Node(node))
+        return RayAgentSource(nodes)
 
     def attach(self, control: NodeControl) -> None:
         """Attach without a thread (callers drive `tick()` themselves, e.g. with a fake clock)."""
@@ -115,6 +159,8 @@ class ThermalController:
     # --- one tick ------------------------------------------------------------------------
     def tick(self) -> None:
         """Poll, decide, apply, record. Safe to call from one thread at a time."""
+        if self.source is None:
+            return
         sent = self._clock()
         polled = self.source.poll({n: v.seq for n, v in self._nodes.items()})
         now = self._clock()
@@ -132,6 +178,12 @@ class ThermalController:
             self._power_cap(stats)
             self._apply()
             self._record(now)
+            set_extra = getattr(self._control, "set_extra", None)
+            if set_extra is not None:
+                for name, node in self._nodes.items():
+                    watts = None if self._stale(node, now) else _val(node.last, "power_w")
+                    if watts is not None:
+                        set_extra(name, "power_w", watts)
 
     def _ingest(self, node: _Node, reply: dict[str, Any] | None, sent: float, now: float) -> None:
         if not reply:

@@ -1,0 +1,160 @@
+"""`edgekit monitor`: the server's `/edgekit/status` as a rich dashboard.
+
+`render(status)` is a pure function of the status JSON (one frame; tests render it into a
+recording Console); `fetch_status` does the HTTP; the CLI loops with rich.live.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from edgekit.errors import ClusterError
+
+_SPARK = "▁▂▃▄▅▆▇█"
+_SPARK_LO_C, _SPARK_HI_C = 40.0, 85.0  # fixed scale: the same height means the same °C
+_STATE_STYLE = {"serving": "green", "shedding": "yellow", "drained": "bold red"}
+
+
+def fetch_status(url: str, token: str | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
+    """GET <url>/edgekit/status as JSON; an unreachable or failing server is a ClusterError."""
+    req = urllib.request.Request(url.rstrip("/") + "/edgekit/status")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise ClusterError(
+            f"server answered {exc.code} {exc.reason}",
+            where=req.full_url,
+            hint="pass --token-file if the API needs a token",
+        ) from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ClusterError(
+            f"cannot read status: {exc}",
+            where=req.full_url,
+            hint="is `edgekit serve` running there?",
+        ) from exc
+
+
+def node_rows(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-node rows: the thermal controller's view, else the router's bare stats."""
+    thermal = (status.get("controllers") or {}).get("thermal") or {}
+    if "nodes" in thermal:
+        return thermal["nodes"]
+    if "nodes" in status and "cluster" in status:  # a bare thermal status document
+        return status["nodes"]
+    return {n: {"node": n, **s} for n, s in (status.get("nodes") or {}).items()}
+
+
+def summary(status: dict[str, Any]) -> dict[str, Any]:
+    """Cluster totals: req/s, W, J per inference, admission limit, policy on/off."""
+    thermal = (status.get("controllers") or {}).get("thermal") or status
+    rows = node_rows(status)
+    cluster = thermal.get("cluster") or {}
+    rps = cluster.get("requests_per_s")
+    if rps is None:
+        rps = sum(r.get("requests_per_s") or 0.0 for r in rows.values())
+    return {
+        "nodes": len(rows),
+        "requests_per_s": rps,
+        "power_w": cluster.get("power_w"),
+        "j_per_inference": cluster.get("j_per_inference"),
+        "admission_limit": thermal.get("admission_limit", status.get("admission_limit")),
+        "power_cap_w": thermal.get("power_cap_w"),
+        "policy": ("on" if thermal.get("enabled") else "off") if "enabled" in thermal else "absent",
+    }
+
+
+def sparkline(temps: list[float], width: int = 20) -> Text:
+    text = Text()
+    for t in temps[-width:]:
+        frac = (t - _SPARK_LO_C) / (_SPARK_HI_C - _SPARK_LO_C)
+        ch = _SPARK[max(0, min(len(_SPARK) - 1, int(frac * len(_SPARK))))]
+        text.append(ch, style="red" if t >= 78 else "yellow" if t >= 70 else "green")
+    return text
+
+
+def _f(value: Any, fmt: str, dash: str = "-") -> str:
+    return dash if value is None else format(value, fmt)
+
+
+def render(status: dict[str, Any]) -> Group:
+    """One dashboard frame."""
+    table = Table(title="edgekit nodes", expand=False, header_style="bold")
+    for col, just in (
+        ("node", "left"),
+        ("temp °C", "right"),
+        ("trend", "left"),
+        ("clock MHz", "right"),
+        ("throttle", "left"),
+        ("W", "right"),
+        ("util", "right"),
+        ("req/s", "right"),
+        ("p95 ms", "right"),
+        ("J/inf", "right"),
+        ("weight", "right"),
+        ("state", "left"),
+    ):
+        table.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
+    for name, r in sorted(node_rows(status).items()):
+        state = r.get("state") or "?"
+        if r.get("stale"):
+            state += " (stale)"
+        thr = r.get("throttled")
+        if isinstance(thr, dict):
+            throttle = "NOW" if thr.get("any_now") else ("since boot" if thr.get("raw") else "no")
+        else:
+            throttle = "?"
+        watts = _f(r.get("power_w"), ".1f")
+        if r.get("power_source") == "estimated":
+            watts += "~"
+        temp = r.get("temp_c")
+        table.add_row(
+            name,
+            Text(_f(temp, ".1f"), style="red" if (temp or 0) >= 78 else ""),
+            sparkline(r.get("temp_history") or []),
+            f"{_f(r.get('freq_mhz'), '.0f')}/{_f(r.get('max_freq_mhz'), '.0f')}",
+            Text(throttle, style="bold red" if throttle == "NOW" else ""),
+            watts,
+            _f(r.get("util"), ".0%"),
+            _f(r.get("requests_per_s"), ".1f"),
+            _f(r.get("p95_ms"), ".1f"),
+            _f(r.get("j_per_inference"), ".2f"),
+            _f(r.get("weight"), ".2f"),
+            Text(state, style=_STATE_STYLE.get(r.get("state") or "", "")),
+        )
+    s = summary(status)
+    cap = f" cap {s['power_cap_w']:.0f} W" if s["power_cap_w"] else ""
+    limit = f" admission {s['admission_limit']}" if s["admission_limit"] else ""
+    totals = Text(
+        f"cluster: {_f(s['requests_per_s'], '.1f')} req/s  {_f(s['power_w'], '.1f')} W  "
+        f"{_f(s['j_per_inference'], '.2f')} J/inference  policy {s['policy']}{cap}{limit}"
+        "   (~ = estimated power)"
+    )
+    thermal = (status.get("controllers") or {}).get("thermal") or {}
+    recent = thermal.get("decisions") or []
+    lines = [
+        Text(
+            f"{d['node']}: {d['state']} w={d['weight']:.2f} - {d['reason']}",
+            overflow="ellipsis",
+            no_wrap=True,
+        )
+        for d in recent[-4:]
+    ]
+    return Group(table, totals, *lines)
+
+
+def snapshot(status: dict[str, Any]) -> dict[str, Any]:
+    """What `edgekit monitor --once --json` prints: totals plus per-node rows (no history)."""
+    rows = {
+        n: {k: v for k, v in r.items() if k != "temp_history"} for n, r in node_rows(status).items()
+    }
+    return {"cluster": summary(status), "nodes": rows}
