@@ -1,0 +1,172 @@
+"""Compare a quantized model with its fp32 original on held-out inputs.
+
+Per output: cosine similarity (over all samples, flattened), max/mean absolute error, and top-1
+agreement for classifier-like outputs (rank 2, more than one class). Plus file sizes and the
+int8/fp32 latency ratio on this machine (median of a few single-threaded runs).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass
+class OutputAccuracy:
+    name: str
+    cosine: float
+    max_abs_error: float
+    mean_abs_error: float
+    top1_agreement: float | None = None
+
+
+@dataclass
+class Evaluation:
+    """What `edgekit quantize` reports (also stored in a bundle's manifest)."""
+
+    fp32_bytes: int
+    int8_bytes: int
+    size_ratio: float
+    outputs: list[OutputAccuracy]
+    min_cosine: float
+    fp32_ms: float
+    int8_ms: float
+    speed_ratio: float  # int8 latency / fp32 latency; below 1 means int8 is faster
+    samples: int
+    data: str  # "images", "files" or "synthetic"
+    worst_layers: list[dict[str, Any]] = field(default_factory=list)
+
+
+def session(path: Path | str | bytes, threads: int = 1, optimize: bool = True) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def run_all(sess: Any, feeds: Sequence[Feeds]) -> list[list[np.ndarray]]:
+    return [sess.run(None, f) for f in feeds]
+
+
+def median_ms(sess: Any, feed: Feeds, repeats: int = 5) -> float:
+    sess.run(None, feed)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64).ravel()
+    b = b.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def compare_outputs(
+    names: Sequence[str], ref: list[list[np.ndarray]], got: list[list[np.ndarray]]
+) -> list[OutputAccuracy]:
+    out = []
+    for k, name in enumerate(names):
+        a = np.concatenate([r[k].astype(np.float64).ravel() for r in ref])
+        b = np.concatenate([g[k].astype(np.float64).ravel() for g in got])
+        diff = np.abs(a - b)
+        top1 = None
+        first = ref[0][k]
+        if first.ndim == 2 and first.shape[1] > 1 and first.dtype.kind == "f":
+            agree = [
+                np.mean(np.argmax(r[k], axis=1) == np.argmax(g[k], axis=1))
+                for r, g in zip(ref, got, strict=True)
+            ]
+            top1 = float(np.mean(agree))
+        out.append(
+            OutputAccuracy(
+                name, cosine(a, b), float(diff.max(initial=0.0)), float(diff.mean()), top1
+            )
+        )
+    return out
+
+
+def evaluate(
+    fp32_path: Path, int8_path: Path, feeds: Sequence[Feeds], data: str, repeats: int = 5
+) -> Evaluation:
+    """Run both models on ``feeds`` and summarise accuracy, size and speed."""
+    ref_sess, q_sess = session(fp32_path), session(int8_path)
+    names = [o.name for o in ref_sess.get_outputs()]
+    ref = run_all(ref_sess, feeds)
+    got = run_all(q_sess, feeds)
+    outputs = compare_outputs(names, ref, got)
+    fp32_ms = median_ms(ref_sess, feeds[0], repeats)
+    int8_ms = median_ms(q_sess, feeds[0], repeats)
+    fp32_bytes, int8_bytes = Path(fp32_path).stat().st_size, Path(int8_path).stat().st_size
+    return Evaluation(
+        fp32_bytes=fp32_bytes,
+        int8_bytes=int8_bytes,
+        size_ratio=int8_bytes / fp32_bytes,
+        outputs=outputs,
+        min_cosine=min(o.cosine for o in outputs),
+        fp32_ms=fp32_ms,
+        int8_ms=int8_ms,
+        speed_ratio=int8_ms / fp32_ms if fp32_ms > 0 else float("nan"),
+        samples=len(feeds),
+        data=data,
+    )
+
+
+def worst_layers(
+    fp32_path: Path, qdq_path: Path, feeds: Sequence[Feeds], work: Path, top: int = 5
+) -> list[dict[str, Any]]:
+    """Activations whose quantization adds the most noise (lowest SQNR, in dB).
+
+    Uses ORT's qdq_loss_debug tooling: both models are augmented to output every
+    intermediate tensor, then matched by name.
+    """
+    import onnx
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    from edgekit.model.calibration import ListReader
+
+    aug_f, aug_q = work / "float_aug.onnx", work / "qdq_aug.onnx"
+    dbg.modify_model_output_intermediate_tensors(str(fp32_path), str(aug_f))
+    dbg.modify_model_output_intermediate_tensors(str(qdq_path), str(aug_q))
+    float_acts = dbg.collect_activations(str(aug_f), ListReader(feeds))
+    qdq_acts = dbg.collect_activations(str(aug_q), ListReader(feeds))
+    matched = dbg.create_activation_matching(qdq_acts, float_acts)
+    errors = dbg.compute_activation_error(matched)
+    producers = {o: n for n in onnx.load(str(qdq_path)).graph.node for o in n.output}
+    ranked = sorted(
+        ((name, e.get("xmodel_err", float("inf"))) for name, e in errors.items()),
+        key=lambda item: item[1],
+    )[:top]
+    result = []
+    for name, sqnr in ranked:
+        node = producers.get(name)
+        result.append(
+            {
+                "tensor": name,
+                "node": node.name if node else None,
+                "op": node.op_type if node else None,
+                "sqnr_db": float(sqnr),
+            }
+        )
+    return result

@@ -1,0 +1,102 @@
+"""`edgekit shard` end to end: probe, cost, partition, extract, validate (nothing written)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import onnx
+
+from edgekit.model import partition, profile, shard
+from edgekit.model.macs import node_costs
+from edgekit.model.shapes import concrete_shapes
+
+Feeds = shard.Feeds
+
+
+@dataclass
+class StagePlan:
+    index: int
+    nodes: int
+    first_node: str
+    last_node: str
+    inputs: list[shard.TensorInfo]
+    outputs: list[shard.TensorInfo]
+    mem_bytes: int
+    predicted_ms: float  # compute + sending its outputs over the link
+    compute_ms: float
+    transfer_ms: float
+
+
+@dataclass
+class ShardResult:
+    stages: list[StagePlan]
+    models: list[onnx.ModelProto] = field(repr=False)
+    cost_source: str  # "profile" or "macs"
+    link_bytes_per_s: float
+    balance_ratio: float
+    slowest_ms: float
+    naive_balance_ratio: float
+    naive_slowest_ms: float
+    validation: shard.Validation
+    whole_ms: float | None = None
+
+
+def shard_model(
+    model: onnx.ModelProto,
+    k: int,
+    samples: Sequence[Feeds],
+    *,
+    measure: bool = True,
+    link_bytes_per_s: float = 125e6,
+    mem_caps: Sequence[float] | None = None,
+    speeds: Sequence[float] | None = None,
+    tolerance: float = 1e-5,
+) -> ShardResult:
+    """Split ``model`` into ``k`` validated stages. ``samples[0]`` drives probing/profiling."""
+    prep = shard.prepare(model, samples[0])
+    if measure:
+        times = profile.measure(prep.model, samples[0])
+    else:
+        shapes = {i: list(v.shape) for i, v in samples[0].items()}
+        times = profile.from_macs(node_costs(prep.model.graph, concrete_shapes(prep.model, shapes)))
+    prob = shard.problem(prep, times.ms)
+    plan = partition.solve(
+        prob, k, speeds=speeds, mem_caps=mem_caps, link_bytes_per_s=link_bytes_per_s
+    )
+    naive = partition.evaluate(
+        prob, partition.naive_bounds(prob.n, k), speeds or [1.0] * k, link_bytes_per_s
+    )
+    models, stages = [], []
+    for idx, st in enumerate(plan.stages):
+        stage_model = shard.extract_stage(prep, st.start, st.end, f"stage_{idx}")
+        ins, outs = shard.stage_io(prep, st.start, st.end)
+        nodes = prep.nodes[st.start : st.end]
+        models.append(stage_model)
+        stages.append(
+            StagePlan(
+                index=idx,
+                nodes=len(nodes),
+                first_node=nodes[0].name,
+                last_node=nodes[-1].name,
+                inputs=[shard.tensor_info(prep, t) for t in ins],
+                outputs=[shard.tensor_info(prep, t) for t in outs],
+                mem_bytes=st.mem_bytes,
+                predicted_ms=st.cost_ms,
+                compute_ms=st.compute_ms,
+                transfer_ms=st.transfer_ms,
+            )
+        )
+    check = shard.validate(prep.model, models, samples, tolerance)
+    return ShardResult(
+        stages=stages,
+        models=models,
+        cost_source=times.source,
+        link_bytes_per_s=link_bytes_per_s,
+        balance_ratio=plan.balance,
+        slowest_ms=plan.slowest_ms,
+        naive_balance_ratio=naive.balance,
+        naive_slowest_ms=naive.slowest_ms,
+        validation=check,
+        whole_ms=times.whole_ms,
+    )
