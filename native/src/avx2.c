@@ -143,20 +143,26 @@ static void lin_free(struct ek_linear *L) {
 }
 
 /* Lay out every pair layout of every super-group for each tile of 16 rows. */
-static int lin_prep_x(const struct ek_linear *L, ek_xrows *xr) {
+typedef struct {
+  const struct ek_linear *L;
+  const ek_xrows *xr;
+  int32_t *buf;
+} prep_ctx;
+
+static void prep_tiles(void *p, int t0, int t1) {
+  const prep_ctx *pc = p;
+  const struct ek_linear *L = pc->L;
   const avx2_lin *A = L->isa;
-  size_t tiles = (xr->rows + TILE - 1) / TILE, per_tile = (size_t)A->slots * A->ncombo * TILE;
-  int32_t *buf = aligned_alloc(32, sizeof(int32_t) * per_tile * tiles);
-  if (!buf) return EK_ENOMEM;
-  for (size_t t = 0; t < tiles; t++) {
-    int32_t *tb = buf + t * per_tile;
+  size_t per_tile = (size_t)A->slots * A->ncombo * TILE;
+  for (size_t t = (size_t)t0; t < (size_t)t1; t++) {
+    int32_t *tb = pc->buf + t * per_tile;
     for (int r = 0; r < TILE; r++) {
       size_t row = t * TILE + r;
-      if (row >= xr->rows) {
+      if (row >= pc->xr->rows) {
         for (size_t i = 0; i < (size_t)A->slots * A->ncombo; i++) tb[i * TILE + r] = 0;
         continue;
       }
-      const int8_t *x = xr->xq + row * (size_t)L->k_pad;
+      const int8_t *x = pc->xr->xq + row * (size_t)L->k_pad;
       for (int s = 0; s < A->slots; s++) {
         const int8_t *g = x + s * A->span;
         int32_t *o = tb + (size_t)s * A->ncombo * TILE + r;
@@ -167,6 +173,15 @@ static int lin_prep_x(const struct ek_linear *L, ek_xrows *xr) {
       }
     }
   }
+}
+
+static int lin_prep_x(const struct ek_linear *L, ek_xrows *xr, int threads) {
+  const avx2_lin *A = L->isa;
+  size_t tiles = (xr->rows + TILE - 1) / TILE, per_tile = (size_t)A->slots * A->ncombo * TILE;
+  int32_t *buf = aligned_alloc(32, sizeof(int32_t) * per_tile * tiles);
+  if (!buf) return EK_ENOMEM;
+  prep_ctx pc = {L, xr, buf};
+  ek_parallel_for(threads, (int)tiles, prep_tiles, &pc);
   xr->prep = buf;
   return EK_OK;
 }

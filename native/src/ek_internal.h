@@ -41,7 +41,7 @@ typedef struct ek_kernels {
                     int out_int8, float q_scale, int q_zero_point, void *out);
   int (*linear_prepare)(struct ek_linear *lin);          /* may be NULL */
   void (*linear_free)(struct ek_linear *lin);            /* may be NULL */
-  int (*linear_prep_x)(const struct ek_linear *lin, ek_xrows *xr); /* may be NULL */
+  int (*linear_prep_x)(const struct ek_linear *lin, ek_xrows *xr, int threads); /* may be NULL */
   void (*linear_prep_x_free)(ek_xrows *xr);              /* may be NULL */
   /* acc [rows][n_pad] for channel blocks [b0, b1) */
   void (*linear_acc)(const struct ek_linear *lin, const ek_xrows *xr, int32_t *acc, int b0,

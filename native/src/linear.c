@@ -93,7 +93,7 @@ static void acc_range(void *p, int b0, int b1) {
 
 static int run_core(const ek_linear *L, ek_xrows *xr, int32_t *acc, int threads) {
   if (L->kern->linear_prep_x) {
-    int rc = L->kern->linear_prep_x(L, xr);
+    int rc = L->kern->linear_prep_x(L, xr, threads);
     if (rc != EK_OK) return rc;
   }
   acc_ctx c = {L, xr, acc};
