@@ -63,7 +63,11 @@ class NodeGroup:
     def _enable_v2_controllers(self) -> None:
         parent = ROOT
         for part in self.rel.parts:
-            (parent / "cgroup.subtree_control").write_text("+cpu +memory")
+            control = parent / "cgroup.subtree_control"
+            try:
+                control.write_text("+cpu +memory")
+            except OSError:  # no memory controller delegated here: CPU alone still works
+                control.write_text("+cpu")
             parent = parent / part
             parent.mkdir(exist_ok=True)
 
