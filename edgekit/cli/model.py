@@ -1,0 +1,400 @@
+"""`edgekit inspect | quantize | shard | bundle`: model tooling on the host."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.cli._output import console, emit_json, err_console, json_option
+from edgekit.errors import InputError, ModelError
+
+
+def _size(text: str) -> float:
+    """'1.5G', '512M', '64k' or plain bytes."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        if raw and raw[-1] in units:
+            return float(raw[:-1]) * units[raw[-1]]
+        return float(raw)
+    except ValueError:
+        raise InputError(f"bad size {text!r}; use e.g. 1.5G or 512M") from None
+
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise InputError(f"bad {what} {text!r}; expected comma-separated numbers") from None
+
+
+def data_options(func: Any) -> Any:
+    """Options shared by quantize and bundle: where sample data comes from and how images
+    become tensors."""
+    opts = [
+        click.option("--calib", "calib_dir", type=click.Path(path_type=Path),
+                     help="Folder of images, .npy or .npz files (held-out 25% evaluates)."),
+        click.option("--calib-synthetic", type=int, default=0,
+                     help="Use N random inputs instead (accuracy then UNKNOWN)."),
+        click.option("--shape", "shape_opts", multiple=True,
+                     help="Concrete input shape NAME=1,3,224,224 for dynamic dims."),
+        click.option("--size", default=None, help="Image preprocessing: HxW (default 224x224)."),
+        click.option("--mean", default="0,0,0", help="Per-channel mean after scaling to [0,1]."),
+        click.option("--std", default="1,1,1", help="Per-channel std."),
+        click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw"),
+        click.option("--channels", type=click.Choice(["rgb", "bgr"]), default="rgb"),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _preprocess(size: str | None, mean: str, std: str, layout: str, channels: str) -> Any:
+    from edgekit.model.calibration import Preprocess
+
+    hw = (224, 224)
+    if size:
+        try:
+            h, w = (int(v) for v in size.lower().split("x"))
+            hw = (h, w)
+        except ValueError:
+            raise InputError(f"bad --size {size!r}; expected HxW like 48x192") from None
+    return Preprocess(size=hw, mean=tuple(_floats(mean, "--mean") or ()),
+                      std=tuple(_floats(std, "--std") or ()), layout=layout, channels=channels)
+
+
+def _samples(model: Any, calib_dir: Path | None, synthetic: int, shape_opts: tuple[str, ...],
+             pre: Any) -> tuple[list[dict], str]:
+    from edgekit.model import calibration
+    from edgekit.model.shapes import parse_shape_options, resolve_input_shapes
+
+    if calib_dir is not None:
+        feeds = calibration.load_folder(calib_dir, model, pre)
+        has_images = any(
+            p.suffix.lower() in calibration.IMAGE_SUFFIXES for p in Path(calib_dir).iterdir()
+        )
+        return feeds, "images" if has_images else "files"
+    if synthetic <= 0:
+        raise InputError("give calibration data: --calib DIR or --calib-synthetic N")
+    shapes, _ = resolve_input_shapes(model, parse_shape_options(shape_opts))
+    err_console.print(
+        "[bold yellow]WARNING:[/] calibrating on SYNTHETIC random inputs: the int8 model's "
+        "accuracy on real data is UNKNOWN"
+    )
+    return calibration.synthetic(model, shapes, synthetic), "synthetic"
+
+
+@click.command("inspect")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--shape", "shape_opts", multiple=True, help="NAME=1,3,224,224 for dynamic dims.")
+@click.option("--top", default=10, show_default=True, help="Heaviest nodes to list.")
+@json_option
+def inspect_cmd(model: Path, shape_opts: tuple[str, ...], top: int, as_json: bool) -> None:
+    """Inputs/outputs, opset, parameters, MACs, peak activations, quantization, runtime."""
+    from edgekit.model.inspect import inspect_model
+    from edgekit.model.shapes import parse_shape_options
+
+    report = inspect_model(model, parse_shape_options(shape_opts), top)
+    if as_json:
+        emit_json(report)
+        return
+    from rich.table import Table
+
+    console.print(f"[bold]{report.path}[/]  {report.format}, runs on {report.runtime}"
+                  + (f", opset {report.opset}" if report.opset else ""))
+    io = Table("", "name", "dtype", "shape")
+    for kind, specs in (("in", report.inputs), ("out", report.outputs)):
+        for s in specs:
+            io.add_row(kind, s.name, s.dtype, str(s.shape))
+    console.print(io)
+    console.print(f"parameters {report.parameters:,} ({report.parameter_bytes / 1e6:.2f} MB), "
+                  f"nodes {report.nodes}, MACs {report.macs_total / 1e6:.1f} M, "
+                  f"peak activations {report.peak_activation_bytes / 1e6:.2f} MB, "
+                  f"quantized: {report.quantization}")
+    for note in report.assumed:
+        console.print(f"  [dim]assumed {note}[/]")
+    heavy = Table("node", "op", "MMACs", title="heaviest nodes")
+    for n in report.top_nodes:
+        heavy.add_row(str(n["name"]), str(n["op"]), f"{int(n['macs']) / 1e6:.2f}")
+    console.print(heavy)
+
+
+def _run_quantize(model_path: Path, out: Path, opts: dict[str, Any], pre: Any) -> Any:
+    from edgekit.model import calibration
+    from edgekit.model.loader import load_onnx
+    from edgekit.model.quantize import QuantizeOptions, quantize_model
+
+    model = load_onnx(model_path)
+    feeds, kind = _samples(model, opts["calib_dir"], opts["calib_synthetic"],
+                           opts["shape_opts"], pre)
+    if kind == "synthetic":
+        calib = feeds
+        held = calibration.synthetic(model, {k: list(v.shape) for k, v in feeds[0].items()},
+                                     max(2, len(feeds) // 4), seed=10_000)
+    else:
+        calib, held = calibration.split(feeds)
+    options = QuantizeOptions(dynamic=opts["dynamic"], per_channel=opts["per_channel"],
+                              method=opts["method"], exclude=list(opts["exclude"]),
+                              min_cosine=opts["min_cosine"])
+    with console.status("quantizing and evaluating against fp32 ..."):
+        return quantize_model(model_path, out, calib, held, options, kind)
+
+
+def quantize_options(func: Any) -> Any:
+    opts = [
+        click.option("--dynamic", is_flag=True, help="Dynamic int8 (transformers, RNNs)."),
+        click.option("--per-channel", is_flag=True, help="Per-channel weight scales."),
+        click.option("--method", type=click.Choice(["minmax", "entropy", "percentile",
+                                                    "distribution"]), default="minmax"),
+        click.option("--exclude", multiple=True, help="Node name or op type kept in fp32."),
+        click.option("--min-cosine", type=float, default=0.99, show_default=True,
+                     help="Fail instead of writing when an output falls below this."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return data_options(func)
+
+
+def _print_quant(result: Any) -> None:
+    from rich.table import Table
+
+    ev = result.evaluation
+    console.print(f"{result.mode}: {ev.fp32_bytes / 1e6:.2f} MB -> {ev.int8_bytes / 1e6:.2f} MB "
+                  f"({ev.size_ratio:.1%}); int8/fp32 latency {ev.speed_ratio:.2f} "
+                  f"({ev.int8_ms:.2f} / {ev.fp32_ms:.2f} ms on this machine); "
+                  f"{ev.samples} held-out {ev.data} samples")
+    table = Table("output", "cosine", "max |err|", "mean |err|", "top-1 agree")
+    for o in ev.outputs:
+        top1 = "-" if o.top1_agreement is None else f"{o.top1_agreement:.1%}"
+        table.add_row(o.name, f"{o.cosine:.5f}", f"{o.max_abs_error:.4g}",
+                      f"{o.mean_abs_error:.4g}", top1)
+    console.print(table)
+    for layer in ev.worst_layers:
+        console.print(f"  hurts most: {layer['node']} ({layer['op']}) tensor {layer['tensor']} "
+                      f"SQNR {layer['sqnr_db']:.1f} dB")
+    for w in result.warnings:
+        err_console.print(f"[bold yellow]WARNING:[/] {w}")
+
+
+def _check_quant(result: Any, min_cosine: float) -> None:
+    if not result.passed:
+        worst = ", ".join(str(w["node"]) for w in result.evaluation.worst_layers[:3])
+        raise ModelError(
+            f"int8 model below --min-cosine {min_cosine}: min cosine "
+            f"{result.evaluation.min_cosine:.4f}; nothing written",
+            hint=f"try --per-channel, --method percentile or --exclude {worst}" if worst
+            else "try --per-channel or --method percentile",
+        )
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@quantize_options
+@json_option
+def quantize_cmd(model: Path, output: Path, as_json: bool, **opts: Any) -> None:
+    """int8-quantize an ONNX model (QDQ S8S8 static by default) and compare it with fp32."""
+    from edgekit.model.loader import detect_format
+
+    if detect_format(model) == "tflite":
+        from edgekit.model.tflite import inspect_tflite
+
+        report = inspect_tflite(model)
+        info = {"model": str(model), "format": "tflite", "quantization": report.quantization,
+                "note": "TFLite models are used as they are; quantize with the TF converter"}
+        emit_json(info) if as_json else console.print(
+            f"{model}: TFLite, quantization: {report.quantization} (used as is)")
+        return
+    pre = _preprocess(opts.pop("size"), opts.pop("mean"), opts.pop("std"), opts.pop("layout"),
+                      opts.pop("channels"))
+    result = _run_quantize(model, output, opts, pre)
+    emit_json(result) if as_json else _print_quant(result)
+    _check_quant(result, opts["min_cosine"])
+
+
+def shard_options(func: Any) -> Any:
+    opts = [
+        click.option("--stages", "k", type=int, required=True, help="Number of stages K."),
+        click.option("--link-mbps", type=float, default=1000.0, show_default=True,
+                     help="Link speed between stages in Mbit/s."),
+        click.option("--mem-limit", default=None,
+                     help="Memory cap per stage (1.5G), or one per stage: 1G,2G,1G."),
+        click.option("--speed", default=None, help="Speed factor per stage node: 1,1,0.6."),
+        click.option("--profile/--no-profile", default=True, show_default=True,
+                     help="Measure per-node time with ORT (else estimate from MACs)."),
+        click.option("--inputs", "input_files", multiple=True, type=click.Path(path_type=Path),
+                     help=".npz sample inputs (keyed by input name) for probing and checking."),
+        click.option("--shape", "shape_opts", multiple=True, help="NAME=1,3,224,224."),
+        click.option("--tolerance", type=float, default=1e-5, show_default=True,
+                     help="Relative tolerance when chained outputs are not bit-exact."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def _run_shard(model_path: Path, o: dict[str, Any]) -> Any:
+    import numpy as np
+
+    from edgekit.model.calibration import check_feeds
+    from edgekit.model.loader import load_onnx
+    from edgekit.model.plan import shard_model
+    from edgekit.model.shapes import parse_shape_options, random_feeds, resolve_input_shapes
+
+    model = load_onnx(model_path)
+    if o["input_files"]:
+        feeds = []
+        for f in o["input_files"]:
+            with np.load(f) as npz:
+                feeds.append({k: npz[k] for k in npz.files})
+            check_feeds(model, feeds[-1], str(f))
+    else:
+        shapes, _ = resolve_input_shapes(model, parse_shape_options(o["shape_opts"]))
+        feeds = [random_feeds(model, shapes, seed=s) for s in (0, 1)]
+    caps = None
+    if o["mem_limit"]:
+        caps = [_size(x) for x in o["mem_limit"].split(",")]
+        caps = caps * o["k"] if len(caps) == 1 else caps
+    with console.status(f"partitioning into {o['k']} stages and validating ..."):
+        return shard_model(model, o["k"], feeds, measure=o["profile"],
+                           link_bytes_per_s=o["link_mbps"] * 1e6 / 8, mem_caps=caps,
+                           speeds=_floats(o["speed"], "--speed"), tolerance=o["tolerance"])
+
+
+def _print_shard(result: Any) -> None:
+    from rich.table import Table
+
+    table = Table("stage", "nodes", "in", "out", "out bytes", "mem MB", "compute ms", "send ms")
+    for s in result.stages:
+        table.add_row(str(s.index), str(s.nodes), str(len(s.inputs)), str(len(s.outputs)),
+                      f"{sum(t.bytes for t in s.outputs):,}", f"{s.mem_bytes / 1e6:.2f}",
+                      f"{s.compute_ms:.2f}", f"{s.transfer_ms:.2f}")
+    console.print(table)
+    v = result.validation
+    console.print(f"balance (slowest/mean) {result.balance_ratio:.3f}, slowest "
+                  f"{result.slowest_ms:.2f} ms; naive equal-nodes split "
+                  f"{result.naive_balance_ratio:.3f}, {result.naive_slowest_ms:.2f} ms; "
+                  f"costs from {result.cost_source}")
+    exact = "bit-exact" if v.exact else f"within {v.tolerance:g} (max {v.max_abs_diff:.3g})"
+    console.print(f"validated on {v.samples} inputs: chained == whole {exact}")
+
+
+def _report(path: Path, shape_opts: tuple[str, ...] = ()) -> Any:
+    from edgekit.model.inspect import inspect_model
+    from edgekit.model.shapes import parse_shape_options
+
+    return inspect_model(path, parse_shape_options(shape_opts))
+
+
+@click.command("shard")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@shard_options
+@json_option
+def shard_cmd(model: Path, output: Path, force: bool, as_json: bool, **o: Any) -> None:
+    """Split an ONNX model into K pipeline stages (one file each) and validate the chain."""
+    from edgekit import __version__
+    from edgekit.model import assemble, bundle
+
+    result = _run_shard(model, o)
+    manifest, payload = assemble.sharded(result, _report(model, o["shape_opts"]), model.stem,
+                                         "1", min_edgekit=__version__)
+    bundle.write_bundle(output, manifest, payload, overwrite=force)
+    emit_json(asdict(manifest)) if as_json else _print_shard(result)
+
+
+class _BundleGroup(click.Group):
+    """`edgekit bundle MODEL ...` builds; `edgekit bundle verify DIR` checks."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["create", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("bundle", cls=_BundleGroup)
+def bundle_group() -> None:
+    """Build a deployable bundle (MODEL ...) or check one (verify DIR)."""
+
+
+@bundle_group.command("create")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--name", default=None, help="Bundle name (default: file stem).")
+@click.option("--version", "version", default="1", show_default=True)
+@click.option("--quantize", "do_quantize", is_flag=True, help="int8-quantize first.")
+@click.option("--stages", "k", type=int, default=1, show_default=True)
+@click.option("--tar", "tar_path", type=click.Path(path_type=Path), help="Also write a .tar.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@quantize_options
+@click.option("--link-mbps", type=float, default=1000.0)
+@click.option("--mem-limit", default=None)
+@click.option("--speed", default=None)
+@click.option("--profile/--no-profile", default=True)
+@click.option("--inputs", "input_files", multiple=True, type=click.Path(path_type=Path))
+@click.option("--tolerance", type=float, default=1e-5)
+@json_option
+def bundle_create(model: Path, output: Path, name: str | None, version: str, do_quantize: bool,
+                  k: int, tar_path: Path | None, force: bool, as_json: bool, **o: Any) -> None:
+    """Make a bundle folder from MODEL (optionally quantized and sharded)."""
+    from edgekit import __version__
+    from edgekit.model import assemble, bundle
+    from edgekit.model.loader import detect_format
+
+    name = name or model.stem
+    pre = _preprocess(o["size"], o["mean"], o["std"], o["layout"], o["channels"])
+    extra: dict[str, Any] = {"min_edgekit": __version__}
+    if o["calib_dir"] or o["size"]:
+        extra["preprocess"] = pre.to_dict()
+    with tempfile.TemporaryDirectory(prefix="edgekit-bundle-") as tmp:
+        source = model
+        if do_quantize:
+            if detect_format(model) == "tflite":
+                raise InputError("--quantize applies to ONNX models; TFLite is bundled as is")
+            source = Path(tmp) / f"{model.stem}.int8.onnx"
+            result = _run_quantize(model, source, o, pre)
+            if not as_json:
+                _print_quant(result)
+            _check_quant(result, o["min_cosine"])
+            report = asdict(result)
+            report.pop("output", None)
+            extra["quantization"] = report
+        if k > 1:
+            o["k"] = k
+            shard = _run_shard(source, o)
+            manifest, payload = assemble.sharded(shard, _report(source, o["shape_opts"]),
+                                                 name, version, **extra)
+        else:
+            manifest, payload = assemble.single(source, _report(source, o["shape_opts"]),
+                                                name, version, **extra)
+        bundle.write_bundle(output, manifest, payload, overwrite=force)
+    if tar_path:
+        bundle.make_tar(output, tar_path)
+    if as_json:
+        emit_json(asdict(manifest))
+    else:
+        console.print(f"bundle {name} v{version}: {len(manifest.stages)} stage(s), "
+                      f"{len(manifest.files)} file(s) -> {output}")
+
+
+@bundle_group.command("verify")
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@json_option
+def bundle_verify(bundle_dir: Path, as_json: bool) -> None:
+    """Check every file's size and sha256 and that the stages chain."""
+    from edgekit.model.bundle import verify
+
+    manifest = verify(bundle_dir)
+    if as_json:
+        emit_json({"ok": True, "name": manifest.name, "version": manifest.version,
+                   "stages": len(manifest.stages), "files": len(manifest.files)})
+    else:
+        console.print(f"ok: {manifest.name} v{manifest.version}, {len(manifest.stages)} stage(s), "
+                      f"{len(manifest.files)} file(s) verified")
