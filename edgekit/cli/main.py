@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "demo": "edgekit.cli.demo:demo",
     "nodes": "edgekit.cli.nodes:nodes",
     "cluster": "edgekit.cli.cluster:cluster",
+    "inspect": "edgekit.cli.model:inspect_cmd", "quantize": "edgekit.cli.model:quantize_cmd", "shard": "edgekit.cli.model:shard_cmd", "bundle": "edgekit.cli.model:bundle_group",  # noqa: E501
     "monitor": "edgekit.cli.thermal:monitor", "report": "edgekit.cli.thermal:report",
 }
 
