@@ -1,0 +1,100 @@
+"""ONNX Runtime glue: the ``EdgekitSparseLinear`` custom op, run by our kernel.
+
+ORT's C API header is not available to build a native custom-op library, so the op is a
+Python custom op of ``onnxruntime-extensions`` (domain ``ai.onnx.contrib``) that calls the C
+kernel (GIL released inside). Any process that loads a pruned model only needs
+``session_options()`` (or ``register(so)``) - workers do this for every model.
+
+Op: ``Y = EdgekitSparseLinear(X, vals, pos, wscale, bias; n, m)`` with X float32 [..., K],
+vals int8 [N, K*n/m], pos uint8 [ceil(N/8), K*n/m], wscale/bias float32 [N]; Y [..., N].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import NativeError
+
+OP_TYPE = "EdgekitSparseLinear"
+DOMAIN = "ai.onnx.contrib"
+_CACHE_MAX = 256  # prepared layers kept per process (one per pruned layer of loaded models)
+
+_lock = threading.Lock()
+_registered = False
+_layers: dict[bytes, Any] = {}
+
+
+def _layer(vals: np.ndarray, pos: np.ndarray, wscale: np.ndarray, bias: np.ndarray,
+           n: int, m: int):
+    """The prepared Int8Linear for these weights (built once, then cached by content digest)."""
+    from edgekit.native.linear import Int8Linear
+    from edgekit.native.sparse import PackedWeights
+
+    h = hashlib.blake2b(digest_size=16)
+    for part in (vals.shape, n, m):
+        h.update(repr(part).encode())
+    for arr in (wscale, bias, pos[:, :64], vals[:, :64]):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    key = h.digest()
+    layer = _layers.get(key)
+    if layer is None:
+        k_in = vals.shape[1] * m // n
+        packed = PackedWeights(np.ascontiguousarray(vals, np.int8),
+                               np.ascontiguousarray(pos, np.uint8),
+                               np.ascontiguousarray(wscale, np.float32), n, m, k_in)
+        layer = Int8Linear(packed, bias)
+        with _lock:
+            if len(_layers) >= _CACHE_MAX:
+                _layers.pop(next(iter(_layers)))
+            _layers[key] = layer
+    return layer
+
+
+def _ensure_op() -> None:
+    global _registered
+    with _lock:
+        if _registered:
+            return
+        try:
+            from onnxruntime_extensions import PyCustomOpDef, onnx_op
+        except ImportError as exc:
+            raise NativeError("onnxruntime-extensions is not installed; pruned models need it",
+                              where="ortops", hint="pip install onnxruntime-extensions") from exc
+        t = PyCustomOpDef
+
+        inputs = [t.dt_float, t.dt_int8, t.dt_uint8, t.dt_float, t.dt_float]
+
+        @onnx_op(op_type=OP_TYPE, inputs=inputs,
+                 outputs=[t.dt_float], attrs={"n": t.dt_int64, "m": t.dt_int64})
+        def _sparse_linear(x, vals, pos, wscale, bias, n=2, m=4):
+            return _layer(vals, pos, wscale, bias, int(n), int(m))(x)
+
+        _registered = True
+
+
+def register(so: Any) -> Any:
+    """Register the custom-op library (and our op) on an onnxruntime.SessionOptions."""
+    _ensure_op()
+    from onnxruntime_extensions import get_library_path
+
+    so.register_custom_ops_library(get_library_path())
+    return so
+
+
+def session_options() -> Any:
+    """A fresh onnxruntime.SessionOptions able to run pruned models."""
+    import onnxruntime as ort
+
+    return register(ort.SessionOptions())
+
+
+def uses_custom_op(model_path: str) -> bool:
+    """True if the ONNX file contains EdgekitSparseLinear nodes (cheap: reads the graph only)."""
+    import onnx
+
+    model = onnx.load(model_path, load_external_data=False)
+    return any(node.op_type == OP_TYPE and node.domain == DOMAIN for node in model.graph.node)

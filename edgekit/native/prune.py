@@ -1,0 +1,179 @@
+"""``edgekit prune``: N:M-prune the large MatMul/Gemm weights of an ONNX model, quantize them
+to int8, and replace each layer by the EdgekitSparseLinear custom op; then measure it.
+
+A layer qualifies when its weight is a rank-2 initializer used once, K is a multiple of m,
+and it is at least ``min_params`` large. MatMul ``x @ B`` (B [K, N]) and Gemm (transA=0,
+alpha=beta=1, optional bias initializer) are handled.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import ModelError
+from edgekit.native.ortops import DOMAIN, OP_TYPE
+from edgekit.native.sparse import prune as prune_weight
+
+
+@dataclass
+class LayerReport:
+    name: str
+    shape: tuple[int, int]  # (N out, K in)
+    sparsity: float
+    bytes_before: int
+    bytes_after: int
+    cosine: float  # layer output vs the dense fp32 layer, on random activations
+    dense_ms: float  # numpy fp32 matmul, 128 rows
+    sparse_ms: float  # our kernel, same rows
+
+
+@dataclass
+class PruneReport:
+    model: str
+    output: str
+    pattern: str
+    layers: list[LayerReport] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    size_before: int = 0
+    size_after: int = 0
+    cosine: float | None = None
+    top1_agreement: float | None = None
+    dense_ms: float | None = None
+    pruned_ms: float | None = None
+    variant: str = ""
+
+
+def _candidates(model, layers: list[str] | None, min_params: int, m: int):
+    """(node, weight name, transposed?, bias name) for each layer to prune; skips with reasons."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            uses[i] = uses.get(i, 0) + 1
+    found, skipped = [], {}
+    for idx, node in enumerate(model.graph.node):
+        if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
+            continue
+        name = node.name or f"{node.op_type}_{idx}"
+        wname = node.input[1]
+        wanted = (fnmatch.fnmatch(name, p) or fnmatch.fnmatch(wname, p) for p in layers or [])
+        if layers and not any(wanted):
+            continue
+        if wname not in inits or len(inits[wname].dims) != 2:
+            skipped[name] = "weight is not a rank-2 initializer"
+            continue
+        if uses.get(wname, 0) != 1:
+            skipped[name] = "weight is shared with other nodes"
+            continue
+        trans_b, bias = False, None
+        if node.op_type == "Gemm":
+            attrs = {a.name: a for a in node.attribute}
+            if attrs.get("transA") and attrs["transA"].i:
+                skipped[name] = "Gemm with transA=1"
+                continue
+            if any(k in attrs and abs(attrs[k].f - 1.0) > 0 for k in ("alpha", "beta")):
+                skipped[name] = "Gemm with alpha/beta != 1"
+                continue
+            trans_b = bool(attrs.get("transB") and attrs["transB"].i)
+            if len(node.input) > 2 and node.input[2]:
+                bias = node.input[2]
+                if bias not in inits or uses.get(bias, 0) != 1:
+                    skipped[name] = "bias is not a private initializer"
+                    continue
+        w = numpy_helper.to_array(inits[wname]).astype(np.float32)
+        w = w if trans_b else w.T  # -> [N out, K in]
+        if w.size < min_params:
+            skipped[name] = f"{w.size} weights < {min_params}"
+            continue
+        if w.shape[1] % m:
+            skipped[name] = f"input size {w.shape[1]} is not a multiple of {m}"
+            continue
+        found.append((node, name, w, bias))
+    return found, skipped
+
+
+def _time_ms(fn, reps: int = 5) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best * 1e3
+
+
+def prune_model(path: str | Path, out: str | Path, pattern: tuple[int, int],
+                layers: list[str] | None = None, min_params: int = 16384,
+                progress=None) -> tuple[PruneReport, list]:
+    """Write the pruned model to ``out`` (atomically) and return the per-layer report."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from edgekit.native import variant
+    from edgekit.native.linear import Int8Linear
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnx raises several types for unreadable files
+        raise ModelError(f"cannot read ONNX model ({exc})", where=str(path)) from None
+    n, m = pattern
+    found, skipped = _candidates(model, layers, min_params, m)
+    if not found:
+        raise ModelError("no MatMul/Gemm layer qualifies for pruning", where=str(path),
+                         hint="; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:5]) or None)
+    report = PruneReport(str(path), str(out), f"{n}:{m}", skipped=skipped, variant=variant())
+    inits = {t.name: t for t in model.graph.initializer}
+    rng = np.random.default_rng(0)
+    drop: set[str] = set()
+    for i, (node, name, w, bias_name) in enumerate(found):
+        packed = prune_weight(w, n, m)
+        bias = (numpy_helper.to_array(inits[bias_name]).astype(np.float32).reshape(-1)
+                if bias_name else np.zeros(w.shape[0], np.float32))
+        layer = Int8Linear(packed, bias)
+        x = rng.standard_normal((128, w.shape[1])).astype(np.float32)
+        ref = x @ w.T + bias
+        got = layer(x)
+        cos = float((ref * got).sum() / (np.linalg.norm(ref) * np.linalg.norm(got) + 1e-30))
+        after = packed.vals.nbytes + packed.pos.nbytes + packed.wscale.nbytes + bias.nbytes
+        report.layers.append(LayerReport(
+            name, tuple(w.shape), 1.0 - n / m, w.nbytes + bias.nbytes, after, round(cos, 6),
+            round(_time_ms(lambda x=x, w=w: x @ w.T), 4), round(_time_ms(lambda x=x, f=layer: f(x)), 4)))
+        prefix = f"{node.output[0]}_ek"
+        extra = [numpy_helper.from_array(packed.vals, prefix + "_vals"),
+                 numpy_helper.from_array(packed.pos, prefix + "_pos"),
+                 numpy_helper.from_array(packed.wscale, prefix + "_wscale"),
+                 numpy_helper.from_array(bias, prefix + "_bias")]
+        model.graph.initializer.extend(extra)
+        drop.update({node.input[1]} | ({bias_name} if bias_name else set()))
+        new = helper.make_node(OP_TYPE, [node.input[0]] + [t.name for t in extra],
+                               list(node.output), name=name, domain=DOMAIN, n=n, m=m)
+        node.CopyFrom(new)
+        if progress:
+            progress(i + 1, len(found), name)
+    keep = [t for t in model.graph.initializer if t.name not in drop]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    if not any(o.domain == DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    report.size_before = Path(path).stat().st_size
+    report.size_after = out.stat().st_size
+    return report, found
