@@ -41,7 +41,7 @@ class Sampler:
     ):
         self.node = node
         self.root = root if root is not None else settings.sysroot()
-        self.firmware_clock = firmware_clock  # one extra vcgencmd spawn per tick
+        self.firmware_clock = firmware_clock  # ask vcgencmd for the real clock when capped
         self._clock = clock
         self._vc = firmware.Vcgencmd()
         self._util = _procfs.CpuUtil(self.root)
@@ -58,7 +58,11 @@ class Sampler:
         t_node = self._clock()
         zones = sensors.thermal_zones(self.root)
         freq = sensors.cpufreq_mhz(self.root)
-        arm = firmware.measure_clock_arm(self._vc) if self.firmware_clock else None
+        throttled = firmware.get_throttled(self._vc)
+        # The firmware's real clock differs from cpufreq's request only while it caps the
+        # clock, so `measure_clock arm` is spawned only then (or when bits are unreadable).
+        capped = not throttled.ok or bool(throttled.value["any_now"])
+        arm = firmware.measure_clock_arm(self._vc) if self.firmware_clock and capped else None
         clock = arm if arm is not None and arm.ok else freq["cur"]
         util = self._util.read()
         power = self._power(util, clock, freq["max"])
@@ -68,7 +72,7 @@ class Sampler:
             "temp_c": sensors.soc_temp(zones),
             "freq_mhz": clock,
             "max_freq_mhz": freq["max"],
-            "throttled": firmware.get_throttled(self._vc),
+            "throttled": throttled,
             "under_voltage": sensors.under_voltage_hwmon(self.root),
             "power_w": power,
             "util": util,

@@ -25,8 +25,9 @@ def hot_run(tmp_path: Path, no_vcgencmd) -> tuple[dict, Path]:
     """Three nodes, pi3 heating 1 °C/s until drained; returns server-shaped status + run dir."""
     roots = {n: make_sysroot(tmp_path / n) for n in ("pi1", "pi2", "pi3")}
     clock = ManualClock()
-    ctl = ThermalController(SamplerSource(roots, False, clock=clock), clock=clock,
-                            run_dir=tmp_path / "run")
+    ctl = ThermalController(
+        SamplerSource(roots, False, clock=clock), clock=clock, run_dir=tmp_path / "run"
+    )
     control = FakeControl({n: NodeStats(n, requests_per_s=4.0, p95_ms=30.0) for n in roots})
     ctl.attach(control)
     for i in range(25):
@@ -37,8 +38,10 @@ def hot_run(tmp_path: Path, no_vcgencmd) -> tuple[dict, Path]:
             control.stats[n].completed_total = 4 * i
         ctl.tick()
         clock.t += 1.0
-    status = {"nodes": {n: s.__dict__ for n, s in control.stats.items()},
-              "controllers": {"thermal": ctl.status()}}
+    status = {
+        "nodes": {n: s.__dict__ for n, s in control.stats.items()},
+        "controllers": {"thermal": ctl.status()},
+    }
     return json.loads(json.dumps(status)), tmp_path / "run"
 
 
@@ -97,8 +100,9 @@ def test_monitor_unreachable_server_is_a_clear_error() -> None:
 
 def test_report_html_svg_and_summary(hot_run, tmp_path: Path) -> None:
     _, run = hot_run
-    res = CliRunner().invoke(cli, ["report", str(run), "-o", str(tmp_path / "out/r.html"),
-                                   "--json"])
+    res = CliRunner().invoke(
+        cli, ["report", str(run), "-o", str(tmp_path / "out/r.html"), "--json"]
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)["nodes"]
     assert summary["pi3"]["max_temp_c"] == 84.0 and summary["pi1"]["max_temp_c"] == 52.0

@@ -156,3 +156,17 @@ def test_agent_once_json_cli_with_broken_sensors(
     assert sample["freq_mhz"]["value"] == 1500.0
     # the sysroot's proc/stat is frozen: no utilisation, so no power estimate either (says why)
     assert sample["power_w"]["source"] == "absent" and "utilisation" in sample["power_w"]["detail"]
+
+
+def test_real_clock_from_firmware_only_while_capped(tmp_path: Path, vcgencmd_dir: Path) -> None:
+    root = make_sysroot(tmp_path / "r", cur_khz=1500000)
+    s = Sampler("n1", root)
+    (vcgencmd_dir / "clock_hz").write_text("750000000")
+    first = s.sample()
+    assert (
+        first["freq_mhz"]["value"] == 1500.0 and "scaling_cur_freq" in first["freq_mhz"]["detail"]
+    )
+    (vcgencmd_dir / "throttled").write_text("0x60006")  # capped + throttled now
+    hot = s.sample()
+    assert hot["freq_mhz"]["value"] == 750.0 and hot["freq_mhz"]["detail"].startswith("vcgencmd")
+    assert hot["throttled"]["value"]["throttled_now"]

@@ -1,0 +1,65 @@
+"""The agent as a real Ray actor pinned by the node's custom resource, polled by the controller."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_sysroot
+from fakes import FakeControl, ManualClock
+
+from edgekit.thermal.agent import start_agent_actor, stop_agent_actor
+from edgekit.thermal.controller import ThermalController
+from edgekit.thermal.sources import RayAgentSource
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture
+def ray_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vcgencmd_dir: Path):
+    root = make_sysroot(tmp_path / "pi1", temp_mc=66600)
+    monkeypatch.setenv("EDGEKIT_SYSROOT", str(root))  # the raylet and its workers inherit it
+    ray_tmp = tempfile.mkdtemp(prefix="ekth-")  # AF_UNIX paths must stay under 107 bytes
+    ray.init(
+        num_cpus=1,
+        resources={"edgekit-node-pi1": 1},
+        include_dashboard=False,
+        namespace="edgekit",
+        _temp_dir=ray_tmp,
+        log_to_driver=False,
+    )
+    yield root
+    ray.shutdown()
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_agent_actor_telemetry_and_stale_when_it_dies(ray_node: Path) -> None:
+    assert RayAgentSource.discover() == ["pi1"]
+    start_agent_actor("pi1", interval_s=0.2)
+    source = RayAgentSource(["pi1"])
+    deadline = time.monotonic() + 60
+    reply = None
+    while time.monotonic() < deadline:  # wait for the first sample (start-up, not a timing test)
+        reply = source.poll({})["pi1"]
+        if reply and reply["samples"]:
+            break
+        time.sleep(0.2)
+    assert reply and reply["samples"][-1]["temp_c"]["value"] == 66.6
+    assert reply["samples"][-1]["throttled"]["source"] == "measured"  # vcgencmd on PATH
+
+    clock = ManualClock(time.time())
+    ctl = ThermalController(source, clock=clock)
+    ctl.attach(FakeControl())
+    ctl.tick()
+    row = ctl.status()["nodes"]["pi1"]
+    assert row["temp_c"] == 66.6 and not row["stale"] and abs(row["skew_s"]) < 5
+
+    stop_agent_actor("pi1")
+    for _ in range(8):
+        clock.t += 1.0
+        ctl.tick()
+    row = ctl.status()["nodes"]["pi1"]
+    assert row["stale"] and "stale" in row["reason"] and row["weight"] == 0.5
