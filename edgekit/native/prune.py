@@ -146,7 +146,8 @@ def prune_model(path: str | Path, out: str | Path, pattern: tuple[int, int],
         after = packed.vals.nbytes + packed.pos.nbytes + packed.wscale.nbytes + bias.nbytes
         report.layers.append(LayerReport(
             name, tuple(w.shape), 1.0 - n / m, w.nbytes + bias.nbytes, after, round(cos, 6),
-            round(_time_ms(lambda x=x, w=w: x @ w.T), 4), round(_time_ms(lambda x=x, f=layer: f(x)), 4)))
+            round(_time_ms(lambda x=x, w=w: x @ w.T), 4),
+            round(_time_ms(lambda x=x, f=layer: f(x)), 4)))
         prefix = f"{node.output[0]}_ek"
         extra = [numpy_helper.from_array(packed.vals, prefix + "_vals"),
                  numpy_helper.from_array(packed.pos, prefix + "_pos"),
