@@ -42,10 +42,13 @@ def cluster() -> None:
               help="Make NODE (e.g. pi3) report a 32-bit machine (uname -m: i686).")
 @click.option("--cpu-budget", type=float, default=None,
               help="Cores all nodes may use together (default 0.9 x this machine's cores).")
+@click.option("--link", default=None, metavar="RATE",
+              help="Give each node its own network namespace behind a link shaped to RATE "
+                   "(e.g. 1gbit, with 0.2 ms delay); nodes then listen on 10.237.S.x:22.")
 @json_option
 def up(n: int, board: tuple[str, ...], cooling: tuple[str, ...], ram: str | None,
        ambient: float | None, linux32: tuple[str, ...], cpu_budget: float | None,
-       as_json: bool) -> None:  # fmt: skip
+       link: str | None, as_json: bool) -> None:  # fmt: skip
     """Start N virtual nodes and write their inventory."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
@@ -77,7 +80,7 @@ def up(n: int, board: tuple[str, ...], cooling: tuple[str, ...], ram: str | None
                   transient=True) as progress:  # fmt: skip
         task = progress.add_task("starting virtual cluster", total=None)
         vc = VirtualCluster.up(
-            specs, budget_cores=cpu_budget,
+            specs, budget_cores=cpu_budget, link=link,
             progress=lambda msg: progress.update(task, description=msg),
         )  # fmt: skip
     if as_json:

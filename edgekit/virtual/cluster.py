@@ -22,7 +22,7 @@ from typing import Any
 
 from edgekit import inventory
 from edgekit.errors import ClusterError
-from edgekit.virtual import boards, provision, state, teardown, thermal
+from edgekit.virtual import boards, netlink, provision, state, teardown, thermal
 from edgekit.virtual.cgroups import NodeGroup
 from edgekit.virtual.sysroot import Reading, build, publish, write_atomic
 
@@ -73,7 +73,10 @@ class VirtualCluster:
         home: Path | None = None,
         budget_cores: float | None = None,
         progress: Progress | None = None,
+        link: str | None = None,
     ) -> VirtualCluster:
+        """Start the nodes. link: e.g. "1gbit" puts each node's sshd in its own network
+        namespace behind a veth pair shaped with tc netem (port 22 on 10.237.S.x)."""
         require_root()
         if not specs:
             raise ClusterError("a cluster needs at least one node")
@@ -81,7 +84,7 @@ class VirtualCluster:
         say = progress or (lambda _msg: None)
         with state.locked(home):
             refuse_if_present(home)
-            rec = plan(specs, budget_cores or boards.cpu_budget_cores())
+            rec = plan(specs, budget_cores or boards.cpu_budget_cores(), link)
             state.save(rec, home)  # before anything exists, so `down` can always undo
             try:
                 create(rec, home, say)
@@ -132,7 +135,8 @@ class VirtualCluster:
         rows = []
         for n in self.nodes:
             row: dict[str, Any] = {
-                "name": n.name, "user": n.user, "port": n.port, "board": n.board,
+                "name": n.name, "user": n.user, "address": n.address, "port": n.port,
+                "board": n.board, "link": n.shaper or None,
                 "cooling": n.cooling, "ambient_c": n.ambient_c, "ram_bytes": n.ram_bytes,
                 "cap_cores": n.cap_cores, "linux32": n.linux32,
             }  # fmt: skip
@@ -197,7 +201,9 @@ def refuse_if_present(home: Path) -> None:
     )
 
 
-def plan(specs: list[NodeSpec], budget_cores: float) -> state.ClusterRecord:
+def plan(
+    specs: list[NodeSpec], budget_cores: float, link: str | None = None
+) -> state.ClusterRecord:
     """Names, users and CPU caps for every node; checks boards and cooling names."""
     board_list = [boards.board(s.board) for s in specs]
     for s in specs:
@@ -206,7 +212,8 @@ def plan(specs: list[NodeSpec], budget_cores: float) -> state.ClusterRecord:
     while True:
         cid = secrets.token_hex(2)
         users = [f"ekv{cid}-pi{i + 1}" for i in range(len(specs))]
-        if not any(provision.user_exists(u) for u in users) and not (state.RUN_ROOT / cid).exists():
+        taken = any(provision.user_exists(u) for u in users) or (state.RUN_ROOT / cid).exists()
+        if not taken and not (link and netlink.subnet_in_use(cid)):
             break
     nodes = [
         state.NodeRecord(
@@ -219,6 +226,8 @@ def plan(specs: list[NodeSpec], budget_cores: float) -> state.ClusterRecord:
             cap_cores=caps[i],
             linux32=s.linux32,
             start_temp_c=s.start_temp_c,
+            link=netlink.parse_rate(link) if link else "",
+            netns=netlink.names(cid, i + 1)[0] if link else "",
         )
         for i, s in enumerate(specs)
     ]
@@ -264,33 +273,39 @@ def create_node(rec: state.ClusterRecord, node: state.NodeRecord, identity_pub: 
     group.set_memory(node.ram_bytes)
     write_atomic(ndir / "authorized_keys", identity_pub + "\n")
     host_pub = provision.keygen(ndir / "ssh_host_ed25519_key", f"{rec.name}-{node.name}")
+    prefix: tuple[str, ...] = ()
+    if node.netns:  # its own network: a Pi's address and port 22, behind a shaped link
+        node.address, node.shaper = netlink.create(rec.id, int(node.name[2:]), node.link)
+        prefix = tuple(netlink.enter(node.netns))
     for attempt in range(3):  # another program may grab the free port before sshd binds it
-        node.port = provision.free_port()
+        node.port = 22 if node.netns else provision.free_port()
         config = provision.sshd_config(
             port=node.port, user=node.user, host_key=ndir / "ssh_host_ed25519_key",
             pid_file=ndir / "sshd.pid", authorized_keys=ndir / "authorized_keys", sysroot=sysroot,
+            address=node.address,
         )  # fmt: skip
         write_atomic(ndir / "sshd_config", config)
         try:
             node.sshd_pid = provision.start_sshd(
                 ndir / "sshd_config", ndir / "sshd.log", ndir / "sshd.pid",
-                group.procs_files(), node.linux32,
+                group.procs_files(), node.linux32, prefix,
             )  # fmt: skip
             break
         except ClusterError:
             if attempt == 2:
                 raise
     key_type, key_b64 = host_pub.split()[:2]
-    node.host_key_line = f"[127.0.0.1]:{node.port} {key_type} {key_b64}"
+    host = node.address if node.port == 22 else f"[{node.address}]:{node.port}"
+    node.host_key_line = f"{host} {key_type} {key_b64}"
 
 
 def render_inventory(rec: state.ClusterRecord, identity: Path) -> str:
     nodes = [
         inventory.Node(
             name=n.name,
-            host="127.0.0.1",
+            host=n.address,
             user=n.user,
-            port=n.port,
+            port=None if n.port == 22 else n.port,
             key=str(identity),
             labels={"board": n.board, "cooling": n.cooling},
         )

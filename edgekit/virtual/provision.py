@@ -82,13 +82,20 @@ def free_port() -> int:
 
 
 def sshd_config(
-    *, port: int, user: str, host_key: Path, pid_file: Path, authorized_keys: Path, sysroot: Path
+    *,
+    port: int,
+    user: str,
+    host_key: Path,
+    pid_file: Path,
+    authorized_keys: Path,
+    sysroot: Path,
+    address: str = "127.0.0.1",
 ) -> str:
     path = f"{sysroot}/usr/bin:/usr/local/bin:/usr/bin:/bin"
     return f"""\
 # sshd of one edgekit virtual node (written by `edgekit cluster up`)
 Port {port}
-ListenAddress 127.0.0.1
+ListenAddress {address}
 HostKey {host_key}
 PidFile {pid_file}
 AuthorizedKeysFile {authorized_keys}
@@ -106,8 +113,14 @@ SetEnv EDGEKIT_SYSROOT={sysroot} PATH={path}
 """
 
 
-def start_sshd(config: Path, log: Path, pid_file: Path, procs_files: list[Path],
-               linux32: bool) -> int:  # fmt: skip
+def start_sshd(
+    config: Path,
+    log: Path,
+    pid_file: Path,
+    procs_files: list[Path],
+    linux32: bool,
+    prefix: tuple[str, ...] = (),
+) -> int:
     """Start sshd inside the node's cgroup(s); return its pid once it listens.
 
     A small shell joins the groups and then execs sshd, so the daemon and everything it
@@ -119,6 +132,7 @@ def start_sshd(config: Path, log: Path, pid_file: Path, procs_files: list[Path],
     argv = [SSHD, "-f", str(config), "-E", str(log)]
     if linux32:  # a 32-bit personality: `uname -m` says i686 in every session
         argv = ["setarch", "linux32", *argv]
+    argv = [*prefix, *argv]  # e.g. nsenter into the node's network namespace
     script = f"{joins}; exec {shlex.join(argv)}"
     proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
     if proc.returncode != 0:

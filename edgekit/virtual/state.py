@@ -53,6 +53,10 @@ class NodeRecord:
     port: int = 0
     host_key_line: str = ""  # the exact line added to known_hosts
     sshd_pid: int = 0
+    address: str = "127.0.0.1"  # where its sshd listens
+    link: str = ""  # with `--link`: the shaped rate, and the node's network namespace
+    netns: str = ""
+    shaper: str = ""  # the tc qdisc actually in place
 
     def home(self, run_dir: Path) -> Path:
         return run_dir / "home" / self.user

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 
 from edgekit.errors import ClusterError
-from edgekit.virtual import provision, state
+from edgekit.virtual import netlink, provision, state
 from edgekit.virtual.cgroups import NodeGroup
 
 STATE_FILES = (
@@ -104,6 +104,8 @@ def teardown(home: Path, rec: state.ClusterRecord) -> list[str]:
             if node.sshd_pid:
                 kill_sshd(node.sshd_pid, node.node_dir(rec.run_dir) / "sshd_config")
             kill_user_processes(node.user)
+            if node.netns:
+                netlink.remove(rec.id, int(node.name[2:]))
             group.remove()
             provision.delete_user(node.user)
             done.append(f"{node.name}: processes, cgroup and user {node.user} removed")

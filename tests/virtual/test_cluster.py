@@ -207,3 +207,25 @@ def test_cli_up_status_down(tmp_path: Path):
         down = cli("down", "--json")
     assert down.returncode == 0 and json.loads(down.stdout)["removed"]
     assert cli("down", "--json").returncode == 0  # idempotent
+
+
+def test_link_gives_each_node_its_own_shaped_network(tmp_path: Path):
+    vc = VirtualCluster.up([NodeSpec("pi4"), NodeSpec("pi5")], home=tmp_path, link="1gbit")
+    try:
+        inv = inventory.load(vc.inventory_path)
+        assert {n.host for n in inv}.isdisjoint({"127.0.0.1"}) and all(n.port is None for n in inv)
+        for node in vc.nodes:
+            assert node.port == 22 and "1gbit" in node.shaper
+            with connect(vc, node.name) as c:
+                cmd = "cat /proc/net/fib_trie $EDGEKIT_SYSROOT/proc/device-tree/model"
+                _, out, _ = run(c, cmd)
+                assert node.address in out and "Raspberry Pi" in out
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert all(n.netns in listed for n in vc.nodes)
+    finally:
+        vc.down()
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert not any(n.netns in listed for n in vc.nodes)
+    assert f"ekv{vc.record.id}h" not in links
+    assert leftovers(vc) == []

@@ -40,7 +40,7 @@ def connect(vc: VirtualCluster, node: str) -> paramiko.SSHClient:
     client.load_host_keys(str(vc.known_hosts_path))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     client.connect(
-        "127.0.0.1",
+        rec.address,
         port=rec.port,
         username=rec.user,
         key_filename=str(vc.identity_path),
