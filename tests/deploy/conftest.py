@@ -1,0 +1,56 @@
+"""One virtual cluster for the deploy tests (real users, sshd, cgroups), always torn down.
+
+pi1-pi3 are healthy Pi 4/Pi 5 boards; pi4 has a 32-bit personality (deploy must refuse it).
+EDGEKIT_HOME points at a temp folder for the whole session, so host state, known_hosts and
+the wheel cache never touch the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgekit import settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "virtual"))
+
+from vcluster_helpers import SKIP_REASON
+
+from edgekit.virtual.cluster import NodeSpec, VirtualCluster
+
+
+@pytest.fixture(scope="session")
+def ek_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("ekhome")
+    old_env, old_setting = os.environ.get("EDGEKIT_HOME"), settings.EDGEKIT_HOME
+    os.environ["EDGEKIT_HOME"] = str(home)
+    settings.EDGEKIT_HOME = home
+    # the wheel cache may be shared between runs (CI keeps it): building it is the slow part
+    cache = os.environ.get("EDGEKIT_TEST_WHEEL_CACHE")
+    if cache:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        (home / "wheelhouse").symlink_to(cache)
+    yield home
+    settings.EDGEKIT_HOME = old_setting
+    if old_env is None:
+        os.environ.pop("EDGEKIT_HOME", None)
+    else:
+        os.environ["EDGEKIT_HOME"] = old_env
+
+
+@pytest.fixture(scope="session")
+def vcluster(ek_home: Path) -> Iterator[VirtualCluster]:
+    if SKIP_REASON:
+        pytest.skip(SKIP_REASON)
+    specs = [NodeSpec("pi4", cooling="fan"), NodeSpec("pi5", cooling="fan"),
+             NodeSpec("pi4", cooling="fan"), NodeSpec("pi4", linux32=True)]
+    vc = VirtualCluster.up(specs, home=ek_home)
+    try:
+        yield vc
+    finally:
+        vc.down()

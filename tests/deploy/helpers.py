@@ -1,0 +1,57 @@
+"""Helpers for deploy tests: a real ONNX bundle, inventories cut from the virtual cluster's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekit.model.bundle import FORMAT_VERSION, Manifest, StageEntry, TensorEntry, write_bundle
+
+
+def make_onnx(path: Path, n: int = 256, seed: int = 0) -> Path:
+    """y = x @ W + b with an n x n float weight (n=256: about 256 KB)."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((n, n)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal((n,)).astype(np.float32), "B")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "B"], ["y"])],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, n])], [w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
+def make_bundle(folder: Path, n: int = 256, seed: int = 0, extra_bytes: int = 0,
+                mem_bytes: int | None = None) -> Path:
+    """A real bundle (edgekit.model.bundle.write_bundle): model.onnx, optional data.bin."""
+    tmp = folder.parent / f".{folder.name}-src"
+    tmp.mkdir(parents=True, exist_ok=True)
+    model = make_onnx(tmp / "model.onnx", n, seed)
+    x = TensorEntry("x", "FP32", [-1, n])
+    y = TensorEntry("y", "FP32", [-1, n])
+    stage = StageEntry(0, "model.onnx", [x], [y], mem_bytes or 4 * model.stat().st_size)
+    manifest = Manifest(FORMAT_VERSION, folder.name, "1", "onnxruntime", [], [stage], [x], [y])
+    payload: dict[str, bytes | Path] = {"model.onnx": model}
+    if extra_bytes:
+        payload["data.bin"] = np.random.default_rng(seed + 1).bytes(extra_bytes)
+    write_bundle(folder, manifest, payload, overwrite=True)
+    return folder
+
+
+def sub_inventory(src: Path, dest: Path, names: list[str], extra: dict[str, str] | None = None,
+                  ) -> Path:
+    """Lines of `src` for `names` (in that order), with `key=value` appended per node."""
+    lines = {}
+    for line in src.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name = next(p.split("=", 1)[1] for p in line.split() if p.startswith("name="))
+            lines[name] = line
+    out = [lines[n] + (f" {extra[n]}" if extra and n in extra else "") for n in names]
+    dest.write_text("\n".join(out) + "\n")
+    return dest
