@@ -1,0 +1,113 @@
+"""Quantize and shard real models from PyPI wheels (PP-OCR, MediaPipe) on real photos."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgekit.cli.main import main
+from edgekit.model import samples
+from edgekit.model.bundle import load_manifest, verify
+
+
+def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["edgekit", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out, " ".join(cap.err.split())
+
+
+def text_lines(count: int, seed: int) -> list[np.ndarray]:
+    """Crops of scanned text (skimage's page and text photos), shaped like OCR line images."""
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for img in (data.page(), data.text()):
+        for _ in range(count // 2):
+            h = int(rng.integers(20, 40))
+            y = int(rng.integers(0, img.shape[0] - h))
+            x = int(rng.integers(0, img.shape[1] - 4 * h))
+            out.append(img[y : y + h, x : x + 4 * h])
+    return out
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("calib")
+    for i, crop in enumerate(text_lines(40, seed=0)):
+        Image.fromarray(crop).save(folder / f"line{i:02d}.png")
+    return folder
+
+
+CLS = ["--size", "48x192", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"]
+
+
+def test_quantize_real_classifier_reports_accuracy(tmp_path, calib_dir, monkeypatch, capsys):
+    out = tmp_path / "cls.int8.onnx"
+    code, stdout, _ = run_cli(
+        ["quantize", str(samples.path("ppocr-cls")), "-o", str(out), "--calib", str(calib_dir),
+         "--per-channel", "--min-cosine", "0.95", "--json", *CLS], monkeypatch, capsys)
+    report = json.loads(stdout)
+    assert code == 0 and out.exists()
+    ev = report["evaluation"]
+    assert ev["data"] == "images" and ev["samples"] == 10
+    assert ev["size_ratio"] < 0.65 and ev["min_cosine"] >= 0.95
+    assert ev["outputs"][0]["top1_agreement"] is not None
+    assert ev["fp32_ms"] > 0 and ev["int8_ms"] > 0
+
+
+def test_quantize_refuses_below_min_cosine(tmp_path, calib_dir, monkeypatch, capsys):
+    out = tmp_path / "cls.int8.onnx"
+    code, stdout, err = run_cli(
+        ["quantize", str(samples.path("ppocr-cls")), "-o", str(out), "--calib", str(calib_dir),
+         "--min-cosine", "0.99999", "--json", *CLS], monkeypatch, capsys)
+    assert code == 3 and "below --min-cosine" in err and "nothing written" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    worst = json.loads(stdout)["evaluation"]["worst_layers"]
+    assert worst and worst[0]["node"]
+
+
+def test_shard_real_model_with_skip_connections(tmp_path, monkeypatch, capsys):
+    from edgekit.model.calibration import Preprocess
+
+    pre = Preprocess(size=(256, 256), mean=(0.5,) * 3, std=(0.5,) * 3)
+    photos = samples.images()
+    inputs = []
+    for i in (10, 3):  # the scanned page and the rocket
+        np.savez(tmp_path / f"in{i}.npz", x=pre.apply(photos[i]))
+        inputs += ["--inputs", str(tmp_path / f"in{i}.npz")]
+    out = tmp_path / "det3"
+    code, _stdout, _ = run_cli(["shard", str(samples.path("ppocr-det")), "--stages", "3",
+                               "-o", str(out), "--json", *inputs], monkeypatch, capsys)
+    assert code == 0
+    manifest = verify(out)
+    part = manifest.partition
+    assert part["validation"]["exact"] and part["validation"]["samples"] == 2
+    assert part["balance_ratio"] >= 1.0 and part["slowest_ms"] <= part["naive_slowest_ms"]
+    # DBNet's FPN: several feature maps cross the same cut
+    assert max(len(s.outputs) for s in manifest.stages[:-1]) >= 2
+    assert manifest.stages[0].inputs[0].shape[0] != 1  # dynamic batch kept
+    assert load_manifest(out).name == "ch_PP-OCRv4_det_infer"
+
+
+def test_inspect_tflite_and_bundle_it(tmp_path, monkeypatch, capsys):
+    path = samples.path("face-detection")
+    code, stdout, _ = run_cli(["inspect", str(path), "--json"], monkeypatch, capsys)
+    report = json.loads(stdout)
+    assert code == 0 and report["runtime"] == "litert" and report["macs_total"] > 1e7
+    assert report["quantization"] == "fp16 weights"
+    code, _, _ = run_cli(["bundle", str(path), "-o", str(tmp_path / "fd"), "--tar",
+                          str(tmp_path / "fd.tar")], monkeypatch, capsys)
+    assert code == 0 and (tmp_path / "fd.tar").stat().st_size > 200_000
+    manifest = verify(tmp_path / "fd")
+    assert manifest.runtime == "litert" and manifest.stages[0].file == "model.tflite"
