@@ -1,8 +1,9 @@
 """Compare a quantized model with its fp32 original on held-out inputs.
 
 Per output: cosine similarity (over all samples, flattened), max/mean absolute error, and top-1
-agreement for classifier-like outputs (rank 2, more than one class). Plus file sizes and the
-int8/fp32 latency ratio on this machine (median of a few single-threaded runs).
+agreement for classifier-like outputs (rank 2 or 3, more than one class on the last axis).
+Plus file sizes and the int8/fp32 latency ratio on this machine (median of a few
+single-threaded runs).
 """
 
 from __future__ import annotations
@@ -93,9 +94,10 @@ def compare_outputs(
         diff = np.abs(a - b)
         top1 = None
         first = ref[0][k]
-        if first.ndim == 2 and first.shape[1] > 1 and first.dtype.kind == "f":
+        if first.ndim in (2, 3) and first.shape[-1] > 1 and first.dtype.kind == "f":
+            # classifier-like: [N, classes] or per-step classes [N, T, classes] (CTC, tokens)
             agree = [
-                np.mean(np.argmax(r[k], axis=1) == np.argmax(g[k], axis=1))
+                np.mean(np.argmax(r[k], axis=-1) == np.argmax(g[k], axis=-1))
                 for r, g in zip(ref, got, strict=True)
             ]
             top1 = float(np.mean(agree))
