@@ -12,35 +12,13 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.deploy import transfer, versions
+from edgekit.deploy import assets, transfer, versions
 from edgekit.deploy.bundle import FileEntry, sha256_file
 from edgekit.deploy.layout import NodeLayout
 from edgekit.remote.ssh import Connection
 
 PIP_TIMEOUT_S = 1800.0  # a Pi 4 unpacks Ray's wheel in minutes
 
-_INSTALL = r"""
-set -eu
-root="$1"; fp="$2"; py="$3"; house="$4"; mode="$5"; keep="$6"; shift 6
-venv="$root/runtime-$fp"
-rm -rf "$venv"
-"$py" -m venv "$venv"
-pip="$venv/bin/python -m pip --disable-pip-version-check -q"
-whl=$(ls "$house"/edgekit-*.whl)
-if [ "$mode" = offline ]; then
-  $pip install --no-index --find-links "$house" "$@"
-else
-  $pip install "$@"
-fi
-$pip install --no-deps --no-index "$whl"
-"$venv/bin/python" -c "import edgekit.node, ray, onnxruntime, numpy, psutil"
-echo "$fp" > "$venv/.edgekit-fingerprint"
-ln -sfn "runtime-$fp" "$root/.runtime.tmp"
-mv -T "$root/.runtime.tmp" "$root/runtime"
-for d in "$root"/runtime-*; do
-  [ "$d" = "$venv" ] || [ "$d" = "$root/runtime-$keep" ] || rm -rf -- "$d"
-done 2>/dev/null || true
-"""
 
 
 @dataclass
@@ -67,9 +45,10 @@ def provision(conn: Connection, layout: NodeLayout, *, fingerprint: str, python:
     rep = transfer.ensure_blobs(conn, layout, blobs, progress)
     house = f"{layout.wheelhouse}/{fingerprint}"
     versions.materialize_dir(conn, layout, house, entries)
-    cmd = ("sh -c " + shlex.quote(_INSTALL) + " sh " + " ".join(shlex.quote(a) for a in (
-        layout.root, fingerprint, python, house, "offline" if offline else "index",
-        old or "none", *requirements)))
+    args = [layout.root, fingerprint, python, house, "offline" if offline else "index",
+            old or "none", *requirements]
+    script = assets.text("bootstrap.sh")
+    cmd = "sh -c " + shlex.quote(script) + " sh " + " ".join(shlex.quote(a) for a in args)
     try:
         conn.run(cmd, timeout_s=PIP_TIMEOUT_S, check=True)
     finally:  # the wheels are not needed once installed (or if pip failed)

@@ -17,8 +17,6 @@ from pathlib import Path
 import edgekit
 from edgekit.errors import EdgekitError, InputError
 
-#: what edgekit's node part imports (ray worker, ONNX Runtime worker, agent)
-NODE_PACKAGES = ("onnxruntime", "ray", "numpy", "psutil")
 #: glibc versions a 64-bit Raspberry Pi OS / Debian 12 node accepts (bookworm: glibc 2.36)
 GLIBC_MINORS = range(17, 37)
 
@@ -32,7 +30,9 @@ class BuildError(EdgekitError):
 def pins(extras: list[str]) -> list[str]:
     """`name==version` for every node package, from the host's own install."""
     out = []
-    for name in (*NODE_PACKAGES, *sorted(set(extras))):
+    from edgekit.deploy.assets import node_requirements
+
+    for name in (*node_requirements(), *sorted(set(extras))):
         try:
             out.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
@@ -73,7 +73,11 @@ def edgekit_wheel(cache: Path) -> Path:
     shutil.copytree(source_root(), build, ignore=shutil.ignore_patterns(
         ".git", ".venv", "build", "*.egg-info", "__pycache__", "tests", "benchmarks",
         "native", "docs"))
-    _pip("wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp), str(build))
+    # The checkout's setup.py compiles native/ for the *host's* CPU and tags the wheel for
+    # it; nodes get the pure-Python package (edgekit.native falls back to numpy there), so
+    # one py3-none-any wheel serves aarch64 Pis and x86-64 virtual nodes alike.
+    (build / "setup.py").write_text("from setuptools import setup\n\nsetup()\n")
+    _pip("wheel", "--no-deps", "-q", "-w", str(tmp), str(build))
     shutil.rmtree(build)
     tmp.rename(out)
     return sorted(out.glob("edgekit-*.whl"))[0]

@@ -1,0 +1,26 @@
+# edgekit node bootstrap: build the node runtime (a venv) and switch it in atomically.
+# Sent by `edgekit deploy` on stdin-free `sh -c`, with arguments:
+#   ROOT FINGERPRINT PYTHON WHEELHOUSE MODE(index|offline) KEEP REQUIREMENT...
+# The venv is built at ROOT/runtime-FINGERPRINT; ROOT/runtime is a symlink replaced by
+# rename only after pip and an import check succeeded, so a failure never breaks the
+# runtime in use. Runtimes other than the new one and KEEP (the previous) are removed.
+set -eu
+root="$1"; fp="$2"; py="$3"; house="$4"; mode="$5"; keep="$6"; shift 6
+venv="$root/runtime-$fp"
+rm -rf "$venv"
+"$py" -m venv "$venv"
+pip="$venv/bin/python -m pip --disable-pip-version-check -q"
+whl=$(ls "$house"/edgekit-*.whl)
+if [ "$mode" = offline ]; then
+  $pip install --no-index --find-links "$house" "$@"
+else
+  $pip install "$@"
+fi
+$pip install --no-deps --no-index "$whl"
+"$venv/bin/python" -c "import edgekit.node.supervisor, ray, onnxruntime, numpy, psutil"
+echo "$fp" > "$venv/.edgekit-fingerprint"
+ln -sfn "runtime-$fp" "$root/.runtime.tmp"
+mv -T "$root/.runtime.tmp" "$root/runtime"
+for d in "$root"/runtime-*; do
+  if [ "$d" != "$venv" ] && [ "$d" != "$root/runtime-$keep" ]; then rm -rf -- "$d"; fi
+done

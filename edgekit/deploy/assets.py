@@ -1,0 +1,33 @@
+"""Files from the top-level deploy/ folder (what gets installed on a node): systemd unit
+templates, the bootstrap script, the node requirements. Read from the source checkout the
+host runs from (the same checkout edgekit's node wheel is built from)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+
+from edgekit.errors import InputError
+
+
+def folder() -> Path:
+    from edgekit.deploy.wheels import source_root
+
+    path = source_root() / "deploy"
+    if not path.is_dir():
+        raise InputError("deploy/ folder missing from the edgekit checkout", where=str(path))
+    return path
+
+
+def text(name: str) -> str:
+    return (folder() / name).read_text()
+
+
+def node_requirements() -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in text("requirements-node.txt").splitlines())
+    return [line for line in lines if line]
+
+
+def render_unit(service: str, **values: str) -> str:
+    """systemd/edgekit-<service>.service with ${python}, ${root}, ${node} filled in."""
+    return Template(text(f"systemd/edgekit-{service}.service")).substitute(values)

@@ -1,0 +1,80 @@
+"""Start this node's Ray process (head or worker) in the foreground, from a JSON config.
+
+    python -m edgekit.node.raynode CONFIG.json
+
+Run by systemd or edgekit's supervisor; `ray start --block` keeps Ray's processes as its
+children, so stopping this process stops them. Token authentication is always on: the token
+file's *path* goes in RAY_AUTH_TOKEN_PATH, the token itself never appears in an argument or
+the environment. Every port is picked free on this machine, so several Ray nodes can share
+one host (the virtual cluster) without colliding. Ray's Unix sockets live under its temp dir,
+which must stay short (108 bytes with the session folder): a long deploy root is reached
+through a symlink /tmp/edgekit-ray-<uid> (documented in docs/DEPLOY.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+#: longest temp dir that leaves room for "/session_<date>_<pid>/sockets/plasma_store"
+MAX_TEMP_DIR_CHARS = 40
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def short_temp_dir(temp_dir: str) -> str:
+    Path(temp_dir).mkdir(parents=True, exist_ok=True)
+    if len(temp_dir) <= MAX_TEMP_DIR_CHARS:
+        return temp_dir
+    link = Path(f"/tmp/edgekit-ray-{os.getuid()}")
+    if link.is_symlink() and os.readlink(link) == temp_dir:
+        return str(link)
+    tmp = link.with_name(link.name + f".{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(temp_dir)
+    os.replace(tmp, link)
+    return str(link)
+
+
+def command(cfg: dict) -> list[str]:
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    args = [ray_bin, "start", "--block", "--disable-usage-stats",
+            f"--temp-dir={short_temp_dir(cfg['temp_dir'])}",
+            f"--num-cpus={int(cfg['num_cpus'])}",
+            f"--object-store-memory={int(cfg['object_store_bytes'])}",
+            f"--node-ip-address={cfg['node_ip']}",
+            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+    if cfg.get("head"):
+        args += ["--head", f"--port={int(cfg['port'])}", "--include-dashboard=false",
+                 f"--ray-client-server-port={free_port()}"]
+    else:
+        args += [f"--address={cfg['address']}"]
+    if cfg.get("resources"):
+        args.append("--resources=" + json.dumps(cfg["resources"], separators=(",", ":")))
+    return args
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m edgekit.node.raynode CONFIG.json", file=sys.stderr)
+        return 2
+    cfg = json.loads(Path(argv[0]).read_text())
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cfg["token_path"])
+    args = command(cfg)
+    os.execve(args[0], args, env)
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
