@@ -1,0 +1,181 @@
+"""The HTTP API on the head: Open Inference Protocol, /metrics and /edgekit/status (aiohttp).
+
+A request's path: `infer()` below -> `oip.parse_request` -> `Batcher`/`WorkerPool.infer`
+(router picks a replica, Ray calls the worker on its node) -> `oip.encode_response`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edgekit import __version__
+from edgekit.serve.oip import HEADER_LENGTH, ProtocolError, encode_response, parse_request
+from edgekit.serve.router import Saturated
+from edgekit.serve.worker import RunError
+
+if TYPE_CHECKING:
+    from edgekit.serve.server import ServerState
+
+STATE = web.AppKey("state", object)
+EXTENSIONS = ["binary_tensor_data", "edgekit_status"]
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def make_app(state: ServerState, max_body_bytes: int, token: str | None) -> web.Application:
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if token is not None:
+            got = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
+                return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"request body over the limit of {max_body_bytes} bytes")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _error(exc.status, exc.reason)
+
+    app = web.Application(middlewares=[guard], client_max_size=max_body_bytes)
+    app[STATE] = state
+    app.add_routes(
+        [
+            web.get("/v2/health/live", live),
+            web.get("/v2/health/ready", ready),
+            web.get("/v2", server_meta),
+            web.get("/v2/models/{model}", model_meta),
+            web.get("/v2/models/{model}/versions/{version}", model_meta),
+            web.get("/v2/models/{model}/ready", model_ready),
+            web.get("/v2/models/{model}/versions/{version}/ready", model_ready),
+            web.post("/v2/models/{model}/infer", infer),
+            web.post("/v2/models/{model}/versions/{version}/infer", infer),
+            web.get("/metrics", metrics),
+            web.get("/edgekit/status", status),
+        ]
+    )
+    return app
+
+
+def _state(request: web.Request) -> ServerState:
+    return request.app[STATE]  # type: ignore[return-value]
+
+
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"live": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    st = _state(request)
+    report = st.readiness()
+    return web.json_response(report, status=200 if report["ready"] else 503)
+
+
+async def server_meta(request: web.Request) -> web.Response:
+    return web.json_response({"name": "edgekit", "version": __version__, "extensions": EXTENSIONS})
+
+
+def _model(request: web.Request):
+    st = _state(request)
+    name = request.match_info["model"]
+    info = st.pool.models.get(name)
+    if info is None:
+        raise ProtocolError(f"unknown model '{name}'; serving {sorted(st.pool.models)}", 404)
+    version = request.match_info.get("version")
+    if version is not None and version != info.spec.version:
+        raise ProtocolError(
+            f"model '{name}' has no version '{version}' (serving {info.spec.version})", 404
+        )
+    return st, info
+
+
+async def model_meta(request: web.Request) -> web.Response:
+    try:
+        _, info = _model(request)
+    except ProtocolError as exc:
+        return _error(exc.status, exc.message)
+    return web.json_response(
+        {
+            "name": info.spec.name,
+            "versions": [info.spec.version],
+            "platform": info.spec.runtime,
+            "inputs": [t.as_json() for t in info.inputs],
+            "outputs": [t.as_json() for t in info.outputs],
+        }
+    )
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    try:
+        st, info = _model(request)
+    except ProtocolError as exc:
+        return _error(exc.status, exc.message)
+    usable, total = st.router.capacity(info.spec.name)
+    body = {"name": info.spec.name, "ready": usable > 0, "replicas": total, "usable": usable}
+    return web.json_response(body, status=200 if usable > 0 else 503)
+
+
+async def infer(request: web.Request) -> web.Response:
+    start = time.perf_counter()
+    st = None
+    try:
+        st, info = _model(request)
+        body = await request.read()
+        req = parse_request(body, request.headers.get(HEADER_LENGTH), info.inputs)
+        res = await st.dispatch(info.spec.name, req.inputs)
+        payload, header_len = encode_response(info.spec.name, info.spec.version, req, res.outputs)
+    except ProtocolError as exc:
+        if st is not None and exc.status != 404:
+            st.metrics.failure.labels(request.match_info["model"], "", "bad_request").inc()
+        return _error(exc.status, exc.message)
+    except Saturated as exc:
+        st.metrics.rejected.labels(info.spec.name).inc()
+        return _error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+    except RunError as exc:
+        st.metrics.failure.labels(info.spec.name, info.spec.version, "runtime").inc()
+        return _error(500, str(exc))
+    latency = time.perf_counter() - start
+    batch = next(iter(req.inputs.values())).shape[0] if info.batchable and req.inputs else 1
+    st.metrics.observe(
+        info.spec.name,
+        info.spec.version,
+        res.node,
+        latency,
+        res.compute_ms,
+        res.queue_ms,
+        batch,
+        res.attempts,
+    )
+    headers = {"Edgekit-Node": res.node, "Edgekit-Compute-Ms": f"{res.compute_ms:.3f}"}
+    if header_len is None:
+        return web.Response(body=payload, content_type="application/json", headers=headers)
+    headers[HEADER_LENGTH] = str(header_len)
+    return web.Response(body=payload, content_type="application/octet-stream", headers=headers)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    st = _state(request)
+    st.metrics.refresh_nodes(st.router.node_stats())
+    resp = web.Response(body=generate_latest(st.metrics.registry))
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+async def status(request: web.Request) -> web.Response:
+    from edgekit.cli._output import _default
+
+    return web.json_response(_state(request).status(), dumps=lambda o: _dumps(o, _default))
+
+
+def _dumps(obj: Any, default: Any) -> str:
+    import json
+
+    return json.dumps(obj, default=default)

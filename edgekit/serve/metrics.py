@@ -1,0 +1,126 @@
+"""Prometheus metrics: Triton's names where a Triton user would look, edgekit_* for the rest.
+
+Triton's `nv_inference_*` are cumulative counters (durations in microseconds); edgekit adds
+latency histograms and per-node series (requests, compute time, outstanding, weight and
+energy per inference when a controller reports the node's power).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from edgekit.serve.control import NodeStats
+
+_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        mv = ["model", "version"]
+        self.success = Counter(
+            "nv_inference_request_success", "Successful inference requests", mv, registry=r
+        )
+        self.failure = Counter(
+            "nv_inference_request_failure", "Failed inference requests", [*mv, "reason"], registry=r
+        )
+        self.count = Counter(
+            "nv_inference_count", "Inferences performed (batch items)", mv, registry=r
+        )
+        self.exec_count = Counter("nv_inference_exec_count", "Model executions", mv, registry=r)
+        self.request_us = Counter(
+            "nv_inference_request_duration_us", "Cumulative request duration (us)", mv, registry=r
+        )
+        self.queue_us = Counter(
+            "nv_inference_queue_duration_us",
+            "Cumulative time waiting for a replica (us)",
+            mv,
+            registry=r,
+        )
+        self.compute_us = Counter(
+            "nv_inference_compute_infer_duration_us",
+            "Cumulative runtime compute (us)",
+            mv,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "edgekit_request_duration_seconds",
+            "Request latency at the API server",
+            ["model"],
+            buckets=_BUCKETS_S,
+            registry=r,
+        )
+        self.rejected = Counter(
+            "edgekit_requests_rejected_total",
+            "Requests refused with 503 (saturated or no capacity)",
+            ["model"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "edgekit_request_retries_total",
+            "Requests retried on another replica after a worker failure",
+            ["model"],
+            registry=r,
+        )
+        self.node_requests = Counter(
+            "edgekit_node_requests_total", "Requests served per node", ["node", "model"], registry=r
+        )
+        self.node_compute = Histogram(
+            "edgekit_node_compute_seconds",
+            "Runtime compute time per request on a node",
+            ["node"],
+            buckets=_BUCKETS_S,
+            registry=r,
+        )
+        self.node_outstanding = Gauge(
+            "edgekit_node_outstanding", "Requests in flight", ["node"], registry=r
+        )
+        self.node_weight = Gauge(
+            "edgekit_node_weight", "Routing weight (0..1)", ["node"], registry=r
+        )
+        self.node_alive = Gauge(
+            "edgekit_node_alive", "1 if the node's workers answer", ["node"], registry=r
+        )
+        self.node_energy = Gauge(
+            "edgekit_node_energy_joules_per_inference",
+            "Node power / node request rate (when power is reported)",
+            ["node"],
+            registry=r,
+        )
+        self.node_power = Gauge(
+            "edgekit_node_power_watts", "Node power reported by a controller", ["node"], registry=r
+        )
+
+    def observe(
+        self,
+        model: str,
+        version: str,
+        node: str,
+        latency_s: float,
+        compute_ms: float,
+        queue_ms: float,
+        batch: int,
+        attempts: int,
+    ) -> None:
+        self.success.labels(model, version).inc()
+        self.count.labels(model, version).inc(batch)
+        self.exec_count.labels(model, version).inc()
+        self.request_us.labels(model, version).inc(latency_s * 1e6)
+        self.queue_us.labels(model, version).inc(queue_ms * 1e3)
+        self.compute_us.labels(model, version).inc(compute_ms * 1e3)
+        self.latency.labels(model).observe(latency_s)
+        for n in node.split("+"):
+            self.node_requests.labels(n, model).inc()
+        self.node_compute.labels(node).observe(compute_ms / 1000.0)
+        if attempts > 1:
+            self.retries.labels(model).inc()
+
+    def refresh_nodes(self, stats: dict[str, NodeStats]) -> None:
+        for name, st in stats.items():
+            self.node_outstanding.labels(name).set(st.outstanding)
+            self.node_weight.labels(name).set(st.weight if st.state != "drained" else 0.0)
+            self.node_alive.labels(name).set(1.0 if st.alive else 0.0)
+            if "power_w" in st.extra:
+                self.node_power.labels(name).set(float(st.extra["power_w"]))
+            if "energy_j_per_inference" in st.extra:
+                self.node_energy.labels(name).set(float(st.extra["energy_j_per_inference"]))

@@ -1,0 +1,278 @@
+"""Workers on the Ray cluster: placement, calls with retry, health pings, readmission.
+
+Placement: every node advertises the custom resource `edgekit-node-<name>` (set by
+`edgekit deploy`, or by the test cluster). A whole model gets one worker per node; a sharded
+model gets pipelines of distinct nodes (`len(nodes) // stages` of them). Each actor asks for a
+sliver (0.001) of its node's resource so several models can share a node, and nothing else.
+
+Failure: an actor or node that dies makes its calls raise; the request is retried on another
+replica (inference is idempotent) and the replica is marked dead in the router. Ray restarts
+the actor (max_restarts=-1) once its node's resource is back; the health loop's ping then
+succeeds and the replica is readmitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+from ray import exceptions as rex
+
+from edgekit.errors import ClusterError
+from edgekit.serve.models import ModelSpec
+from edgekit.serve.router import NoCapacity, Replica, Router, Saturated
+from edgekit.serve.runtime import open_runtime
+from edgekit.serve.tensors import TensorSpec
+from edgekit.serve.worker import RunError, remote_worker_class
+
+log = logging.getLogger("edgekit.serve")
+RESOURCE_PREFIX = "edgekit-node-"
+_SLIVER = 0.001
+
+
+@dataclass
+class ModelInfo:
+    spec: ModelSpec
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    keeps: list[list[str] | None] = field(default_factory=list)
+
+    @property
+    def batchable(self) -> bool:
+        return all(len(t.shape) >= 1 and t.shape[0] == -1 for t in self.inputs + self.outputs)
+
+
+@dataclass
+class Result:
+    outputs: dict[str, np.ndarray]
+    compute_ms: float
+    node: str
+    queue_ms: float
+    attempts: int
+
+
+def describe_model(spec: ModelSpec) -> ModelInfo:
+    """Inputs/outputs of the whole model and, for pipelines, what each stage's carry keeps."""
+    stages = [
+        open_runtime(spec.runtime, s.file.read_bytes(), 1, f"{spec.name}[{s.index}]")
+        for s in spec.stages
+    ]
+    produced: set[str] = set()
+    inputs: list[TensorSpec] = []
+    for rt in stages:
+        inputs += [t for t in rt.inputs if t.name not in produced and t not in inputs]
+        produced |= {t.name for t in rt.outputs}
+    outputs = stages[-1].outputs
+    keeps: list[list[str] | None] = [None]
+    if spec.sharded:
+        final = {t.name for t in outputs}
+        keeps = [
+            sorted(final | {t.name for later in stages[i + 1 :] for t in later.inputs})
+            for i in range(len(stages))
+        ]
+    return ModelInfo(spec, inputs, outputs, keeps)
+
+
+def edgekit_nodes() -> dict[str, float]:
+    """Live nodes that carry an edgekit resource: name -> CPU count of that Ray node."""
+    found: dict[str, float] = {}
+    for n in ray.nodes():
+        if not n.get("Alive"):
+            continue
+        res = n.get("Resources", {})
+        for key in res:
+            if key.startswith(RESOURCE_PREFIX):
+                found[key[len(RESOURCE_PREFIX) :]] = float(res.get("CPU", 1.0))
+    return found
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        router: Router,
+        max_queue: int = 4,
+        compress: bool = False,
+        threads: int | None = None,
+        retry_deadline_s: float = 60.0,
+        health_period_s: float = 1.0,
+    ):
+        self.router = router
+        self.max_queue = max_queue
+        self.compress = compress
+        self.threads = threads
+        self.retry_deadline_s = retry_deadline_s
+        self.health_period_s = health_period_s
+        self.models: dict[str, ModelInfo] = {}
+        self._pings: dict[int, asyncio.Future] = {}
+        self._health_task: asyncio.Task | None = None
+
+    # --- placement ---------------------------------------------------------------------
+    def place(self, specs: list[ModelSpec], nodes: list[str] | None) -> None:
+        live = edgekit_nodes()
+        if not live:
+            raise ClusterError(
+                f"no Ray node carries an '{RESOURCE_PREFIX}<name>' resource",
+                hint="start workers with ray start --resources or edgekit deploy",
+            )
+        names = sorted(live) if not nodes else list(nodes)
+        missing = [n for n in names if n not in live]
+        if missing:
+            raise ClusterError(
+                f"nodes not in the Ray cluster: {', '.join(missing)}",
+                hint=f"live edgekit nodes: {', '.join(sorted(live))}",
+            )
+        cls = remote_worker_class()
+        for spec in specs:
+            info = describe_model(spec)
+            self.models[spec.name] = info
+            k = len(spec.stages)
+            if k > len(names):
+                raise ClusterError(
+                    f"model '{spec.name}' has {k} stages but only {len(names)} nodes",
+                    where=spec.name,
+                )
+            blobs = [ray.put(s.file.read_bytes()) for s in spec.stages]
+            for p in range(len(names) // k):
+                group = tuple(names[p * k : (p + 1) * k])
+                actors = []
+                for stage, node in zip(spec.stages, group, strict=True):
+                    threads = self.threads or max(1, int(live[node]))
+                    where = (
+                        f"{spec.name}[{stage.index}]@{node}"
+                        if spec.sharded
+                        else f"{spec.name}@{node}"
+                    )
+                    actors.append(
+                        cls.options(
+                            resources={RESOURCE_PREFIX + node: _SLIVER},
+                            name=f"edgekit:{spec.name}:{stage.index}:{node}",
+                            get_if_exists=False,
+                        ).remote(
+                            node,
+                            where,
+                            spec.runtime,
+                            blobs[stage.index],
+                            threads,
+                            info.keeps[stage.index] if spec.sharded else None,
+                            self.compress and spec.sharded,
+                        )
+                    )
+                self.router.add(Replica(spec.name, group, actors, self.max_queue))
+
+    async def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Wait until every worker answers (its model loaded); raises ClusterError if not."""
+        refs = [a.describe.remote() for r in self.router.replicas for a in r.handle]
+        try:
+            await asyncio.wait_for(asyncio.gather(*refs), timeout_s)
+        except (TimeoutError, rex.RayError) as exc:
+            raise ClusterError(f"workers did not start: {exc}") from exc
+
+    # --- requests ----------------------------------------------------------------------
+    async def infer(self, model: str, feeds: dict[str, np.ndarray]) -> Result:
+        """Run one request; retries on another replica if a worker dies under it."""
+        start = time.perf_counter()
+        tried: set[int] = set()
+        attempts = 0
+        while True:
+            try:
+                replica = self.router.acquire(model, tried if attempts else None)
+            except Saturated as exc:
+                if attempts == 0:
+                    raise  # refused up front: 503
+                # already accepted: wait for capacity rather than lose the request
+                if time.perf_counter() - start > self.retry_deadline_s:
+                    raise NoCapacity(f"model '{model}': no replica came back", 5) from exc
+                tried.clear()
+                await asyncio.sleep(0.02)
+                continue
+            attempts += 1
+            queue_ms = (time.perf_counter() - start) * 1000.0
+            t0 = time.perf_counter()
+            try:
+                out, ms, node = await self._call(replica, feeds)
+            except RunError:
+                self.router.release(replica, False, 0.0, None)
+                raise
+            except rex.RayTaskError as exc:
+                self.router.release(replica, False, 0.0, None)
+                if isinstance(exc.cause, RunError):
+                    raise exc.cause from None
+                if isinstance(exc.cause, rex.RayError):
+                    self._lost(replica, exc.cause, tried)
+                    continue
+                raise
+            except rex.RayError as exc:
+                self.router.release(replica, False, 0.0, None)
+                self._lost(replica, exc, tried)
+                continue
+            self.router.release(replica, True, (time.perf_counter() - t0) * 1000.0, ms)
+            return Result(out, ms, node, queue_ms, attempts)
+
+    def _lost(self, replica: Replica, exc: BaseException, tried: set[int]) -> None:
+        log.warning("replica %s failed (%s); retrying elsewhere", replica.label, type(exc).__name__)
+        self.router.mark_dead(replica, f"call failed: {type(exc).__name__}")
+        tried.add(id(replica))
+
+    async def _call(self, replica: Replica, feeds: dict[str, np.ndarray]):
+        actors = replica.handle
+        if len(actors) == 1:
+            return await actors[0].infer.remote(feeds)
+        carry, ms = feeds, 0.0
+        for actor in actors:  # refs flow stage to stage; the head only awaits the last
+            carry, ms = actor.stage.remote(carry, ms)
+        out, total = await asyncio.gather(carry, ms)
+        from edgekit.serve.codec import unpack
+
+        return {k: unpack(v) for k, v in out.items()}, total, replica.label
+
+    # --- health ------------------------------------------------------------------------
+    def start_health(self) -> None:
+        self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+
+    async def stop(self) -> None:
+        if self._health_task:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_period_s)
+            for r in list(self.router.replicas):
+                self._check(r)
+
+    def _check(self, r: Replica) -> None:
+        key = id(r)
+        fut = self._pings.get(key)
+        if fut is None:
+            self._pings[key] = asyncio.ensure_future(
+                asyncio.gather(*(a.ping.remote() for a in r.handle))
+            )
+            return
+        if not fut.done():
+            return
+        del self._pings[key]
+        exc = fut.exception()
+        if exc is None:
+            if not r.alive:
+                self.router.mark_alive(r, "health ping answered")
+        else:
+            self.router.mark_dead(r, f"health ping failed: {type(exc).__name__}")
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "model": r.model,
+                "nodes": list(r.nodes),
+                "alive": r.alive,
+                "outstanding": r.outstanding,
+                "max_queue": r.max_queue,
+            }
+            for r in self.router.replicas
+        ]

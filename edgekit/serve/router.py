@@ -1,0 +1,209 @@
+"""Least-outstanding, weighted routing with bounded queues; implements `NodeControl`.
+
+Pure logic (no Ray, no HTTP, injected clock) so it is unit-tested with fakes. Why not Ray
+Serve's request router: its replicas publish custom stats only every
+`request_routing_stats_period_s` (seconds), the thermal policy must steer within one request,
+and a Serve handle adds its own proxy hop; see docs/SERVING.md for the measured numbers.
+
+A replica is one worker (or one pipeline: a tuple of nodes). Its score is
+`(outstanding + 1) / weight`, weight = the smallest weight among its nodes; a replica whose
+outstanding count reaches its bound (`max_queue * weight`, at least 1) takes no more; a node
+that is drained or dead excludes every replica on it. When nothing can take a request the
+caller answers 503 with `Retry-After` instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edgekit.serve.control import DRAINED, SERVING, SHEDDING, NodeStats
+
+
+class Saturated(Exception):
+    """No replica can take the request now; `retry_after_s` is a hint for the client."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NoCapacity(Saturated):
+    """The model has no live replica at all (every node serving it is dead or drained)."""
+
+
+@dataclass(eq=False)
+class Replica:
+    model: str
+    nodes: tuple[str, ...]
+    handle: object = None  # transport object (Ray actors); opaque to the router
+    max_queue: int = 4
+    outstanding: int = 0
+    alive: bool = True
+
+    @property
+    def label(self) -> str:
+        return "+".join(self.nodes)
+
+
+@dataclass
+class _Node:
+    stats: NodeStats
+    window: deque = field(default_factory=deque)  # (t, latency_ms, compute_ms)
+
+
+class Router:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, window_s: float = 30.0):
+        self.clock = clock
+        self.window_s = window_s
+        self.replicas: list[Replica] = []
+        self.nodes: dict[str, _Node] = {}
+        self.max_in_flight: int | None = None
+        self.in_flight = 0
+        self.events: deque = deque(maxlen=200)  # (t, node, action, reason)
+        self._tiebreak = itertools.count()
+
+    # --- membership -------------------------------------------------------------------
+    def add(self, replica: Replica) -> None:
+        self.replicas.append(replica)
+        for n in replica.nodes:
+            self.nodes.setdefault(n, _Node(NodeStats(node=n)))
+
+    def mark_dead(self, replica: Replica, reason: str) -> None:
+        if replica.alive:
+            replica.alive = False
+            self._log(replica.label, "dead", reason)
+        for n in replica.nodes:
+            if not any(r.alive for r in self.replicas if n in r.nodes):
+                self.nodes[n].stats.alive = False
+
+    def mark_alive(self, replica: Replica, reason: str) -> None:
+        if not replica.alive:
+            replica.alive = True
+            self._log(replica.label, "back", reason)
+        for n in replica.nodes:
+            self.nodes[n].stats.alive = True
+
+    def capacity(self, model: str) -> tuple[int, int]:
+        """(usable replicas, all replicas) of a model."""
+        reps = [r for r in self.replicas if r.model == model]
+        return sum(self._usable(r) for r in reps), len(reps)
+
+    # --- the decision ------------------------------------------------------------------
+    def acquire(self, model: str, exclude: set[int] | None = None) -> Replica:
+        """Pick a replica for one request and count it as outstanding; raises Saturated."""
+        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
+            raise Saturated("cluster admission limit reached", self._retry_after(model))
+        best, best_key = None, None
+        usable = 0
+        for r in self.replicas:
+            if r.model != model or not self._usable(r) or (exclude and id(r) in exclude):
+                continue
+            usable += 1
+            w = self._weight(r)
+            if r.outstanding >= max(1, math.floor(r.max_queue * w)):
+                continue
+            key = ((r.outstanding + 1) / w, next(self._tiebreak))
+            if best_key is None or key < best_key:
+                best, best_key = r, key
+        if best is None:
+            if usable == 0:
+                raise NoCapacity(f"model '{model}' has no live replica", 5)
+            raise Saturated(f"all replicas of '{model}' are busy", self._retry_after(model))
+        best.outstanding += 1
+        self.in_flight += 1
+        for n in best.nodes:
+            self.nodes[n].stats.outstanding += 1
+        return best
+
+    def release(self, r: Replica, ok: bool, latency_ms: float, compute_ms: float | None) -> None:
+        r.outstanding -= 1
+        self.in_flight -= 1
+        now = self.clock()
+        for n in r.nodes:
+            node = self.nodes[n]
+            node.stats.outstanding -= 1
+            if ok:
+                node.stats.completed_total += 1
+                node.window.append((now, latency_ms, compute_ms))
+            else:
+                node.stats.failed_total += 1
+
+    # --- NodeControl ---------------------------------------------------------------------
+    def set_weight(self, node: str, weight: float, reason: str) -> None:
+        st = self._node(node).stats
+        st.weight = min(1.0, max(weight, 1e-3))
+        if st.state != DRAINED:
+            st.state = SERVING if st.weight >= 1.0 else SHEDDING
+        st.reason = reason
+        self._log(node, f"weight {st.weight:.2f}", reason)
+
+    def drain(self, node: str, reason: str) -> None:
+        st = self._node(node).stats
+        st.state, st.reason = DRAINED, reason
+        self._log(node, "drain", reason)
+
+    def readmit(self, node: str, reason: str) -> None:
+        st = self._node(node).stats
+        st.state = SERVING if st.weight >= 1.0 else SHEDDING
+        st.reason = reason
+        self._log(node, "readmit", reason)
+
+    def admission_limit(self, max_in_flight: int | None, reason: str) -> None:
+        self.max_in_flight = max_in_flight
+        self._log("*", f"admission limit {max_in_flight}", reason)
+
+    def set_extra(self, node: str, key: str, value: object) -> None:
+        """Let a controller attach readings (e.g. power_w) shown with the node's stats."""
+        self._node(node).stats.extra[key] = value
+
+    def node_stats(self) -> dict[str, NodeStats]:
+        """Live per-node stats (the same objects each call; `extra` set by controllers stays)."""
+        now = self.clock()
+        for node in self.nodes.values():
+            w = node.window
+            while w and w[0][0] < now - self.window_s:
+                w.popleft()
+            st = node.stats
+            lat = sorted(x[1] for x in w)
+            comp = [x[2] for x in w if x[2] is not None]
+            st.requests_per_s = len(w) / self.window_s
+            st.p50_ms = _pct(lat, 0.50)
+            st.p95_ms = _pct(lat, 0.95)
+            st.compute_ms_mean = sum(comp) / len(comp) if comp else None
+            power = st.extra.get("power_w")
+            if isinstance(power, int | float) and st.requests_per_s > 0:
+                st.extra["energy_j_per_inference"] = power / st.requests_per_s
+        return {n: node.stats for n, node in self.nodes.items()}
+
+    # --- helpers -----------------------------------------------------------------------
+    def _node(self, node: str) -> _Node:
+        if node not in self.nodes:
+            raise KeyError(f"unknown node '{node}' (known: {', '.join(sorted(self.nodes))})")
+        return self.nodes[node]
+
+    def _usable(self, r: Replica) -> bool:
+        return r.alive and all(
+            self.nodes[n].stats.state != DRAINED and self.nodes[n].stats.alive for n in r.nodes
+        )
+
+    def _weight(self, r: Replica) -> float:
+        return min(self.nodes[n].stats.weight for n in r.nodes)
+
+    def _retry_after(self, model: str) -> int:
+        lat = [x[1] for n in self.nodes.values() for x in n.window]
+        mean_s = (sum(lat) / len(lat) / 1000.0) if lat else 0.1
+        return max(1, math.ceil(mean_s * 2))
+
+    def _log(self, node: str, action: str, reason: str) -> None:
+        self.events.append((self.clock(), node, action, reason))
+
+
+def _pct(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]

@@ -1,0 +1,248 @@
+"""Entry point of the API server on the head: `run(config)` (blocking) or `serve(config)`.
+
+Why a thin aiohttp server calling pinned Ray actors instead of Ray Serve: measured on this
+2-core machine (benchmarks/serve_bench.py, numbers in docs/SERVING.md), Ray Serve's HTTP
+proxy -> router -> replica path adds several milliseconds per request and its request router
+sees custom replica stats only every `request_routing_stats_period_s`; the thermal controller
+must be able to drain or re-weight a node between two requests. Ray is still used for what it
+is good at: placing workers on nodes by custom resource, restarting them when a node returns,
+and moving tensors node to node through its object store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import EdgekitError, InputError
+from edgekit.serve.control import Controller
+from edgekit.serve.metrics import Metrics
+from edgekit.serve.models import load_model_spec, parse_model_arg
+from edgekit.serve.pool import Result, WorkerPool
+from edgekit.serve.router import Router
+
+log = logging.getLogger("edgekit.serve")
+TOKEN_ENV = "EDGEKIT_SERVE_TOKEN"
+#: short names for --controller; anything else is "module:attribute"
+CONTROLLER_ALIASES = {"thermal": "edgekit.thermal.controller:ThermalController"}
+
+
+@dataclass
+class ServeConfig:
+    """Everything `edgekit serve` needs. Ray auth comes from RAY_AUTH_MODE/RAY_AUTH_TOKEN(_PATH)."""
+
+    models: list[str]  # "NAME=BUNDLE_DIR_OR_MODEL_FILE"
+    ray_address: str | None = None  # None/"auto": the local Ray cluster
+    nodes: list[str] | None = None  # default: every node with an edgekit-node-* resource
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token_file: Path | None = None  # HTTP bearer token; else $EDGEKIT_SERVE_TOKEN if set
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_queue: int = 4  # requests in flight per replica before it counts as full
+    threads: int | None = None  # runtime threads per worker (default: the node's Ray CPUs)
+    compress: bool = False  # int8-compress float tensors crossing pipeline cuts
+    batching: dict[str, tuple[int, float]] = field(default_factory=dict)  # model->(max, wait ms)
+    controllers: list[Controller | str] = field(default_factory=list)
+    health_period_s: float = 1.0
+
+    def token(self) -> str | None:
+        if self.token_file is not None:
+            try:
+                text = Path(self.token_file).read_text().strip()
+            except OSError as exc:
+                raise InputError(
+                    f"cannot read token file: {exc}", where=str(self.token_file)
+                ) from exc
+            if not text:
+                raise InputError("token file is empty", where=str(self.token_file))
+            return text
+        return os.environ.get(TOKEN_ENV) or None
+
+
+def load_controller(ref: Controller | str) -> Controller:
+    """A controller object, or one built from "thermal" / "package.module:Class"."""
+    if not isinstance(ref, str):
+        return ref
+    target = CONTROLLER_ALIASES.get(ref, ref)
+    module, _, attr = target.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"cannot load controller '{ref}' ({target}): {exc}") from exc
+    return obj() if isinstance(obj, type) else obj
+
+
+class ServerState:
+    """What the HTTP handlers see: router, pool, metrics, controllers."""
+
+    def __init__(self, config: ServeConfig):
+        from edgekit.serve.batching import Batcher
+
+        self.config = config
+        self.router = Router()
+        self.metrics = Metrics()
+        self.pool = WorkerPool(
+            self.router,
+            config.max_queue,
+            config.compress,
+            config.threads,
+            health_period_s=config.health_period_s,
+        )
+        self.controllers = [load_controller(c) for c in config.controllers]
+        self.batchers: dict[str, Batcher] = {}
+        self.started = time.time()
+
+    async def start(self) -> None:
+        from edgekit.serve.batching import Batcher
+
+        specs = [load_model_spec(*parse_model_arg(m)) for m in self.config.models]
+        if not specs:
+            raise InputError("no model given (--model NAME=PATH)")
+        for spec in specs:
+            if spec.name in self.config.batching:
+                spec.max_batch, spec.max_wait_ms = self.config.batching[spec.name]
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.pool.place, specs, self.config.nodes
+        )
+        await self.pool.wait_ready()
+        for name, info in self.pool.models.items():
+            if info.spec.max_batch > 1 and info.batchable:
+                self.batchers[name] = Batcher(
+                    self.pool, name, info.spec.max_batch, info.spec.max_wait_ms
+                )
+        self.pool.start_health()
+        for c in self.controllers:
+            c.start(self.router)
+
+    async def stop(self) -> None:
+        for c in self.controllers:
+            try:
+                c.stop()
+            except Exception:  # a broken controller must not block shutdown
+                log.exception("controller %s failed to stop", getattr(c, "name", c))
+        await self.pool.stop()
+
+    async def dispatch(self, model: str, feeds: dict) -> Result:
+        batcher = self.batchers.get(model)
+        return await (batcher.infer(feeds) if batcher else self.pool.infer(model, feeds))
+
+    def readiness(self) -> dict[str, Any]:
+        models = {m: self.router.capacity(m) for m in self.pool.models}
+        ready = bool(models) and all(u > 0 for u, _ in models.values())
+        degraded = [r.label + f" ({r.model})" for r in self.router.replicas if not r.alive]
+        return {
+            "ready": ready,
+            "degraded": bool(degraded),
+            "missing": degraded,
+            "models": {m: {"usable": u, "replicas": t} for m, (u, t) in models.items()},
+        }
+
+    def status(self) -> dict[str, Any]:
+        stats = self.router.node_stats()
+        return {
+            "uptime_s": round(time.time() - self.started, 1),
+            "readiness": self.readiness(),
+            "nodes": {n: dataclasses.asdict(s) for n, s in stats.items()},
+            "models": {
+                n: {
+                    "version": i.spec.version,
+                    "runtime": i.spec.runtime,
+                    "stages": len(i.spec.stages),
+                    "source": str(i.spec.source),
+                    "batching": n in self.batchers,
+                }
+                for n, i in self.pool.models.items()
+            },
+            "replicas": self.pool.describe(),
+            "admission_limit": self.router.max_in_flight,
+            "events": [
+                {"t": t, "node": n, "action": a, "reason": r}
+                for t, n, a, r in list(self.router.events)[-50:]
+            ],
+            "controllers": {
+                getattr(c, "name", type(c).__name__): _safe_status(c) for c in self.controllers
+            },
+        }
+
+
+def _safe_status(c: Controller) -> Any:
+    try:
+        return c.status()
+    except Exception as exc:  # a controller's bug shows in status instead of a 500
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def connect_ray(address: str | None) -> None:
+    """Connect this process to the Ray cluster (token auth is read from Ray's env vars)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(
+            address=address or "auto",
+            namespace="edgekit",
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise EdgekitError(
+            f"cannot connect to Ray at {address or 'auto'}: {exc}",
+            hint="is RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) set like the cluster's?",
+        ) from exc
+
+
+async def serve(
+    config: ServeConfig,
+    on_ready: Callable[[ServerState], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Connect, place workers, serve HTTP until `stop` is set (or SIGINT/SIGTERM)."""
+    from aiohttp import web
+
+    from edgekit.serve.api import make_app
+
+    token = config.token()
+    connect_ray(config.ray_address)
+    state = ServerState(config)
+    await state.start()
+    runner = web.AppRunner(make_app(state, config.max_body_bytes, token), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await state.stop()
+        raise InputError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(RuntimeError, ValueError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+    if on_ready:
+        on_ready(state)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await state.stop()
+
+
+def run(config: ServeConfig, on_ready: Callable[[ServerState], None] | None = None) -> None:
+    """Blocking entry point for `edgekit deploy` and `edgekit serve`."""
+    import ray
+
+    try:
+        asyncio.run(serve(config, on_ready))
+    finally:
+        ray.shutdown()

@@ -1,0 +1,82 @@
+"""Tensor descriptions shared by the runtimes, the protocol codec and the client.
+
+The Open Inference Protocol names datatypes ("FP32", "INT64", ...); ONNX Runtime names them
+"tensor(float)"; numpy has dtypes. This module is the one table between the three.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: OIP datatype -> numpy dtype (BYTES is not supported: no edgekit model takes strings)
+OIP_TO_NUMPY: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+NUMPY_TO_OIP: dict[np.dtype, str] = {v: k for k, v in OIP_TO_NUMPY.items()}
+
+_ORT_TO_OIP = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+}
+
+
+def oip_from_ort(ort_type: str) -> str:
+    """OIP datatype of an ONNX Runtime type string (e.g. 'tensor(float)' -> 'FP32')."""
+    return _ORT_TO_OIP.get(ort_type, ort_type)
+
+
+def oip_from_numpy(dtype: np.dtype) -> str:
+    return NUMPY_TO_OIP.get(np.dtype(dtype), str(dtype))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output as the protocol shows it (-1 marks a variable dimension)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    def check(self, array: np.ndarray) -> str | None:
+        """Why `array` does not fit this input, or None when it does."""
+        got = oip_from_numpy(array.dtype)
+        if got != self.datatype:
+            return f"input '{self.name}': expected datatype {self.datatype}, got {got}"
+        if len(array.shape) != len(self.shape) or any(
+            want not in (-1, have) for want, have in zip(self.shape, array.shape, strict=False)
+        ):
+            return (
+                f"input '{self.name}': expected shape {list(self.shape)}, got {list(array.shape)}"
+            )
+        return None
+
+
+def dim(value: object) -> int:
+    """A runtime-reported dimension as an int (symbolic names and None become -1)."""
+    return value if isinstance(value, int) and value >= 0 else -1

@@ -1,0 +1,112 @@
+"""The Ray actor that runs on a node: one model, or one stage of a pipeline.
+
+A whole-model worker takes the request's input dict and returns `(outputs, compute_ms)`.
+A pipeline stage takes the *carry* dict (request inputs plus every tensor produced so far
+that a later stage or the final result still needs), runs its graph on the names it needs,
+and returns the new carry. The head chains stages by passing each stage's ObjectRef to the
+next, so tensors travel node to node through Ray's object store and never through the head.
+
+Health pings run in their own concurrency group so a long inference never delays them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import ray
+
+from edgekit.serve import codec
+from edgekit.serve.runtime import open_runtime, timed_run
+
+
+class RunError(Exception):
+    """The runtime raised while running a request (a 500 for that request only)."""
+
+
+class Worker:
+    def __init__(
+        self,
+        node: str,
+        where: str,
+        runtime: str,
+        model: bytes,
+        threads: int,
+        keep: list[str] | None = None,
+        compress: bool = False,
+    ):
+        self.node = node
+        self.where = where
+        self.runtime = open_runtime(runtime, model, threads, where)
+        self.threads = threads
+        #: for a stage: names the carry keeps after this stage (None: plain model, no carry)
+        self.keep = set(keep) if keep is not None else None
+        self.compress = compress
+        self._in_names = [s.name for s in self.runtime.inputs]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "pid": os.getpid(),
+            "threads": self.threads,
+            "inputs": self.runtime.inputs,
+            "outputs": self.runtime.outputs,
+        }
+
+    def ping(self) -> str:
+        return self.node
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float, str]:
+        """Run the whole model: outputs, compute milliseconds, node name."""
+        try:
+            out, ms = timed_run(self.runtime, feeds)
+        except Exception as exc:  # any runtime failure belongs to this request only
+            raise RunError(f"{self.where}: runtime failed: {exc}") from None
+        return out, ms, self.node
+
+    def stage(self, carry: dict[str, Any], ms_so_far: float) -> tuple[dict[str, Any], float]:
+        """Run one pipeline stage on the carry; returns the next carry and summed compute ms."""
+        feeds = {n: codec.unpack(carry[n]) for n in self._in_names}
+        try:
+            out, ms = timed_run(self.runtime, feeds)
+        except Exception as exc:
+            raise RunError(f"{self.where}: runtime failed: {exc}") from None
+        nxt = {k: v for k, v in carry.items() if self.keep is None or k in self.keep}
+        for name, value in out.items():
+            if self.keep is None or name in self.keep:
+                nxt[name] = codec.pack(value) if self.compress else value
+        return nxt, ms_so_far + ms
+
+
+def remote_worker_class():
+    """The Worker as a Ray actor class: restarted by Ray whenever its node's resource is back.
+
+    max_restarts=-1 lets Ray itself recreate the actor when a node with the pinned custom
+    resource registers again; max_task_retries=0 because the head retries failed requests on
+    *another* replica instead of waiting for this one to come back.
+    """
+    return ray.remote(
+        num_cpus=0,
+        max_restarts=-1,
+        max_task_retries=0,
+        concurrency_groups={"health": 1, "work": 1},
+    )(_GroupedWorker)
+
+
+class _GroupedWorker(Worker):
+    @ray.method(concurrency_group="health")
+    def ping(self) -> str:
+        return super().ping()
+
+    @ray.method(concurrency_group="work")
+    def describe(self) -> dict[str, Any]:
+        return super().describe()
+
+    @ray.method(concurrency_group="work")
+    def infer(self, feeds):
+        return super().infer(feeds)
+
+    @ray.method(concurrency_group="work", num_returns=2)
+    def stage(self, carry, ms_so_far):
+        return super().stage(carry, ms_so_far)
