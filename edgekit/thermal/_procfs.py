@@ -25,22 +25,24 @@ def _cpu_times(root: Path) -> tuple[float, float, str] | None:
     return total - idle, total, str(path)
 
 
+def _psutil_times() -> tuple[float, float, str]:
+    """Same as _cpu_times from psutil (each CpuUtil keeps its own last point, unlike
+    psutil.cpu_percent(None), whose shared state breaks with several samplers per process)."""
+    t = psutil.cpu_times()
+    total = sum(t)
+    return total - t.idle - getattr(t, "iowait", 0.0), total, "psutil.cpu_times"
+
+
 class CpuUtil:
     """Utilisation (0..1) between consecutive calls; the first call primes and reports absent."""
 
     def __init__(self, root: Path):
         self._root = root
-        first = _cpu_times(root)
-        self._last: tuple[float, float] | None = first[:2] if first else None
-        if first is None:
-            psutil.cpu_percent(None)  # prime psutil's own delta
+        first = _cpu_times(root) or _psutil_times()
+        self._last: tuple[float, float] | None = first[:2]
 
     def read(self) -> Reading:
-        times = _cpu_times(self._root)
-        if times is None:
-            pct = psutil.cpu_percent(None)
-            return Reading(round(pct / 100.0, 4), "frac", MEASURED, "psutil.cpu_percent")
-        busy, total, where = times
+        busy, total, where = _cpu_times(self._root) or _psutil_times()
         last, self._last = self._last, (busy, total)
         if last is None or total <= last[1]:
             return absent("frac", f"{where}: priming (needs two samples)")
