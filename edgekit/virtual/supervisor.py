@@ -21,6 +21,8 @@ from edgekit.virtual.cgroups import NodeGroup
 from edgekit.virtual.sysroot import Reading, publish, write_atomic
 
 log = logging.getLogger("edgekit.virtual.supervisor")
+USER_HZ = 100  # proc/stat counts jiffies of 1/100 s on Raspberry Pi OS kernels
+CORES = 4  # both boards have four cores
 
 
 @dataclass
@@ -32,6 +34,8 @@ class _Node:
     thermal: thermal.NodeThermal
     last_usage_ns: int
     quota_cores: float
+    busy_jiffies: float = 0.0
+    total_jiffies: float = 0.0
 
 
 def conditions(home: Path, rec: state.NodeRecord) -> thermal.Conditions:
@@ -73,6 +77,25 @@ def step(home: Path, node: _Node, now_s: float, dt_s: float) -> None:
         mem_used_bytes=node.group.memory_bytes(),
     )
     publish(node.sysroot, node.board, node.rec.ram_bytes, reading)
+    publish_stat(node, used_cores, dt_s)
+
+
+def publish_stat(node: _Node, used_cores: float, dt_s: float) -> None:
+    """proc/stat for the node's four cores as its own processes keep them busy.
+
+    A board whose clock is capped is still 100 % busy when saturated, so busy time is measured
+    against the node's current quota (its capacity at the current clock), not its full cap.
+    """
+    busy_frac = min(1.0, used_cores / node.quota_cores) if node.quota_cores > 0 else 0.0
+    ticks = max(dt_s, 0.0) * USER_HZ
+    node.busy_jiffies += busy_frac * ticks * CORES
+    node.total_jiffies += ticks * CORES
+    busy, idle = int(node.busy_jiffies), int(node.total_jiffies - node.busy_jiffies)
+    lines = [f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0"]
+    lines += [
+        f"cpu{i} {busy // CORES} 0 0 {idle // CORES} 0 0 0 0 0 0" for i in range(CORES)
+    ]
+    write_atomic(node.sysroot / "proc/stat", "\n".join(lines) + "\n")
 
 
 def status_entry(node: _Node, home: Path) -> dict[str, object]:
