@@ -92,6 +92,11 @@ def constants_to_initializers(model: onnx.ModelProto) -> int:
 def topo_order(graph: onnx.GraphProto) -> list[int]:
     """Node indices in a topological order, as close to file order as dependencies allow.
 
+    Nodes computed from weights alone (the DequantizeLinear of a QDQ weight, a Reshape of a
+    constant) are placed right before their first consumer, so a cut never separates a
+    weight's dequantisation from the layer using it (that would send fp32 weights over the
+    link on every request).
+
     Raises ``ModelError`` on a cycle or on a tensor no node, input or initializer defines.
     """
     available = {i.name for i in graph.input} | {i.name for i in graph.initializer}
@@ -117,21 +122,51 @@ def topo_order(graph: onnx.GraphProto) -> list[int]:
         deps.append(mine)
         for d in mine:
             users[d].append(idx)
+    key = _placement_keys(graph, deps, users)
     remaining = [len(d) for d in deps]
-    ready = [i for i, r in enumerate(remaining) if r == 0]
+    ready = [(key[i], i) for i, r in enumerate(remaining) if r == 0]
     heapq.heapify(ready)
     order: list[int] = []
     while ready:
-        idx = heapq.heappop(ready)
+        _, idx = heapq.heappop(ready)
         order.append(idx)
         for u in users[idx]:
             remaining[u] -= 1
             if remaining[u] == 0:
-                heapq.heappush(ready, u)
+                heapq.heappush(ready, (key[u], u))
     if len(order) != len(graph.node):
         stuck = next(i for i, r in enumerate(remaining) if r > 0)
         raise ModelError(f"graph has a cycle through node {graph.node[stuck].name or stuck}")
     return order
+
+
+def _placement_keys(
+    graph: onnx.GraphProto, deps: list[set[int]], users: dict[int, list[int]]
+) -> list[float]:
+    """File position for ordinary nodes; for weight-only nodes, just before first consumer."""
+    has_graph_input = {i.name for i in graph.input} - {i.name for i in graph.initializer}
+    constant = [False] * len(graph.node)
+    changed = True
+    while changed:
+        changed = False
+        for idx, node in enumerate(graph.node):
+            if constant[idx] or not graph.node[idx].output:
+                continue
+            if any(n in has_graph_input for n in node_inputs(node)):
+                continue
+            if all(constant[d] for d in deps[idx]):
+                constant[idx] = changed = True
+    key = [float(i) for i in range(len(graph.node))]
+    for _ in range(len(graph.node)):  # consumers' keys settle within the chain length
+        moved = False
+        for idx in range(len(graph.node)):
+            if constant[idx] and users[idx]:
+                want = min(key[u] for u in users[idx]) - 0.5
+                if want != key[idx]:
+                    key[idx], moved = want, True
+        if not moved:
+            break
+    return key
 
 
 @dataclass(frozen=True)
