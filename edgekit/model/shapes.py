@@ -25,7 +25,12 @@ def dtype_of(elem_type: int) -> np.dtype:
 
 
 def dtype_name(elem_type: int) -> str:
-    return onnx.TensorProto.DataType.Name(elem_type).lower()
+    """numpy's name for an ONNX element type (float32, int64, int8, bool), as TFLite reports
+    use too, so manifests name dtypes one way whatever the runtime."""
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
+    except (KeyError, TypeError, ValueError):
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
 
 
 def declared_shape(vi: onnx.ValueInfoProto) -> list[int | str] | None:
