@@ -7,4 +7,12 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+src"
 
-__all__ = ["__version__"]
+__all__ = ["Client", "__version__"]
+
+
+def __getattr__(name: str):  # lazy: `import edgekit` stays light
+    if name == "Client":
+        from edgekit.client import Client
+
+        return Client
+    raise AttributeError(f"module 'edgekit' has no attribute {name!r}")

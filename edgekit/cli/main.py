@@ -24,6 +24,9 @@ COMMANDS: dict[str, str] = {
     "inspect": "edgekit.cli.model:inspect_cmd", "quantize": "edgekit.cli.model:quantize_cmd", "shard": "edgekit.cli.model:shard_cmd", "bundle": "edgekit.cli.model:bundle_group",  # noqa: E501
     "monitor": "edgekit.cli.thermal:monitor", "report": "edgekit.cli.thermal:report",
     "prune": "edgekit.cli.native:prune", "native": "edgekit.cli.native:native",
+    "serve": "edgekit.cli.serve:serve",
+    "infer": "edgekit.cli.serve:infer",
+    "bench": "edgekit.cli.serve:bench",
 }
 
 

@@ -1,0 +1,220 @@
+"""`edgekit serve`, `edgekit infer`, `edgekit bench`: the API server and its two clients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgekit.cli._output import console, emit_json, err_console, json_option
+from edgekit.errors import InputError
+
+_URL = click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+                    help="edgekit API server.")
+_TOKEN = click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                      help="File holding the bearer token (else $EDGEKIT_SERVE_TOKEN).")
+
+
+def _read_token(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    from edgekit.serve.server import ServeConfig
+
+    return ServeConfig(models=[], token_file=path).token()
+
+
+@click.command()
+@click.option("--ray-address", default=None, help="Ray cluster address (default: auto).")
+@click.option("--model", "models", multiple=True, required=True,
+              help="NAME=BUNDLE_DIR_OR_MODEL_FILE (repeatable).")
+@click.option("--nodes", default=None, help="Comma-separated node names (default: all).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@_TOKEN
+@click.option("--max-queue", default=4, show_default=True, type=int,
+              help="Requests in flight per replica before 503.")
+@click.option("--threads", default=None, type=int,
+              help="Runtime threads per worker (default: the node's Ray CPUs).")
+@click.option("--compress", is_flag=True, help="int8-compress tensors between pipeline stages.")
+@click.option("--batch", "batches", multiple=True,
+              help="MODEL=MAX_BATCH[:MAX_WAIT_MS] dynamic batching (repeatable).")
+@click.option("--controller", "controllers", multiple=True,
+              help="Routing controller: 'thermal' or module:Class (repeatable).")
+@click.option("--max-body-mb", default=64, show_default=True, type=int)
+@json_option
+def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads, compress,
+          batches, controllers, max_body_mb, as_json) -> None:
+    """Place workers on the Ray nodes and serve the inference API until stopped."""
+    from edgekit.serve.server import ServeConfig, run
+
+    batching: dict[str, tuple[int, float]] = {}
+    for b in batches:
+        name, _, spec = b.partition("=")
+        size, _, wait = spec.partition(":")
+        try:
+            batching[name] = (int(size), float(wait or 2.0))
+        except ValueError:
+            raise InputError(f"--batch expects MODEL=MAX_BATCH[:MAX_WAIT_MS], got '{b}'") from None
+    config = ServeConfig(
+        models=list(models), ray_address=ray_address,
+        nodes=[n for n in nodes.split(",") if n] if nodes else None, host=host, port=port,
+        token_file=token_file, max_body_bytes=max_body_mb * 1024 * 1024, max_queue=max_queue,
+        threads=threads, compress=compress, batching=batching, controllers=list(controllers))
+    if host not in ("127.0.0.1", "localhost", "::1") and config.token() is None:
+        err_console.print(f"[yellow]warning:[/] serving on {host} without a bearer token")
+
+    def ready(state) -> None:
+        info = {"url": f"http://{host}:{port}", "models": sorted(state.pool.models),
+                "replicas": state.pool.describe()}
+        if as_json:
+            emit_json(info)
+        else:
+            console.print(f"serving {', '.join(info['models'])} on {info['url']} "
+                          f"({len(info['replicas'])} replicas); Ctrl-C stops")
+
+    if not as_json:
+        err_console.print("placing workers on the Ray nodes…")
+    run(config, ready)
+
+
+def _load_input(path: Path, meta: dict) -> dict:
+    import numpy as np
+
+    inputs = meta["inputs"]
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    arr = np.load(path) if path.suffix == ".npy" else _image(path, inputs[0])
+    if len(inputs) != 1:
+        raise InputError(f"model has {len(inputs)} inputs: give an .npz with each by name")
+    want = inputs[0]["datatype"]
+    from edgekit.serve.tensors import OIP_TO_NUMPY
+
+    return {inputs[0]["name"]: arr.astype(OIP_TO_NUMPY[want], copy=False)}
+
+
+def _image(path: Path, spec: dict):
+    """An image resized to the input's H,W, scaled to [0,1], NCHW or NHWC by the shape."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    shape = spec["shape"]
+    if len(shape) != 4:
+        raise InputError(f"input '{spec['name']}' has shape {shape}: not an image input")
+    nhwc = shape[3] in (1, 3)
+    h, w = (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
+    h, w = (h if h > 0 else 224), (w if w > 0 else 224)
+    try:
+        img = Image.open(path).convert("RGB").resize((w, h))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read image: {exc}", where=str(path)) from exc
+    arr = np.asarray(img, dtype=np.float32)[None] / 255.0
+    return arr if nhwc else arr.transpose(0, 3, 1, 2)
+
+
+@click.command()
+@_URL
+@click.option("--model", required=True)
+@click.option("--input", "input_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help=".npy (single input), .npz (by name) or an image.")
+@click.option("--top-k", default=5, show_default=True, type=int)
+@_TOKEN
+@json_option
+def infer(url, model, input_path, top_k, token_file, as_json) -> None:
+    """Send one request and print the outputs (top-k classes for a classifier)."""
+    import numpy as np
+
+    from edgekit.client import Client
+
+    client = Client(url, token=_read_token(token_file))
+    feeds = _load_input(input_path, client.metadata(model))
+    out = client.infer(model, feeds)
+    result = {"model": model, "node": client.last_node, "compute_ms": client.last_compute_ms,
+              "outputs": {}}
+    for name, arr in out.items():
+        entry: dict = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+        if arr.ndim == 2 and arr.shape[0] == 1 and arr.dtype.kind == "f":
+            idx = np.argsort(arr[0])[::-1][:top_k]
+            entry["top_k"] = [{"class": int(i), "score": float(arr[0, i])} for i in idx]
+        elif arr.size <= 64:
+            entry["data"] = arr.tolist()
+        else:
+            entry.update(min=float(arr.min()), max=float(arr.max()), mean=float(arr.mean()))
+        result["outputs"][name] = entry
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"[bold]{model}[/] on {result['node']} ({result['compute_ms']} ms compute)")
+    for name, entry in result["outputs"].items():
+        console.print(f"  {name} {entry['shape']} {entry['dtype']}")
+        for t in entry.get("top_k", []):
+            console.print(f"    class {t['class']:>5}  {t['score']:.4f}")
+        if "data" in entry:
+            console.print(f"    {entry['data']}")
+        if "mean" in entry:
+            console.print(f"    min {entry['min']:.4g} max {entry['max']:.4g} "
+                          f"mean {entry['mean']:.4g}")
+
+
+@click.command()
+@_URL
+@click.option("--model", required=True)
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False,
+                                                        path_type=Path),
+              help="Input file (default: random data of --shape or the model's shape).")
+@click.option("--shape", default=None, help="Shape for random input, e.g. 1,3,48,192.")
+@click.option("--concurrency", default=4, show_default=True, type=int, help="Closed loop.")
+@click.option("--rate", default=None, type=float, help="Open loop: requests per second.")
+@click.option("--duration", default=10.0, show_default=True, type=float, help="Seconds.")
+@_TOKEN
+@json_option
+def bench(url, model, input_path, shape, concurrency, rate, duration, token_file,
+          as_json) -> None:
+    """Load-test a served model: throughput, p50/p95/p99/max, errors, per-node share."""
+    import asyncio
+    import time
+
+    import numpy as np
+    from rich.progress import Progress
+
+    from edgekit.client import Client
+    from edgekit.serve.loadgen import run_bench
+    from edgekit.serve.tensors import OIP_TO_NUMPY
+
+    token = _read_token(token_file)
+    meta = Client(url, token=token).metadata(model)
+    if input_path is not None:
+        feeds = _load_input(input_path, meta)
+    else:
+        feeds = {}
+        for spec in meta["inputs"]:
+            dims = [int(d) for d in shape.split(",")] if shape else [
+                d if d > 0 else 1 for d in spec["shape"]]
+            feeds[spec["name"]] = np.random.default_rng(0).random(dims).astype(
+                OIP_TO_NUMPY[spec["datatype"]])
+    with Progress(console=err_console, transient=True, disable=as_json) as progress:
+        task = progress.add_task(f"bench {model}", total=duration)
+        start = time.perf_counter()
+
+        def tick() -> None:
+            progress.update(task, completed=min(duration, time.perf_counter() - start))
+
+        report = asyncio.run(run_bench(url, model, feeds, duration, concurrency, rate, token,
+                                       tick))
+    s = report.summary()
+    if as_json:
+        emit_json(s)
+    else:
+        lat = s["latency_ms"]
+        console.print(f"[bold]{model}[/] {s['mode']}, {s['duration_s']} s: "
+                      f"{s['throughput_per_s']} req/s, ok {s['ok']}, 503 {s['refused_503']}, "
+                      f"errors {s['errors']}")
+        console.print(f"  latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  "
+                      f"max {lat['max']}")
+        console.print("  node share: " + ", ".join(f"{n} {v:.0%}"
+                                                    for n, v in s["node_share"].items()))
+        for e in s["error_samples"]:
+            console.print(f"  [red]error:[/] {e}")
+    if s["errors"]:
+        raise SystemExit(2)

@@ -1,0 +1,194 @@
+"""`edgekit.Client`: numpy in, numpy out, over the Open Inference Protocol (binary tensors).
+
+    from edgekit import Client
+    c = Client("http://127.0.0.1:8000")
+    out = c.infer("cls", np.zeros((1, 3, 48, 192), np.float32))   # dict name -> array
+    out = await c.ainfer("cls", {"x": x})                          # same, async
+
+The sync path uses one keep-alive `http.client` connection (no extra dependency, lowest
+overhead); the async path an aiohttp session. Both send the binary tensor extension.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+class ServeError(EdgekitError):
+    """The server refused or failed a request; `status` is the HTTP status (0: unreachable)."""
+
+    def __init__(self, message: str, status: int, retry_after_s: float | None = None):
+        self.status = status
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+def encode(inputs: dict[str, np.ndarray]) -> tuple[bytes, int]:
+    """Binary-extension request body for `inputs` and its JSON header length."""
+    from edgekit.serve.tensors import oip_from_numpy
+
+    items, blobs = [], []
+    for name, arr in inputs.items():
+        arr = np.ascontiguousarray(arr)
+        raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        items.append({"name": name, "shape": list(arr.shape),
+                      "datatype": oip_from_numpy(arr.dtype),
+                      "parameters": {"binary_data_size": len(raw)}})
+        blobs.append(raw)
+    head = json.dumps({"inputs": items, "parameters": {"binary_data_output": True}}).encode()
+    return head + b"".join(blobs), len(head)
+
+
+def decode(body: bytes, header_length: str | None) -> dict[str, np.ndarray]:
+    from edgekit.serve.tensors import OIP_TO_NUMPY
+
+    n = int(header_length) if header_length else len(body)
+    doc = json.loads(body[:n])
+    out, offset = {}, n
+    for item in doc["outputs"]:
+        dtype = OIP_TO_NUMPY[item["datatype"]]
+        size = (item.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            out[item["name"]] = np.asarray(item["data"], dtype=dtype).reshape(item["shape"])
+        else:
+            arr = np.frombuffer(body[offset:offset + size], dtype=dtype.newbyteorder("<"))
+            out[item["name"]] = arr.astype(dtype).reshape(item["shape"])
+            offset += size
+    return out
+
+
+def _error(status: int, body: bytes, retry_after: str | None) -> ServeError:
+    try:
+        message = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        message = body[:200].decode(errors="replace")
+    return ServeError(f"HTTP {status}: {message}", status,
+                      float(retry_after) if retry_after else None)
+
+
+class Client:
+    """Client of an edgekit (or any OIP) server. Token: argument or $EDGEKIT_SERVE_TOKEN."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None,
+                 timeout_s: float = 60.0):
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        self.url = f"{parts.scheme}://{parts.netloc}"
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.timeout_s = timeout_s
+        token = token or os.environ.get("EDGEKIT_SERVE_TOKEN")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._local = threading.local()
+        self._session: Any = None
+        self._input_names: dict[str, list[str]] = {}
+        #: node and compute time of the last sync request (from response headers)
+        self.last_node: str | None = None
+        self.last_compute_ms: float | None = None
+
+    # --- sync -------------------------------------------------------------------------
+    def _request(self, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, bytes, Any]:
+        for attempt in (0, 1):  # one reconnect: the server may have closed an idle socket
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+                self._local.conn = conn
+            try:
+                conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
+                resp = conn.getresponse()
+                return resp.status, resp.read(), resp.headers
+            except (ConnectionError, http.client.HTTPException, OSError) as exc:
+                conn.close()
+                self._local.conn = None
+                if attempt:
+                    raise ServeError(f"cannot reach {self.url}: {exc}", 0) from exc
+        raise AssertionError("unreachable")
+
+    def _get_json(self, path: str) -> Any:
+        status, body, headers = self._request("GET", path)
+        if status != 200:
+            raise _error(status, body, headers.get("Retry-After"))
+        return json.loads(body)
+
+    def live(self) -> bool:
+        return self._request("GET", "/v2/health/live")[0] == 200
+
+    def ready(self) -> bool:
+        return self._request("GET", "/v2/health/ready")[0] == 200
+
+    def metadata(self, model: str) -> dict[str, Any]:
+        return self._get_json(f"/v2/models/{model}")
+
+    def status(self) -> dict[str, Any]:
+        return self._get_json("/edgekit/status")
+
+    def _feeds(self, model: str, inputs: Any) -> dict[str, np.ndarray]:
+        if isinstance(inputs, dict):
+            return inputs
+        if model not in self._input_names:
+            self._input_names[model] = [t["name"] for t in self.metadata(model)["inputs"]]
+        names = self._input_names[model]
+        if len(names) != 1:
+            raise ServeError(f"model '{model}' has inputs {names}: pass a dict", 400)
+        return {names[0]: np.asarray(inputs)}
+
+    def infer(self, model: str, inputs: np.ndarray | dict[str, np.ndarray]
+              ) -> dict[str, np.ndarray]:
+        body, n = encode(self._feeds(model, inputs))
+        status, data, headers = self._request(
+            "POST", f"/v2/models/{model}/infer", body,
+            {HEADER_LENGTH: str(n), "Content-Type": "application/octet-stream"})
+        if status != 200:
+            raise _error(status, data, headers.get("Retry-After"))
+        self.last_node = headers.get("Edgekit-Node")
+        ms = headers.get("Edgekit-Compute-Ms")
+        self.last_compute_ms = float(ms) if ms else None
+        return decode(data, headers.get(HEADER_LENGTH))
+
+    # --- async ------------------------------------------------------------------------
+    async def ainfer(self, model: str, inputs: np.ndarray | dict[str, np.ndarray]
+                     ) -> dict[str, np.ndarray]:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self.headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        if not isinstance(inputs, dict) and model not in self._input_names:
+            async with self._session.get(f"{self.url}/v2/models/{model}") as r:
+                body = await r.read()
+                if r.status != 200:
+                    raise _error(r.status, body, r.headers.get("Retry-After"))
+                self._input_names[model] = [t["name"] for t in json.loads(body)["inputs"]]
+        body, n = encode(self._feeds(model, inputs))
+        try:
+            async with self._session.post(
+                f"{self.url}/v2/models/{model}/infer", data=body,
+                headers={HEADER_LENGTH: str(n), "Content-Type": "application/octet-stream"},
+            ) as r:
+                data = await r.read()
+                if r.status != 200:
+                    raise _error(r.status, data, r.headers.get("Retry-After"))
+                return decode(data, r.headers.get(HEADER_LENGTH))
+        except aiohttp.ClientError as exc:
+            raise ServeError(f"cannot reach {self.url}: {exc}", 0) from exc
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

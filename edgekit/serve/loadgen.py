@@ -1,0 +1,108 @@
+"""Load generator behind `edgekit bench`: closed loop (N clients back to back) or open loop
+(requests started at a fixed rate whatever the latency), over one reused aiohttp session.
+
+Every request is counted as ok, refused (503 up front, the server's flow control working) or
+error (anything else: lost requests). Per-node share comes from the `Edgekit-Node` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgekit.client import HEADER_LENGTH, encode
+
+
+@dataclass
+class BenchReport:
+    model: str
+    mode: str
+    duration_s: float
+    ok: int = 0
+    refused: int = 0
+    errors: int = 0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    nodes: Counter = field(default_factory=Counter)
+    error_samples: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([np.nan])
+        total = self.ok or 1
+        return {
+            "model": self.model, "mode": self.mode, "duration_s": round(self.duration_s, 2),
+            "requests": self.ok + self.refused + self.errors, "ok": self.ok,
+            "refused_503": self.refused, "errors": self.errors,
+            "throughput_per_s": round(self.ok / self.duration_s, 2) if self.duration_s else 0.0,
+            "latency_ms": {k: round(float(np.percentile(lat, q)), 3) for k, q in
+                           (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))},
+            "node_share": {n: round(c / total, 3) for n, c in sorted(self.nodes.items())},
+            "error_samples": self.error_samples[:5],
+        }
+
+
+async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duration_s: float,
+                    concurrency: int = 4, rate: float | None = None, token: str | None = None,
+                    progress: Any = None) -> BenchReport:
+    """Drive the server for `duration_s`; `rate` set means open loop, else closed loop."""
+    import aiohttp
+
+    body, n = encode(inputs)
+    headers = {HEADER_LENGTH: str(n), "Content-Type": "application/octet-stream"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    mode = f"open rate={rate}/s" if rate else f"closed concurrency={concurrency}"
+    report = BenchReport(model, mode, duration_s)
+    target = f"{url.rstrip('/')}/v2/models/{model}/infer"
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn,
+                                     timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def one() -> None:
+            t0 = time.perf_counter()
+            try:
+                async with session.post(target, data=body, headers=headers) as r:
+                    data = await r.read()
+                    status, node = r.status, r.headers.get("Edgekit-Node", "?")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                report.errors += 1
+                report.error_samples.append(f"{type(exc).__name__}: {exc}")
+                return
+            if status == 200:
+                report.ok += 1
+                report.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+                report.nodes[node] += 1
+            elif status == 503:
+                report.refused += 1
+            else:
+                report.errors += 1
+                report.error_samples.append(f"HTTP {status}: {data[:200]!r}")
+            if progress is not None:
+                progress()
+
+        start = time.perf_counter()
+        deadline = start + duration_s
+        if rate:
+            tasks: set[asyncio.Task] = set()
+            i = 0
+            while (due := start + i / rate) < deadline:
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                task = asyncio.create_task(one())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                i += 1
+            if tasks:
+                await asyncio.gather(*tasks)
+        else:
+
+            async def loop() -> None:
+                while time.perf_counter() < deadline:
+                    await one()
+
+            await asyncio.gather(*(loop() for _ in range(concurrency)))
+        report.duration_s = time.perf_counter() - start
+    return report
