@@ -177,7 +177,7 @@ def _print_quant(result: Any) -> None:
     console.print(table)
     for layer in ev.worst_layers:
         console.print(f"  hurts most: {layer['node']} ({layer['op']}) tensor {layer['tensor']} "
-                      f"SQNR {layer['sqnr_db']:.1f} dB")
+                      f"loses {layer['loss_db']:.1f} dB (SQNR {layer['sqnr_db']:.1f} dB)")
     for w in result.warnings:
         err_console.print(f"[bold yellow]WARNING:[/] {w}")
 

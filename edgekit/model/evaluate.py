@@ -138,10 +138,11 @@ def evaluate(
 def worst_layers(
     fp32_path: Path, qdq_path: Path, feeds: Sequence[Feeds], work: Path, top: int = 5
 ) -> list[dict[str, Any]]:
-    """Activations whose quantization adds the most noise (lowest SQNR, in dB).
+    """Layers whose int8 version loses the most accuracy.
 
-    Uses ORT's qdq_loss_debug tooling: both models are augmented to output every
-    intermediate tensor, then matched by name.
+    ORT's qdq_loss_debug tooling augments both models to output every intermediate tensor and
+    gives each tensor's SQNR (dB) against fp32. Error accumulates along the network, so a
+    layer is charged the SQNR it *loses*: its worst input's SQNR minus its output's.
     """
     import onnx
     from onnxruntime.quantization import qdq_loss_debug as dbg
@@ -154,21 +155,22 @@ def worst_layers(
     float_acts = dbg.collect_activations(str(aug_f), ListReader(feeds))
     qdq_acts = dbg.collect_activations(str(aug_q), ListReader(feeds))
     matched = dbg.create_activation_matching(qdq_acts, float_acts)
-    errors = dbg.compute_activation_error(matched)
-    producers = {o: n for n in onnx.load(str(qdq_path)).graph.node for o in n.output}
-    ranked = sorted(
-        ((name, e.get("xmodel_err", float("inf"))) for name, e in errors.items()),
-        key=lambda item: item[1],
-    )[:top]
-    result = []
-    for name, sqnr in ranked:
-        node = producers.get(name)
-        result.append(
-            {
-                "tensor": name,
-                "node": node.name if node else None,
-                "op": node.op_type if node else None,
-                "sqnr_db": float(sqnr),
-            }
-        )
-    return result
+    sqnr = {
+        name: float(e["xmodel_err"])
+        for name, e in dbg.compute_activation_error(matched).items()
+        if "xmodel_err" in e
+    }
+    graph = onnx.load(str(fp32_path)).graph
+    rows = []
+    for node in graph.node:
+        outs = [o for o in node.output if o in sqnr]
+        if not outs:
+            continue
+        ins = [sqnr[i] for i in node.input if i in sqnr]
+        before = min(ins) if ins else float("inf")
+        after = min(sqnr[o] for o in outs)
+        loss = (before - after) if ins else 0.0
+        rows.append({"node": node.name, "op": node.op_type, "tensor": outs[0],
+                     "sqnr_db": round(after, 2), "loss_db": round(loss, 2)})
+    rows.sort(key=lambda r: r["loss_db"], reverse=True)
+    return rows[:top]
