@@ -168,7 +168,7 @@ def _print_quant(result: Any) -> None:
     console.print(f"{result.mode}: {ev.fp32_bytes / 1e6:.2f} MB -> {ev.int8_bytes / 1e6:.2f} MB "
                   f"({ev.size_ratio:.1%}); int8/fp32 latency {ev.speed_ratio:.2f} "
                   f"({ev.int8_ms:.2f} / {ev.fp32_ms:.2f} ms on this machine); "
-                  f"{ev.samples} held-out {ev.data} samples")
+                  f"{ev.samples} held-out samples ({ev.data})")
     table = Table("output", "cosine", "max |err|", "mean |err|", "top-1 agree")
     for o in ev.outputs:
         top1 = "-" if o.top1_agreement is None else f"{o.top1_agreement:.1%}"

@@ -154,12 +154,17 @@ def synthetic(
 def split(
     feeds: Sequence[Feeds], holdout_fraction: float = 0.25
 ) -> tuple[list[Feeds], list[Feeds]]:
-    """Calibration and held-out evaluation sets (the same list when there are < 2 samples)."""
+    """Calibration and held-out evaluation sets, interleaved so both see the whole folder
+    (the same list when there are fewer than 2 samples)."""
     feeds = list(feeds)
     if len(feeds) < 2:
         return feeds, feeds
-    n_eval = max(1, round(len(feeds) * holdout_fraction))
-    return feeds[:-n_eval], feeds[-n_eval:]
+    step = max(2, round(1 / holdout_fraction))
+    held = set(range(step - 1, len(feeds), step)) or {len(feeds) - 1}
+    return (
+        [f for i, f in enumerate(feeds) if i not in held],
+        [f for i, f in enumerate(feeds) if i in held],
+    )
 
 
 class ListReader(CalibrationDataReader):
