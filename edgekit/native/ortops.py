@@ -26,6 +26,7 @@ _CACHE_MAX = 256  # prepared layers kept per process (one per pruned layer of lo
 _lock = threading.Lock()
 _registered = False
 _layers: dict[bytes, Any] = {}
+_OPDEF: Any = None  # the extension's Opdef of our op, once registered
 
 
 def _layer(vals: np.ndarray, pos: np.ndarray, wscale: np.ndarray, bias: np.ndarray,
@@ -55,7 +56,7 @@ def _layer(vals: np.ndarray, pos: np.ndarray, wscale: np.ndarray, bias: np.ndarr
 
 
 def _ensure_op() -> None:
-    global _registered
+    global _registered, _OPDEF
     with _lock:
         if _registered:
             return
@@ -73,7 +74,32 @@ def _ensure_op() -> None:
         def _sparse_linear(x, vals, pos, wscale, bias, n=2, m=4):
             return _layer(vals, pos, wscale, bias, int(n), int(m))(x)
 
+        _install_fast_returns(_sparse_linear)
+        _OPDEF = _sparse_linear
         _registered = True
+
+
+def _install_fast_returns(opdef: Any) -> None:
+    """Hand our op's output to the extension as a flat float32 ndarray instead of a list.
+
+    The extension's own invocation hook returns ``r.flatten().tolist()`` and its C++ side
+    converts that back into a buffer: 16.5 ms for a 128x1536 output against 0.16 ms for the
+    ndarray, which the C++ side accepts as well (measured in benchmarks/kernels_prune_model.py).
+    Every other Python op in the process keeps the extension's original hook unchanged.
+    """
+    from onnxruntime_extensions import PyCustomOpDef, _ocos
+
+    original = _ocos._on_pyop_invocation
+    ours = opdef._id
+
+    def hook(k_id, feed, attributes):
+        if k_id != ours:
+            return original(k_id, feed, attributes)
+        op = _ocos.Opdef._odlist[k_id]
+        y = np.ascontiguousarray(op.body(*feed, **op.cast_attributes(attributes)), np.float32)
+        return (k_id, y.shape, y.reshape(-1))
+
+    PyCustomOpDef.install_hooker(hook)
 
 
 def register(so: Any) -> Any:
