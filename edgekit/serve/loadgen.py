@@ -47,8 +47,11 @@ class BenchReport:
 
 async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duration_s: float,
                     concurrency: int = 4, rate: float | None = None, token: str | None = None,
-                    progress: Any = None) -> BenchReport:
-    """Drive the server for `duration_s`; `rate` set means open loop, else closed loop."""
+                    progress: Any = None, stop: Any = None) -> BenchReport:
+    """Drive the server for `duration_s`; `rate` set means open loop, else closed loop.
+
+    `stop` (a threading.Event) ends the run early, for tests that drive it from outside.
+    """
     import aiohttp
 
     body, n = encode(inputs)
@@ -89,7 +92,7 @@ async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duratio
         if rate:
             tasks: set[asyncio.Task] = set()
             i = 0
-            while (due := start + i / rate) < deadline:
+            while (due := start + i / rate) < deadline and not (stop and stop.is_set()):
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 task = asyncio.create_task(one())
                 tasks.add(task)
@@ -100,7 +103,7 @@ async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duratio
         else:
 
             async def loop() -> None:
-                while time.perf_counter() < deadline:
+                while time.perf_counter() < deadline and not (stop and stop.is_set()):
                     await one()
 
             await asyncio.gather(*(loop() for _ in range(concurrency)))

@@ -70,8 +70,8 @@ def load_model_spec(name: str, path: Path) -> ModelSpec:
         StageSpec(
             int(s.get("index", i)),
             path / s["file"],
-            list(s.get("inputs", [])),
-            list(s.get("outputs", [])),
+            [_name(t) for t in s.get("inputs", [])],
+            [_name(t) for t in s.get("outputs", [])],
             int(s.get("mem_bytes", 0)),
         )
         for i, s in enumerate(manifest.get("stages") or [])
@@ -96,8 +96,8 @@ def load_model_spec(name: str, path: Path) -> ModelSpec:
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
-    try:  # the model-tooling engineer's loader validates checksums; prefer it when present
-        from edgekit.model.bundle import load_manifest  # type: ignore[import-not-found]
+    try:  # the bundle module checks format and sha256 of every file; prefer it when present
+        from edgekit.model.bundle import verify as load_manifest
     except ImportError:
         load_manifest = None
     if load_manifest is not None:
@@ -107,6 +107,10 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         return json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read manifest.json: {exc}", where=str(folder)) from exc
+
+
+def _name(tensor: Any) -> str:
+    return tensor["name"] if isinstance(tensor, dict) else str(tensor)
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

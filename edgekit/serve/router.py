@@ -44,6 +44,7 @@ class Replica:
     max_queue: int = 4
     outstanding: int = 0
     alive: bool = True
+    last_pick: int = 0  # ties go to the least recently picked replica
 
     @property
     def label(self) -> str:
@@ -65,7 +66,7 @@ class Router:
         self.max_in_flight: int | None = None
         self.in_flight = 0
         self.events: deque = deque(maxlen=200)  # (t, node, action, reason)
-        self._tiebreak = itertools.count()
+        self._tiebreak = itertools.count(1)
 
     # --- membership -------------------------------------------------------------------
     def add(self, replica: Replica) -> None:
@@ -107,7 +108,7 @@ class Router:
             w = self._weight(r)
             if r.outstanding >= max(1, math.floor(r.max_queue * w)):
                 continue
-            key = ((r.outstanding + 1) / w, next(self._tiebreak))
+            key = ((r.outstanding + 1) / w, r.last_pick)
             if best_key is None or key < best_key:
                 best, best_key = r, key
         if best is None:
@@ -115,6 +116,7 @@ class Router:
                 raise NoCapacity(f"model '{model}' has no live replica", 5)
             raise Saturated(f"all replicas of '{model}' are busy", self._retry_after(model))
         best.outstanding += 1
+        best.last_pick = next(self._tiebreak)
         self.in_flight += 1
         for n in best.nodes:
             self.nodes[n].stats.outstanding += 1

@@ -1,0 +1,101 @@
+"""Routing logic with fakes and an injected clock (no Ray, no HTTP)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit.serve.control import DRAINED, SHEDDING
+from edgekit.serve.router import NoCapacity, Replica, Router, Saturated
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(nodes=("pi1", "pi2"), max_queue=4):
+    r = Router(clock=Clock())
+    reps = {n: Replica("m", (n,), None, max_queue) for n in nodes}
+    for rep in reps.values():
+        r.add(rep)
+    return r, reps
+
+
+def test_least_outstanding_spreads_requests():
+    r, _reps = make()
+    picked = [r.acquire("m").nodes[0] for _ in range(4)]
+    assert sorted(picked) == ["pi1", "pi1", "pi2", "pi2"]
+
+
+def test_bounded_queue_then_saturated_with_retry_after():
+    r, _ = make(max_queue=2)
+    for _ in range(4):
+        r.acquire("m")
+    with pytest.raises(Saturated) as exc:
+        r.acquire("m")
+    assert exc.value.retry_after_s >= 1
+
+
+def test_weight_shifts_share_and_shrinks_queue():
+    r, _reps = make(max_queue=4)
+    r.set_weight("pi2", 0.5, "hot")
+    assert r.node_stats()["pi2"].state == SHEDDING
+    picks = [r.acquire("m").nodes[0] for _ in range(6)]
+    assert picks.count("pi1") == 4 and picks.count("pi2") == 2  # pi2 capped at 4*0.5
+
+
+def test_drain_and_readmit():
+    r, _reps = make()
+    r.drain("pi1", "maintenance")
+    assert r.node_stats()["pi1"].state == DRAINED
+    assert {r.acquire("m").nodes[0] for _ in range(3)} == {"pi2"}
+    r.readmit("pi1", "cool again")
+    assert r.acquire("m").nodes[0] == "pi1"
+
+
+def test_dead_replica_excluded_and_no_capacity():
+    r, reps = make()
+    r.mark_dead(reps["pi1"], "actor died")
+    assert r.capacity("m") == (1, 2)
+    assert r.acquire("m").nodes[0] == "pi2"
+    r.mark_dead(reps["pi2"], "actor died")
+    with pytest.raises(NoCapacity):
+        r.acquire("m")
+    r.mark_alive(reps["pi1"], "ping")
+    assert r.node_stats()["pi1"].alive
+
+
+def test_admission_limit():
+    r, _ = make()
+    r.admission_limit(1, "power budget")
+    rep = r.acquire("m")
+    with pytest.raises(Saturated):
+        r.acquire("m")
+    r.release(rep, True, 5.0, 4.0)
+    r.acquire("m")
+
+
+def test_stats_window_and_energy_per_inference():
+    r, _reps = make()
+    clock = r.clock
+    for _ in range(30):
+        rep = r.acquire("m")
+        r.release(rep, True, 10.0, 8.0)
+    r.set_extra("pi1", "power_w", 6.0)
+    st = r.node_stats()["pi1"]
+    assert st.completed_total == 15 and st.p50_ms == 10.0 and st.compute_ms_mean == 8.0
+    assert st.extra["energy_j_per_inference"] == pytest.approx(6.0 / (15 / 30.0))
+    clock.t = 100.0
+    assert r.node_stats()["pi1"].requests_per_s == 0.0
+
+
+def test_pipeline_replica_uses_its_slowest_node_weight():
+    r = Router(clock=Clock())
+    pipe = Replica("p", ("pi1", "pi2"), None, 4)
+    r.add(pipe)
+    r.drain("pi2", "x")
+    with pytest.raises(NoCapacity):
+        r.acquire("p")
