@@ -61,16 +61,7 @@ def quantize_model(
     data_kind: str,
 ) -> QuantizeResult:
     """Quantize ``src`` into ``dst``; raise ``ModelError`` (writing nothing) below min_cosine."""
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_dynamic,
-        quantize_static,
-    )
-
-    from edgekit.model.calibration import ListReader
+    from onnxruntime.quantization import quant_pre_process
 
     if options.method not in METHODS:
         raise ModelError(f"unknown calibration method {options.method!r}; use {METHODS}")
@@ -89,25 +80,7 @@ def quantize_model(
         onnx.save(pre_model, str(pre))
         excluded = _excluded_nodes(pre_model, options.exclude)
         out = tmp / "quantized.onnx"
-        if options.dynamic:
-            mode = "dynamic int8 (weights S8, activations U8 at run time)"
-            quantize_dynamic(
-                str(pre), str(out), weight_type=QuantType.QInt8,
-                per_channel=options.per_channel, nodes_to_exclude=excluded,
-            )
-        else:
-            mode = "static QDQ S8S8" + (" per-channel" if options.per_channel else "")
-            method = {
-                "minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                "percentile": CalibrationMethod.Percentile,
-                "distribution": CalibrationMethod.Distribution,
-            }[options.method]
-            quantize_static(
-                str(pre), str(out), ListReader(calib), quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                per_channel=options.per_channel, calibrate_method=method,
-                nodes_to_exclude=excluded,
-            )
+        mode = _run_ort(options, pre, out, calib, excluded)
         report = evaluate(src, out, held_out, data_kind)
         passed = report.min_cosine >= options.min_cosine
         if not passed and not options.dynamic:
@@ -126,6 +99,46 @@ def quantize_model(
         with atomic_path(Path(dst)) as part:
             shutil.copyfile(out, part)
     return result
+
+
+def _run_ort(
+    options: QuantizeOptions, pre: Path, out: Path, calib: Sequence[Feeds], excluded: list[str]
+) -> str:
+    """Call ORT's quantizer; its failures (unsupported patterns) become a ``ModelError``."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    from edgekit.model.calibration import ListReader
+
+    try:
+        if options.dynamic:
+            quantize_dynamic(
+                str(pre), str(out), weight_type=QuantType.QInt8,
+                per_channel=options.per_channel, nodes_to_exclude=excluded,
+            )
+            return "dynamic int8 (weights S8, activations U8 at run time)"
+        method = {
+            "minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+            "distribution": CalibrationMethod.Distribution,
+        }[options.method]
+        quantize_static(
+            str(pre), str(out), ListReader(calib), quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            per_channel=options.per_channel, calibrate_method=method,
+            nodes_to_exclude=excluded,
+        )
+    except (ValueError, RuntimeError, KeyError, IndexError) as exc:
+        raise ModelError(
+            f"onnxruntime.quantization could not quantize this model: {exc}",
+            hint="--exclude the node or op type it names, or try --dynamic / static",
+        ) from None
+    return "static QDQ S8S8" + (" per-channel" if options.per_channel else "")
 
 
 def _at_least_opset13(model: onnx.ModelProto, src: Path, tmp: Path) -> Path:
