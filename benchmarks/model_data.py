@@ -43,6 +43,21 @@ def vad(count: int, seed: int) -> list[dict[str, np.ndarray]]:
     return feeds
 
 
+def tokens(count: int, seed: int, seq: int = 64) -> list[dict[str, np.ndarray]]:
+    """MiniLM inputs: random WordPiece ids between [CLS] and [SEP], last quarter padded."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        ids = rng.integers(1000, 30000, size=(1, seq)).astype(np.int64)
+        mask = np.ones((1, seq), np.int64)
+        ids[0, 0], ids[0, -seq // 4 - 1] = 101, 102
+        ids[0, -seq // 4 :] = 0
+        mask[0, -seq // 4 :] = 0
+        feeds.append({"input_ids": ids, "attention_mask": mask,
+                      "token_type_ids": np.zeros((1, seq), np.int64)})
+    return feeds
+
+
 def datasets() -> dict[str, tuple[str, list, list, str]]:
     """name -> (sample model, calibration feeds, held-out feeds, data kind)."""
     photos = samples.images()
@@ -67,4 +82,5 @@ def datasets() -> dict[str, tuple[str, list, list, str]]:
             "images",
         ),
         "silero-vad": ("silero-vad-16k-op15", vad(16, 0), vad(8, 1), "synthetic"),
+        "minilm-l6": ("minilm-l6", tokens(8, 0), tokens(8, 1), "synthetic"),
     }

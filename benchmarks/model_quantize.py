@@ -24,6 +24,7 @@ CONFIGS = {
     "ppocr-cls": [QuantizeOptions(per_channel=False), QuantizeOptions(per_channel=True)],
     "ppocr-rec": [QuantizeOptions(per_channel=True), QuantizeOptions(dynamic=True)],
     "silero-vad": [QuantizeOptions(dynamic=True)],
+    "minilm-l6": [QuantizeOptions(dynamic=True), QuantizeOptions(dynamic=True, per_channel=True)],
 }
 
 
