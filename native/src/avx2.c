@@ -142,46 +142,53 @@ static void lin_free(struct ek_linear *L) {
   L->isa = NULL;
 }
 
-/* Lay out every pair layout of every super-group for each tile of 16 rows. */
+/* Lay out every pair layout of every super-group: full tiles of 16 rows ([slot][combo][16]),
+ * then the remaining rows % 16 compactly ([slot][combo][rem]) for the channel-lane path. */
 typedef struct {
   const struct ek_linear *L;
   const ek_xrows *xr;
   int32_t *buf;
+  size_t tiles, rem;
 } prep_ctx;
 
-static void prep_tiles(void *p, int t0, int t1) {
-  const prep_ctx *pc = p;
-  const struct ek_linear *L = pc->L;
+static void prep_rows(const struct ek_linear *L, const ek_xrows *xr, size_t r0, size_t nr,
+                      int32_t *out) {
   const avx2_lin *A = L->isa;
-  size_t per_tile = (size_t)A->slots * A->ncombo * TILE;
-  for (size_t t = (size_t)t0; t < (size_t)t1; t++) {
-    int32_t *tb = pc->buf + t * per_tile;
-    for (int r = 0; r < TILE; r++) {
-      size_t row = t * TILE + r;
-      if (row >= pc->xr->rows) {
-        for (size_t i = 0; i < (size_t)A->slots * A->ncombo; i++) tb[i * TILE + r] = 0;
-        continue;
-      }
-      const int8_t *x = pc->xr->xq + row * (size_t)L->k_pad;
-      for (int s = 0; s < A->slots; s++) {
-        const int8_t *g = x + s * A->span;
-        int32_t *o = tb + (size_t)s * A->ncombo * TILE + r;
-        for (int c = 0; c < A->ncombo; c++) {
-          uint32_t lo = (uint16_t)(int16_t)g[A->ca[c]], hi = (uint16_t)(int16_t)g[A->cb[c]];
-          o[c * TILE] = (int32_t)(lo | (hi << 16));
-        }
+  for (size_t r = 0; r < nr; r++) {
+    const int8_t *x = xr->xq + (r0 + r) * (size_t)L->k_pad;
+    int32_t *o = out + r;
+    if (A->ncombo == 1) { /* dense: the pair of slot s is x[2s], x[2s+1] */
+      for (int s = 0; s < A->slots; s++, o += nr)
+        *o = (int32_t)((uint32_t)(uint16_t)(int16_t)x[2 * s] |
+                       ((uint32_t)(uint16_t)(int16_t)x[2 * s + 1] << 16));
+      continue;
+    }
+    for (int s = 0; s < A->slots; s++) {
+      const int8_t *g = x + s * A->span;
+      for (int c = 0; c < A->ncombo; c++, o += nr) {
+        uint32_t lo = (uint16_t)(int16_t)g[A->ca[c]], hi = (uint16_t)(int16_t)g[A->cb[c]];
+        *o = (int32_t)(lo | (hi << 16));
       }
     }
   }
 }
 
+static void prep_tiles(void *p, int t0, int t1) {
+  const prep_ctx *pc = p;
+  const avx2_lin *A = pc->L->isa;
+  size_t per_tile = (size_t)A->slots * A->ncombo * TILE;
+  for (size_t t = (size_t)t0; t < (size_t)t1; t++)
+    prep_rows(pc->L, pc->xr, t * TILE, t < pc->tiles ? TILE : pc->rem, pc->buf + t * per_tile);
+}
+
 static int lin_prep_x(const struct ek_linear *L, ek_xrows *xr, int threads) {
   const avx2_lin *A = L->isa;
-  size_t tiles = (xr->rows + TILE - 1) / TILE, per_tile = (size_t)A->slots * A->ncombo * TILE;
-  int32_t *buf = aligned_alloc(32, sizeof(int32_t) * per_tile * tiles);
+  size_t tiles = xr->rows / TILE, rem = xr->rows % TILE;
+  size_t per_tile = (size_t)A->slots * A->ncombo * TILE;
+  int32_t *buf = aligned_alloc(32, sizeof(int32_t) * per_tile * (tiles + (rem > 0)));
   if (!buf) return EK_ENOMEM;
-  prep_ctx pc = {L, xr, buf};
-  ek_parallel_for(threads, (int)tiles, prep_tiles, &pc);
+  prep_ctx pc = {L, xr, buf, tiles, rem};
+  ek_parallel_for(threads, (int)(tiles + (rem > 0)), prep_tiles, &pc);
   xr->prep = buf;
   return EK_OK;
 }
@@ -191,6 +198,7 @@ static void lin_prep_x_free(ek_xrows *xr) {
   xr->prep = NULL;
 }
 
+/* Row-lane micro-kernel: 16 rows (lanes) x 4 channels, int16 pairs through VPMADDWD. */
 __attribute__((noinline)) static void tile4(const int32_t *tb, const int32_t *off,
                                             const int32_t *wp, int slots, int32_t out[4][TILE]) {
   __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
@@ -217,22 +225,84 @@ __attribute__((noinline)) static void tile4(const int32_t *tb, const int32_t *of
   _mm256_storeu_si256((__m256i *)out[3], a30); _mm256_storeu_si256((__m256i *)(out[3] + 8), a31);
 }
 
+/* Channel-lane micro-kernel for the rows left over after full tiles (GEMV: all of them):
+ * the 8 channels of one block are the lanes, each row's activation pair is broadcast, so no
+ * lane computes a padding row. R rows (1..4) at a time; rb = compact layout of `stride` rows. */
+static inline __attribute__((always_inline)) void chan_rows(const int32_t *rb, int stride,
+                                                            const int32_t *off, const int32_t *wp,
+                                                            int slots, int R, int32_t *o,
+                                                            size_t ostride) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  __m256i b0 = a0, b1 = a0, b2 = a0, b3 = a0; /* second chain: odd slots */
+  int s = 0;
+  for (; s + 2 <= slots; s += 2) {
+    __m256i w = _mm256_loadu_si256((const __m256i *)(wp + (size_t)s * EK_BLOCK_CH));
+    __m256i v = _mm256_loadu_si256((const __m256i *)(wp + (size_t)(s + 1) * EK_BLOCK_CH));
+    const int32_t *x = rb + (off[s] >> 4) * stride, *y = rb + (off[s + 1] >> 4) * stride;
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_set1_epi32(x[0]), w));
+    b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(_mm256_set1_epi32(y[0]), v));
+    if (R > 1) {
+      a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_set1_epi32(x[1]), w));
+      b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(_mm256_set1_epi32(y[1]), v));
+    }
+    if (R > 2) {
+      a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_set1_epi32(x[2]), w));
+      b2 = _mm256_add_epi32(b2, _mm256_madd_epi16(_mm256_set1_epi32(y[2]), v));
+    }
+    if (R > 3) {
+      a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_set1_epi32(x[3]), w));
+      b3 = _mm256_add_epi32(b3, _mm256_madd_epi16(_mm256_set1_epi32(y[3]), v));
+    }
+  }
+  if (s < slots) {
+    __m256i w = _mm256_loadu_si256((const __m256i *)(wp + (size_t)s * EK_BLOCK_CH));
+    const int32_t *x = rb + (off[s] >> 4) * stride;
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_set1_epi32(x[0]), w));
+    if (R > 1) a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_set1_epi32(x[1]), w));
+    if (R > 2) a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_set1_epi32(x[2]), w));
+    if (R > 3) a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_set1_epi32(x[3]), w));
+  }
+  _mm256_storeu_si256((__m256i *)o, _mm256_add_epi32(a0, b0));
+  if (R > 1) _mm256_storeu_si256((__m256i *)(o + ostride), _mm256_add_epi32(a1, b1));
+  if (R > 2) _mm256_storeu_si256((__m256i *)(o + 2 * ostride), _mm256_add_epi32(a2, b2));
+  if (R > 3) _mm256_storeu_si256((__m256i *)(o + 3 * ostride), _mm256_add_epi32(a3, b3));
+}
+
+#define DEF_CHAN(NAME, R)                                                                      \
+  __attribute__((noinline)) static void NAME(const int32_t *rb, int stride, const int32_t *off, \
+                                             const int32_t *wp, int slots, int32_t *o,         \
+                                             size_t ostride) {                                 \
+    chan_rows(rb, stride, off, wp, slots, R, o, ostride);                                      \
+  }
+DEF_CHAN(chan1, 1)
+DEF_CHAN(chan2, 2)
+DEF_CHAN(chan3, 3)
+DEF_CHAN(chan4, 4)
+
 static void lin_acc(const struct ek_linear *L, const ek_xrows *xr, int32_t *acc, int b0, int b1) {
   const avx2_lin *A = L->isa;
-  size_t tiles = (xr->rows + TILE - 1) / TILE, per_tile = (size_t)A->slots * A->ncombo * TILE;
+  size_t tiles = xr->rows / TILE, rem = xr->rows % TILE;
+  size_t per_tile = (size_t)A->slots * A->ncombo * TILE;
+  void (*const chan[4])(const int32_t *, int, const int32_t *, const int32_t *, int, int32_t *,
+                        size_t) = {chan1, chan2, chan3, chan4};
   int32_t out[4][TILE];
   for (int blk = b0; blk < b1; blk++) {
     const int32_t *off = A->off + (size_t)blk * A->slots;
     const int32_t *wp = A->wpair + (size_t)blk * A->slots * EK_BLOCK_CH;
     for (size_t t = 0; t < tiles; t++) {
       const int32_t *tb = (const int32_t *)xr->prep + t * per_tile;
-      size_t nr = xr->rows - t * TILE < TILE ? xr->rows - t * TILE : TILE;
       for (int h = 0; h < 2; h++) {
         tile4(tb, off, wp + 4 * h, A->slots, out);
-        for (size_t r = 0; r < nr; r++)
+        for (size_t r = 0; r < TILE; r++)
           for (int c = 0; c < 4; c++)
             acc[(t * TILE + r) * L->n_pad + blk * EK_BLOCK_CH + 4 * h + c] = out[c][r];
       }
+    }
+    const int32_t *rb = (const int32_t *)xr->prep + tiles * per_tile;
+    for (size_t r = 0; r < rem; r += 4) {
+      size_t R = rem - r < 4 ? rem - r : 4;
+      chan[R - 1](rb + r, (int)rem, off, wp, A->slots,
+                  acc + (tiles * TILE + r) * L->n_pad + blk * EK_BLOCK_CH, (size_t)L->n_pad);
     }
   }
 }

@@ -147,7 +147,7 @@ static void make_sparse(int nout, int kin, int n, int m, int8_t *vals, uint8_t *
 
 static void test_linear(void) {
   int pats[][2] = {{1, 1}, {1, 2}, {2, 4}, {1, 4}};
-  int rows_l[] = {1, 2, 3, 5, 17, 33}, nout_l[] = {1, 8, 9, 24}, kin_l[] = {4, 8, 64, 100, 200};
+  int rows_l[] = {1, 2, 3, 5, 17, 22, 33}, nout_l[] = {1, 8, 9, 24}, kin_l[] = {4, 8, 64, 100, 200};
   for (int p = 0; p < 4; p++)
     for (int ri = 0; ri < 6; ri++)
       for (int ni = 0; ni < 4; ni++)
@@ -208,6 +208,34 @@ static void test_linear(void) {
   ek_linear_destroy(L);
 }
 
+/* One shape big enough that the kernel really splits it over threads (the small shapes above
+ * stay below the per-thread work floor and run on one). */
+static void test_linear_threads(void) {
+  const int pats[3][2] = {{1, 1}, {2, 4}, {1, 4}}, rows = 37, nout = 264, kin = 1024;
+  for (int p = 0; p < 3; p++) {
+    int n = pats[p][0], m = pats[p][1], kk = kin / m * n;
+    int8_t *vals = malloc((size_t)nout * kk), *xq = malloc((size_t)rows * kin);
+    uint8_t *pos = malloc((size_t)(nout + 7) / 8 * kk);
+    int32_t *a1 = malloc(4 * (size_t)rows * nout), *a2 = malloc(4 * (size_t)rows * nout);
+    float *ws = malloc(4 * nout);
+    for (int i = 0; i < nout * kk; i++) vals[i] = (int8_t)((int)(rnd() % 255) - 127);
+    for (int i = 0; i < (nout + 7) / 8 * kk; i++) pos[i] = (uint8_t)(n == 2 ? (i % 2) * 2 + rnd() % 2 : rnd() % m);
+    for (int i = 0; i < rows * kin; i++) xq[i] = (int8_t)((int)(rnd() % 255) - 127);
+    for (int i = 0; i < nout; i++) ws[i] = 1.0f;
+    ek_linear *L1 = NULL, *L2 = NULL;
+    use(g_variant);
+    int rc1 = ek_linear_create(vals, pos, ws, NULL, nout, kin, n, m, &L1);
+    if (rc1 == EK_OK) rc1 = ek_linear_acc(L1, xq, rows, a1, 2);
+    use("portable");
+    int rc2 = ek_linear_create(vals, pos, ws, NULL, nout, kin, n, m, &L2);
+    if (rc2 == EK_OK) rc2 = ek_linear_acc(L2, xq, rows, a2, 1);
+    CHECK(rc1 == EK_OK && rc2 == EK_OK, "threaded linear rc %d %d", rc1, rc2);
+    CHECK(memcmp(a1, a2, 4 * (size_t)rows * nout) == 0, "%s threaded acc differs %d:%d", g_variant, n, m);
+    ek_linear_destroy(L1); ek_linear_destroy(L2);
+    free(vals); free(xq); free(pos); free(a1); free(a2); free(ws);
+  }
+}
+
 static int count_mode(int argc, char **argv) {
   int n, m;
   if (argc < 6 || sscanf(argv[2], "%d:%d", &n, &m) != 2) return 2;
@@ -242,6 +270,7 @@ int main(int argc, char **argv) {
     test_f16();
     test_preprocess();
     test_linear();
+    test_linear_threads();
   }
   printf("%d passed, %d failed\n", g_pass, g_fail);
   return g_fail != 0;
