@@ -173,12 +173,59 @@ static void prep_rows(const struct ek_linear *L, const ek_xrows *xr, size_t r0, 
   }
 }
 
+/* xt[k][16] = the 16 rows' activation k as int16: 8x8 int16 transposes of sign-extended rows. */
+static void transpose16(const int8_t *x, size_t ld, int k_pad, int16_t *xt) {
+  for (int k = 0; k < k_pad; k += 8)
+    for (int h = 0; h < 2; h++) {
+      __m128i r[8], t[8], u[8];
+      for (int i = 0; i < 8; i++)
+        r[i] = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(x + (8 * h + i) * ld + k)));
+      for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm_unpacklo_epi16(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm_unpackhi_epi16(r[2 * i], r[2 * i + 1]);
+      }
+      for (int i = 0; i < 2; i++) { /* u[4i..4i+3]: k pairs {0,1},{2,3},{4,5},{6,7} of 4 rows */
+        u[4 * i] = _mm_unpacklo_epi32(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm_unpackhi_epi32(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm_unpacklo_epi32(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm_unpackhi_epi32(t[4 * i + 1], t[4 * i + 3]);
+      }
+      for (int j = 0; j < 4; j++) {
+        _mm_store_si128((__m128i *)(xt + (k + 2 * j) * TILE + 8 * h), _mm_unpacklo_epi64(u[j], u[4 + j]));
+        _mm_store_si128((__m128i *)(xt + (k + 2 * j + 1) * TILE + 8 * h), _mm_unpackhi_epi64(u[j], u[4 + j]));
+      }
+    }
+}
+
+/* A full tile: every pair layout (a, b) of every slot is interleave(xt[a], xt[b]), 16 rows. */
+static void prep_full_tile(const struct ek_linear *L, const int8_t *x, int16_t *xt, int32_t *out) {
+  const avx2_lin *A = L->isa;
+  transpose16(x, (size_t)L->k_pad, L->k_pad, xt);
+  for (int s = 0; s < A->slots; s++) {
+    const int16_t *g = xt + (size_t)s * A->span * TILE;
+    for (int c = 0; c < A->ncombo; c++, out += TILE) {
+      __m256i a = _mm256_load_si256((const __m256i *)(g + A->ca[c] * TILE));
+      __m256i b = _mm256_load_si256((const __m256i *)(g + A->cb[c] * TILE));
+      __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
+      _mm256_store_si256((__m256i *)out, _mm256_permute2x128_si256(lo, hi, 0x20));
+      _mm256_store_si256((__m256i *)(out + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+  }
+}
+
 static void prep_tiles(void *p, int t0, int t1) {
   const prep_ctx *pc = p;
-  const avx2_lin *A = pc->L->isa;
+  const struct ek_linear *L = pc->L;
+  const avx2_lin *A = L->isa;
   size_t per_tile = (size_t)A->slots * A->ncombo * TILE;
-  for (size_t t = (size_t)t0; t < (size_t)t1; t++)
-    prep_rows(pc->L, pc->xr, t * TILE, t < pc->tiles ? TILE : pc->rem, pc->buf + t * per_tile);
+  int16_t *xt = aligned_alloc(32, sizeof(int16_t) * TILE * (size_t)L->k_pad);
+  for (size_t t = (size_t)t0; t < (size_t)t1; t++) {
+    if (t < pc->tiles && xt)
+      prep_full_tile(L, pc->xr->xq + t * TILE * (size_t)L->k_pad, xt, pc->buf + t * per_tile);
+    else
+      prep_rows(L, pc->xr, t * TILE, t < pc->tiles ? TILE : pc->rem, pc->buf + t * per_tile);
+  }
+  free(xt);
 }
 
 static int lin_prep_x(const struct ek_linear *L, ek_xrows *xr, int threads) {
@@ -199,8 +246,25 @@ static void lin_prep_x_free(ek_xrows *xr) {
 }
 
 /* Row-lane micro-kernel: 16 rows (lanes) x 4 channels, int16 pairs through VPMADDWD. */
+static inline void store_rows4(__m256i c0, __m256i c1, __m256i c2, __m256i c3, int32_t *o,
+                               size_t ostride) {
+  __m256i t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);
+  __m256i t2 = _mm256_unpacklo_epi32(c2, c3), t3 = _mm256_unpackhi_epi32(c2, c3);
+  __m256i r04 = _mm256_unpacklo_epi64(t0, t2), r15 = _mm256_unpackhi_epi64(t0, t2);
+  __m256i r26 = _mm256_unpacklo_epi64(t1, t3), r37 = _mm256_unpackhi_epi64(t1, t3);
+  _mm_storeu_si128((__m128i *)o, _mm256_castsi256_si128(r04));
+  _mm_storeu_si128((__m128i *)(o + ostride), _mm256_castsi256_si128(r15));
+  _mm_storeu_si128((__m128i *)(o + 2 * ostride), _mm256_castsi256_si128(r26));
+  _mm_storeu_si128((__m128i *)(o + 3 * ostride), _mm256_castsi256_si128(r37));
+  _mm_storeu_si128((__m128i *)(o + 4 * ostride), _mm256_extracti128_si256(r04, 1));
+  _mm_storeu_si128((__m128i *)(o + 5 * ostride), _mm256_extracti128_si256(r15, 1));
+  _mm_storeu_si128((__m128i *)(o + 6 * ostride), _mm256_extracti128_si256(r26, 1));
+  _mm_storeu_si128((__m128i *)(o + 7 * ostride), _mm256_extracti128_si256(r37, 1));
+}
+
 __attribute__((noinline)) static void tile4(const int32_t *tb, const int32_t *off,
-                                            const int32_t *wp, int slots, int32_t out[4][TILE]) {
+                                            const int32_t *wp, int slots, int32_t *o,
+                                            size_t ostride) {
   __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
   __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00;
   for (int s = 0; s < slots; s++) {
@@ -219,10 +283,9 @@ __attribute__((noinline)) static void tile4(const int32_t *tb, const int32_t *of
     a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(x0, w3));
     a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(x1, w3));
   }
-  _mm256_storeu_si256((__m256i *)out[0], a00); _mm256_storeu_si256((__m256i *)(out[0] + 8), a01);
-  _mm256_storeu_si256((__m256i *)out[1], a10); _mm256_storeu_si256((__m256i *)(out[1] + 8), a11);
-  _mm256_storeu_si256((__m256i *)out[2], a20); _mm256_storeu_si256((__m256i *)(out[2] + 8), a21);
-  _mm256_storeu_si256((__m256i *)out[3], a30); _mm256_storeu_si256((__m256i *)(out[3] + 8), a31);
+  /* 4 channels x 8 rows -> per row the 4 channels' sums, stored straight into acc rows */
+  store_rows4(a00, a10, a20, a30, o, ostride);
+  store_rows4(a01, a11, a21, a31, o + 8 * ostride, ostride);
 }
 
 /* Channel-lane micro-kernel for the rows left over after full tiles (GEMV: all of them):
@@ -285,18 +348,14 @@ static void lin_acc(const struct ek_linear *L, const ek_xrows *xr, int32_t *acc,
   size_t per_tile = (size_t)A->slots * A->ncombo * TILE;
   void (*const chan[4])(const int32_t *, int, const int32_t *, const int32_t *, int, int32_t *,
                         size_t) = {chan1, chan2, chan3, chan4};
-  int32_t out[4][TILE];
   for (int blk = b0; blk < b1; blk++) {
     const int32_t *off = A->off + (size_t)blk * A->slots;
     const int32_t *wp = A->wpair + (size_t)blk * A->slots * EK_BLOCK_CH;
     for (size_t t = 0; t < tiles; t++) {
       const int32_t *tb = (const int32_t *)xr->prep + t * per_tile;
-      for (int h = 0; h < 2; h++) {
-        tile4(tb, off, wp + 4 * h, A->slots, out);
-        for (size_t r = 0; r < TILE; r++)
-          for (int c = 0; c < 4; c++)
-            acc[(t * TILE + r) * L->n_pad + blk * EK_BLOCK_CH + 4 * h + c] = out[c][r];
-      }
+      for (int h = 0; h < 2; h++)
+        tile4(tb, off, wp + 4 * h, A->slots, acc + t * TILE * L->n_pad + blk * EK_BLOCK_CH + 4 * h,
+              (size_t)L->n_pad);
     }
     const int32_t *rb = (const int32_t *)xr->prep + tiles * per_tile;
     for (size_t r = 0; r < rem; r += 4) {

@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -117,16 +118,23 @@ int ek_default_threads(void) {
   return n < 1 ? 1 : (n > 64 ? 64 : (int)n);
 }
 
-/* --- threads: one short-lived pthread per extra range; the caller runs the first range ---- */
+/* --- threads: one short-lived pthread per extra worker; the caller works too. Work is handed
+ * out in chunks from an atomic counter (about 8 per thread) rather than one fixed range per
+ * thread, so a core that is busy with another process delays only its current chunk. ---- */
 typedef struct {
   void (*fn)(void *, int, int);
   void *ctx;
-  int i0, i1;
+  int n, chunk;
+  atomic_int next;
 } job;
 
 static void *run_job(void *p) {
   job *j = p;
-  j->fn(j->ctx, j->i0, j->i1);
+  for (;;) {
+    int i0 = atomic_fetch_add(&j->next, j->chunk);
+    if (i0 >= j->n) break;
+    j->fn(j->ctx, i0, i0 + j->chunk < j->n ? i0 + j->chunk : j->n);
+  }
   return NULL;
 }
 
@@ -137,20 +145,15 @@ void ek_parallel_for(int threads, int n, void (*fn)(void *, int, int), void *ctx
     if (n > 0) fn(ctx, 0, n);
     return;
   }
-  job jobs[64];
+  if (threads > 64) threads = 64;
+  int chunk = n / (threads * 8);
+  job j = {fn, ctx, n, chunk < 1 ? 1 : chunk, 0};
   pthread_t tids[64];
   int started[64] = {0};
-  if (threads > 64) threads = 64;
-  for (int t = 0; t < threads; t++) {
-    jobs[t] = (job){fn, ctx, (int)((long)n * t / threads), (int)((long)n * (t + 1) / threads)};
-  }
+  for (int t = 1; t < threads; t++) started[t] = pthread_create(&tids[t], NULL, run_job, &j) == 0;
+  run_job(&j); /* also finishes any share a thread that failed to start would have taken */
   for (int t = 1; t < threads; t++)
-    started[t] = pthread_create(&tids[t], NULL, run_job, &jobs[t]) == 0;
-  run_job(&jobs[0]);
-  for (int t = 1; t < threads; t++) {
     if (started[t]) pthread_join(tids[t], NULL);
-    else run_job(&jobs[t]); /* could not start a thread: do its share here */
-  }
 }
 
 /* --- codec entry points ---------------------------------------------------------------- */
