@@ -121,7 +121,9 @@ def _run_ort(
                 str(pre), str(out), weight_type=QuantType.QInt8,
                 per_channel=options.per_channel, nodes_to_exclude=excluded,
             )
-            return "dynamic int8 (weights S8, activations U8 at run time)"
+            return "dynamic int8 (weights S8, activations U8 at run time)" + (
+                " per-channel" if options.per_channel else ""
+            )
         method = {
             "minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile,
