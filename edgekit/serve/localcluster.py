@@ -138,6 +138,16 @@ class LocalCluster:
             with contextlib.suppress(psutil.Error):
                 p.send_signal(signal.SIGKILL)
 
+    def kill_workers(self, name: str) -> int:
+        """SIGKILL one node's edgekit worker processes only (the node itself stays up)."""
+        killed = 0
+        for p in self._procs(str(self.root / name)):
+            with contextlib.suppress(psutil.Error):
+                if "_GroupedWorker" in " ".join(p.cmdline()):
+                    p.send_signal(signal.SIGKILL)
+                    killed += 1
+        return killed
+
     def stop(self) -> None:
         """Stop every process of this cluster (only ours: matched by our temp dir)."""
         procs = self._procs(str(self.root))

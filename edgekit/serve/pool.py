@@ -6,9 +6,9 @@ model gets pipelines of distinct nodes (`len(nodes) // stages` of them). Each ac
 sliver (0.001) of its node's resource so several models can share a node, and nothing else.
 
 Failure: an actor or node that dies makes its calls raise; the request is retried on another
-replica (inference is idempotent) and the replica is marked dead in the router. Ray restarts
-the actor (max_restarts=-1) once its node's resource is back; the health loop's ping then
-succeeds and the replica is readmitted.
+replica (inference is idempotent) and the replica is marked dead in the router. Ray is asked
+to restart the actor (max_restarts=-1) once its node's resource is back, and the health loop's
+ping should then readmit it; in tests this readmission does NOT happen yet (docs/SERVING.md).
 """
 
 from __future__ import annotations

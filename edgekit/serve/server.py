@@ -1,9 +1,9 @@
 """Entry point of the API server on the head: `run(config)` (blocking) or `serve(config)`.
 
-Why a thin aiohttp server calling pinned Ray actors instead of Ray Serve: measured on this
-2-core machine (benchmarks/serve_bench.py, numbers in docs/SERVING.md), Ray Serve's HTTP
-proxy -> router -> replica path adds several milliseconds per request and its request router
-sees custom replica stats only every `request_routing_stats_period_s`; the thermal controller
+Why a thin aiohttp server calling pinned Ray actors instead of Ray Serve: Ray Serve's HTTP
+proxy -> router -> replica path adds a proxy hop per request, and its request router sees
+custom replica stats only every `request_routing_stats_period_s` (NOT yet measured here:
+docs/SERVING.md lists the benchmark as missing); the thermal controller
 must be able to drain or re-weight a node between two requests. Ray is still used for what it
 is good at: placing workers on nodes by custom resource, restarting them when a node returns,
 and moving tensors node to node through its object store.
