@@ -5,7 +5,7 @@
  * Linear core ("dot" design): lanes run along K. Kept inputs of a 16-slot chunk are gathered
  * from 16*m/n activation bytes with one TBL (dense: a plain load), then SMULL + SMLAL2 form
  * 8 int16 sums of two products (|x| <= 127, |w| <= 127: no overflow) and SADALP adds them
- * into int32: 16 MACs per 3 instructions, the Armv8.0 int8 limit. Tile: 2 rows x 4 channels. */
+ * into int32: 16 MACs per 3 instructions, the Armv8.0 int8 limit. Tile: 4 rows x 4 channels. */
 #include <arm_neon.h>
 #include <stdlib.h>
 
@@ -96,16 +96,12 @@ int ek_neon_tbl_prepare(struct ek_linear *L, uint8_t **out) {
   return EK_OK;
 }
 
-/* Gather the 16 kept activations of chunk q of one row (regs: 1 dense, 2 or 4 table regs). */
-static inline __attribute__((always_inline)) int8x16_t gather16(const int8_t *x, const uint8_t *idx,
+/* The 16 kept activations of one chunk of one row (regs: 1 dense, 2 or 4 table regs). */
+static inline __attribute__((always_inline)) int8x16_t gather16(const int8_t *x, uint8x16_t iv,
                                                                 int regs) {
   if (regs == 1) return vld1q_s8(x);
-  if (regs == 2) {
-    int8x16x2_t t = vld1q_s8_x2(x);
-    return vqtbl2q_s8(t, vld1q_u8(idx));
-  }
-  int8x16x4_t t = vld1q_s8_x4(x);
-  return vqtbl4q_s8(t, vld1q_u8(idx));
+  if (regs == 2) return vqtbl2q_s8(vld1q_s8_x2(x), iv);
+  return vqtbl4q_s8(vld1q_s8_x4(x), iv);
 }
 
 #define MAC16(acc, xg, w)                                                          \
@@ -115,45 +111,65 @@ static inline __attribute__((always_inline)) int8x16_t gather16(const int8_t *x,
     acc = vpadalq_s16(acc, p_);                                                    \
   } while (0)
 
-static inline __attribute__((always_inline)) void tile(const struct ek_linear *L, const int8_t *x0,
-                                                       const int8_t *x1, const int8_t *w,
-                                                       const uint8_t *idx, int regs, int rows,
-                                                       int32_t *o0, int32_t *o1) {
-  int32x4_t a[2][4];
-  for (int r = 0; r < 2; r++)
-    for (int c = 0; c < 4; c++) a[r][c] = vdupq_n_s32(0);
-  size_t chunks = (size_t)L->kk_pad / 16, span = (size_t)16 * L->m / L->n, ws = L->kk_pad;
-  for (size_t q = 0; q < chunks; q++) {
-    int8x16_t g0 = gather16(x0 + q * span, idx + q * 16, regs);
-    int8x16_t g1 = rows == 2 ? gather16(x1 + q * span, idx + q * 16, regs) : g0;
-    for (int c = 0; c < 4; c++) {
-      int8x16_t wv = vld1q_s8(w + c * ws + q * 16);
-      MAC16(a[0][c], g0, wv);
-      if (rows == 2) MAC16(a[1][c], g1, wv);
+/* 4 channels' int32x4 partial sums -> one vector of the 4 totals (3 ADDP instead of 4 ADDV). */
+static inline int32x4_t sum4(int32x4_t a, int32x4_t b, int32x4_t c, int32x4_t d) {
+  return vpaddq_s32(vpaddq_s32(a, b), vpaddq_s32(c, d));
+}
+
+/* R rows (1 or 4) x 4 channels. Accumulators are named scalars, not arrays, and the loop is a
+ * do-while over a pointer: with arrays GCC copied every accumulator once per iteration. */
+static inline __attribute__((always_inline)) void tile(const struct ek_linear *L, const int8_t *x,
+                                                       const int8_t *w, const uint8_t *idx,
+                                                       int regs, const int R, int32_t *o) {
+  int32x4_t a00 = vdupq_n_s32(0), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00;
+  int32x4_t a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00;
+  int32x4_t a31 = a00, a32 = a00, a33 = a00;
+  const size_t span = (size_t)16 * regs; /* regs = m/n: a constant in each specialization */
+  size_t ld = (size_t)L->k_pad, ws = (size_t)L->kk_pad;
+  const int8_t *x0 = x, *x1 = x + ld, *x2 = x + 2 * ld, *x3 = x + 3 * ld;
+  const int8_t *wend = w + ws;
+  do {
+    uint8x16_t iv = regs == 1 ? vdupq_n_u8(0) : vld1q_u8(idx);
+    int8x16_t g0 = gather16(x0, iv, regs), g1 = g0, g2 = g0, g3 = g0;
+    if (R > 1) {
+      g1 = gather16(x1, iv, regs); g2 = gather16(x2, iv, regs); g3 = gather16(x3, iv, regs);
     }
-  }
-  for (int c = 0; c < 4; c++) {
-    o0[c] = vaddvq_s32(a[0][c]);
-    if (rows == 2) o1[c] = vaddvq_s32(a[1][c]);
+    int8x16_t w0 = vld1q_s8(w), w1 = vld1q_s8(w + ws), w2 = vld1q_s8(w + 2 * ws);
+    int8x16_t w3 = vld1q_s8(w + 3 * ws);
+    MAC16(a00, g0, w0); MAC16(a01, g0, w1); MAC16(a02, g0, w2); MAC16(a03, g0, w3);
+    if (R > 1) {
+      MAC16(a10, g1, w0); MAC16(a11, g1, w1); MAC16(a12, g1, w2); MAC16(a13, g1, w3);
+      MAC16(a20, g2, w0); MAC16(a21, g2, w1); MAC16(a22, g2, w2); MAC16(a23, g2, w3);
+      MAC16(a30, g3, w0); MAC16(a31, g3, w1); MAC16(a32, g3, w2); MAC16(a33, g3, w3);
+    }
+    x0 += span; x1 += span; x2 += span; x3 += span;
+    idx += 16;
+    w += 16;
+  } while (w != wend);
+  size_t os = (size_t)L->n_pad;
+  vst1q_s32(o, sum4(a00, a01, a02, a03));
+  if (R > 1) {
+    vst1q_s32(o + os, sum4(a10, a11, a12, a13));
+    vst1q_s32(o + 2 * os, sum4(a20, a21, a22, a23));
+    vst1q_s32(o + 3 * os, sum4(a30, a31, a32, a33));
   }
 }
 
 /* One noinline function per (gather width, rows) so every loop is fully specialized. */
 #define DEF_TILE(NAME, REGS, ROWS)                                                                 \
-  __attribute__((noinline)) static void NAME(const struct ek_linear *L, const int8_t *x0,          \
-                                             const int8_t *x1, const int8_t *w, const uint8_t *idx, \
-                                             int32_t *o0, int32_t *o1) {                           \
-    tile(L, x0, x1, w, idx, REGS, ROWS, o0, o1);                                                   \
+  __attribute__((noinline)) static void NAME(const struct ek_linear *L, const int8_t *x,           \
+                                             const int8_t *w, const uint8_t *idx, int32_t *o) {    \
+    tile(L, x, w, idx, REGS, ROWS, o);                                                             \
   }
-DEF_TILE(neon_k_r1_2, 1, 2)
+DEF_TILE(neon_k_r1_4, 1, 4)
 DEF_TILE(neon_k_r1_1, 1, 1)
-DEF_TILE(neon_k_r2_2, 2, 2)
+DEF_TILE(neon_k_r2_4, 2, 4)
 DEF_TILE(neon_k_r2_1, 2, 1)
-DEF_TILE(neon_k_r4_2, 4, 2)
+DEF_TILE(neon_k_r4_4, 4, 4)
 DEF_TILE(neon_k_r4_1, 4, 1)
 
-typedef void (*tile_fn)(const struct ek_linear *, const int8_t *, const int8_t *, const int8_t *,
-                        const uint8_t *, int32_t *, int32_t *);
+typedef void (*tile_fn)(const struct ek_linear *, const int8_t *, const int8_t *, const uint8_t *,
+                        int32_t *);
 
 static int lin_prepare(struct ek_linear *L) { return ek_neon_tbl_prepare(L, (uint8_t **)&L->isa); }
 
@@ -163,8 +179,8 @@ static void lin_free(struct ek_linear *L) {
 }
 
 static void lin_acc(const struct ek_linear *L, const ek_xrows *xr, int32_t *acc, int b0, int b1) {
-  int regs = 16 * L->m / L->n / 16;
-  tile_fn f2 = regs == 1 ? neon_k_r1_2 : (regs == 2 ? neon_k_r2_2 : neon_k_r4_2);
+  int regs = L->m / L->n;
+  tile_fn f4 = regs == 1 ? neon_k_r1_4 : (regs == 2 ? neon_k_r2_4 : neon_k_r4_4);
   tile_fn f1 = regs == 1 ? neon_k_r1_1 : (regs == 2 ? neon_k_r2_1 : neon_k_r4_1);
   size_t chunks = (size_t)L->kk_pad / 16;
   for (int blk = b0; blk < b1; blk++) {
@@ -173,11 +189,8 @@ static void lin_acc(const struct ek_linear *L, const ek_xrows *xr, int32_t *acc,
       int ch0 = blk * EK_BLOCK_CH + 4 * h;
       const int8_t *w = L->vals + (size_t)ch0 * L->kk_pad;
       size_t r = 0;
-      for (; r + 2 <= xr->rows; r += 2)
-        f2(L, xr->xq + r * L->k_pad, xr->xq + (r + 1) * L->k_pad, w, idx,
-           acc + r * L->n_pad + ch0, acc + (r + 1) * L->n_pad + ch0);
-      if (r < xr->rows)
-        f1(L, xr->xq + r * L->k_pad, NULL, w, idx, acc + r * L->n_pad + ch0, NULL);
+      for (; r + 4 <= xr->rows; r += 4) f4(L, xr->xq + r * L->k_pad, w, idx, acc + r * L->n_pad + ch0);
+      for (; r < xr->rows; r++) f1(L, xr->xq + r * L->k_pad, w, idx, acc + r * L->n_pad + ch0);
     }
   }
 }
