@@ -96,6 +96,7 @@ typedef struct {
   uint8_t ca[16], cb[16];    /* positions (in the super-group) of each pair layout */
   int32_t *off;              /* [n_blocks][slots] offset (int32 units) of a slot's pair */
   int32_t *wpair;            /* [n_blocks][slots][8] int16 weight pairs */
+  int8_t *w8;                /* the same pairs as int8 (half the bytes: GEMV streams them) */
 } avx2_lin;
 
 static int pair_id(const avx2_lin *A, int a, int b) {
@@ -118,8 +119,9 @@ static int lin_prepare(struct ek_linear *L) {
   }
   A->off = malloc(sizeof(int32_t) * (size_t)L->n_blocks * A->slots);
   A->wpair = malloc(sizeof(int32_t) * (size_t)L->n_blocks * A->slots * EK_BLOCK_CH);
+  A->w8 = malloc((size_t)L->n_blocks * A->slots * EK_BLOCK_CH * 2);
   L->isa = A;
-  if (!A->off || !A->wpair) return EK_ENOMEM;
+  if (!A->off || !A->wpair || !A->w8) return EK_ENOMEM;
   for (int blk = 0; blk < L->n_blocks; blk++) {
     const int32_t *ka = L->kabs + (size_t)blk * L->kk_pad;
     for (int s = 0; s < A->slots; s++) {
@@ -129,7 +131,10 @@ static int lin_prepare(struct ek_linear *L) {
       for (int c = 0; c < EK_BLOCK_CH; c++) {
         const int8_t *w = L->vals + (size_t)(blk * EK_BLOCK_CH + c) * L->kk_pad;
         uint32_t lo = (uint16_t)(int16_t)w[2 * s], hi = (uint16_t)(int16_t)w[2 * s + 1];
-        A->wpair[((size_t)blk * A->slots + s) * EK_BLOCK_CH + c] = (int32_t)(lo | (hi << 16));
+        size_t at = ((size_t)blk * A->slots + s) * EK_BLOCK_CH + c;
+        A->wpair[at] = (int32_t)(lo | (hi << 16));
+        A->w8[2 * at] = w[2 * s];
+        A->w8[2 * at + 1] = w[2 * s + 1];
       }
     }
   }
@@ -138,7 +143,7 @@ static int lin_prepare(struct ek_linear *L) {
 
 static void lin_free(struct ek_linear *L) {
   avx2_lin *A = L->isa;
-  free(A->off); free(A->wpair); free(A);
+  free(A->off); free(A->wpair); free(A->w8); free(A);
   L->isa = NULL;
 }
 
@@ -310,15 +315,15 @@ __attribute__((noinline)) static void tile4(const int32_t *tb, const int32_t *of
  * the 8 channels of one block are the lanes, each row's activation pair is broadcast, so no
  * lane computes a padding row. R rows (1..4) at a time; rb = compact layout of `stride` rows. */
 static inline __attribute__((always_inline)) void chan_rows(const int32_t *rb, int stride,
-                                                            const int32_t *off, const int32_t *wp,
+                                                            const int32_t *off, const int8_t *wp,
                                                             int slots, int R, int32_t *o,
                                                             size_t ostride) {
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
   __m256i b0 = a0, b1 = a0, b2 = a0, b3 = a0; /* second chain: odd slots */
   int s = 0;
   for (; s + 2 <= slots; s += 2) {
-    __m256i w = _mm256_loadu_si256((const __m256i *)(wp + (size_t)s * EK_BLOCK_CH));
-    __m256i v = _mm256_loadu_si256((const __m256i *)(wp + (size_t)(s + 1) * EK_BLOCK_CH));
+    __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wp + (size_t)s * 16)));
+    __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wp + (size_t)s * 16 + 16)));
     const int32_t *x = rb + (off[s] >> 4) * stride, *y = rb + (off[s + 1] >> 4) * stride;
     a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_set1_epi32(x[0]), w));
     b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(_mm256_set1_epi32(y[0]), v));
@@ -336,7 +341,7 @@ static inline __attribute__((always_inline)) void chan_rows(const int32_t *rb, i
     }
   }
   if (s < slots) {
-    __m256i w = _mm256_loadu_si256((const __m256i *)(wp + (size_t)s * EK_BLOCK_CH));
+    __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wp + (size_t)s * 16)));
     const int32_t *x = rb + (off[s] >> 4) * stride;
     a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_set1_epi32(x[0]), w));
     if (R > 1) a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_set1_epi32(x[1]), w));
@@ -351,7 +356,7 @@ static inline __attribute__((always_inline)) void chan_rows(const int32_t *rb, i
 
 #define DEF_CHAN(NAME, R)                                                                      \
   __attribute__((noinline)) static void NAME(const int32_t *rb, int stride, const int32_t *off, \
-                                             const int32_t *wp, int slots, int32_t *o,         \
+                                             const int8_t *wp, int slots, int32_t *o,          \
                                              size_t ostride) {                                 \
     chan_rows(rb, stride, off, wp, slots, R, o, ostride);                                      \
   }
@@ -364,7 +369,7 @@ static void lin_acc(const struct ek_linear *L, const ek_xrows *xr, int32_t *acc,
   const avx2_lin *A = L->isa;
   size_t tiles = xr->rows / TILE, rem = xr->rows % TILE;
   size_t per_tile = (size_t)A->slots * A->ncombo * TILE;
-  void (*const chan[4])(const int32_t *, int, const int32_t *, const int32_t *, int, int32_t *,
+  void (*const chan[4])(const int32_t *, int, const int32_t *, const int8_t *, int, int32_t *,
                         size_t) = {chan1, chan2, chan3, chan4};
   for (int blk = b0; blk < b1; blk++) {
     const int32_t *off = A->off + (size_t)blk * A->slots;
@@ -378,7 +383,7 @@ static void lin_acc(const struct ek_linear *L, const ek_xrows *xr, int32_t *acc,
     const int32_t *rb = (const int32_t *)xr->prep + tiles * per_tile;
     for (size_t r = 0; r < rem; r += 4) {
       size_t R = rem - r < 4 ? rem - r : 4;
-      chan[R - 1](rb + r, (int)rem, off, wp, A->slots,
+      chan[R - 1](rb + r, (int)rem, off, A->w8 + (size_t)blk * A->slots * EK_BLOCK_CH * 2, A->slots,
                   acc + (tiles * TILE + r) * L->n_pad + blk * EK_BLOCK_CH, (size_t)L->n_pad);
     }
   }
