@@ -29,6 +29,7 @@ class NodeState:
     cores: int = 1
     ram_bytes: int = 0
     address: str = ""  # this node's IP as the host reaches it
+    line: str = ""  # its inventory line, so a node later removed from the inventory is found
 
 
 @dataclass

@@ -19,6 +19,9 @@ import socket
 import sys
 from pathlib import Path
 
+#: Ray refuses a node whose Python differs from the head's in the patch level (3.11.2 on
+#: Debian/Pi OS bookworm vs 3.11.x on the host); pickles are compatible within 3.11.
+PYTHON_MATCH_ENV = {"RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL": "minor"}
 #: longest temp dir that leaves room for "/session_<date>_<pid>/sockets/plasma_store"
 MAX_TEMP_DIR_CHARS = 40
 
@@ -71,6 +74,7 @@ def main(argv: list[str]) -> int:
     cfg = json.loads(Path(argv[0]).read_text())
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cfg["token_path"])
+    env.update(PYTHON_MATCH_ENV)
     args = command(cfg)
     os.execve(args[0], args, env)
     return 1  # not reached

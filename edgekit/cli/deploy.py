@@ -1,0 +1,167 @@
+"""`edgekit deploy | status | rollback | undeploy | logs`: the cluster from one inventory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from edgekit.cli._output import console, emit_json, err_console, json_option
+from edgekit.cli.nodes import ACCEPT_OPTION, NODES_OPTION
+
+EXIT_NODES_FAILED = 4
+
+
+class _Bars:
+    """One rich progress bar per node: current step and bytes sent."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def _task(self, node: str) -> TaskID:
+        if node not in self.tasks:
+            self.tasks[node] = self.progress.add_task(node, total=None, step="")
+        return self.tasks[node]
+
+    def step(self, node: str, text: str) -> None:
+        self.progress.update(self._task(node), step=text)
+
+    def bytes(self, node: str, sent: int, total: int) -> None:
+        self.progress.update(self._task(node), completed=sent, total=total)
+
+
+def _progress(as_json: bool) -> Progress:
+    return Progress(TextColumn("{task.description:>8}"), TextColumn("{task.fields[step]:<12}"),
+                    BarColumn(), DownloadColumn(), console=err_console,
+                    disable=as_json or not err_console.is_terminal)
+
+
+def _summary(res) -> None:  # type: ignore[no-untyped-def]
+    table = Table(title=f"{res.command}: {'ok' if res.ok else 'FAILED'} in {res.seconds:.1f} s")
+    for col in ("node", "result", "step", "version", "runtime", "sent", "services", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in res.nodes.values():
+        mark = "[green]ok[/]" if r.ok else "[red]failed[/]"
+        sent = f"{r.sent_bytes / 1e6:.1f} MB" if r.sent_bytes else "-"
+        table.add_row(r.node, mark, r.step, r.version[:12], r.runtime, sent, r.services,
+                      r.detail)
+    console.print(table)
+    for r in res.nodes.values():
+        if r.log_tail:
+            console.print(f"[bold]{r.node}[/] log tail:\n{r.log_tail}", highlight=False)
+    if res.head:
+        console.print(f"head: {res.head}", highlight=False)
+    if res.error:
+        console.print(f"[red]error:[/] {res.error}")
+
+
+def _finish(res, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    if as_json:
+        emit_json(res.to_dict())
+    else:
+        _summary(res)
+    if not res.ok:
+        raise SystemExit(EXIT_NODES_FAILED)
+
+
+@click.command("deploy")
+@NODES_OPTION
+@ACCEPT_OPTION
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", default=None, help="Model name (default: the bundle's).")
+@click.option("--replicas", type=int, default=None, help="At most this many replicas.")
+@click.option("--stages", type=int, default=None, help="Bundle a model file as K stages.")
+@click.option("--offline", is_flag=True, help="Install the runtime from a host-built wheelhouse.")
+@click.option("--strict", is_flag=True, help="Abort before touching any node if one is unfit.")
+@click.option("--dry-run", is_flag=True, help="Check and plan only.")
+@click.option("--keep", "keep_versions", type=int, default=3, show_default=True,
+              help="Versions kept on each node for rollback.")
+@click.option("--timeout", "verify_timeout_s", type=float, default=240.0, show_default=True,
+              help="Seconds to wait for every worker's health check.")
+@click.option("--port", "api_port", type=int, default=None, help="API port on the head.")
+@json_option
+def deploy(nodes_file: str, accept_new_host_keys: bool, target: Path, as_json: bool,
+           **opts: object) -> None:
+    """Provision the nodes, push MODEL_OR_BUNDLE over SSH, start Ray and the API, verify."""
+    from edgekit.deploy.flow import DeployOptions
+    from edgekit.deploy.flow import deploy as run
+
+    options = DeployOptions(Path(nodes_file), target,
+                            accept_new_host_keys=accept_new_host_keys, **opts)  # type: ignore[arg-type]
+    with _progress(as_json) as progress:
+        res = run(options, _Bars(progress))
+    if not as_json and res.plan:
+        console.print("plan:\n  " + "\n  ".join(res.plan))
+    _finish(res, as_json)
+
+
+@click.command("status")
+@NODES_OPTION
+@ACCEPT_OPTION
+@json_option
+def status(nodes_file: str, accept_new_host_keys: bool, as_json: bool) -> None:
+    """What runs where: versions, services and health of every node."""
+    from edgekit.deploy import ops
+
+    st = ops.status(Path(nodes_file), accept_new_host_keys)
+    if as_json:
+        emit_json(st)
+    else:
+        table = Table(title=f"API {st['head'].get('api_url')} ready={st['api_ready']}")
+        for col in ("node", "reachable", "active", "kept", "services", "healthy"):
+            table.add_column(col, overflow="fold")
+        for name, n in st["nodes"].items():
+            table.add_row(name, str(n["reachable"]), str(n["active"]), str(n["kept"]),
+                          str(n["services"]), str(n["healthy"]) if n["reachable"] else n["error"])
+        console.print(table)
+    if not st["api_ready"] or not all(n["healthy"] for n in st["nodes"].values()):
+        raise SystemExit(EXIT_NODES_FAILED)
+
+
+@click.command("rollback")
+@NODES_OPTION
+@ACCEPT_OPTION
+@click.option("--model", default=None, help="Model to roll back (default: the deployed one).")
+@click.option("--to", "to", default=None, help="Version id (default: the previous one).")
+@json_option
+def rollback(nodes_file: str, accept_new_host_keys: bool, model: str | None, to: str | None,
+             as_json: bool) -> None:
+    """Switch every node back to the previous version (same atomic switch as deploy)."""
+    from edgekit.deploy import ops
+
+    _finish(ops.rollback(Path(nodes_file), model, to, accept_new_host_keys), as_json)
+
+
+@click.command("undeploy")
+@NODES_OPTION
+@ACCEPT_OPTION
+@click.option("--purge", is_flag=True, help="Also remove the cached node runtime.")
+@json_option
+def undeploy(nodes_file: str, accept_new_host_keys: bool, purge: bool, as_json: bool) -> None:
+    """Stop every service and remove deployed files (the runtime stays unless --purge)."""
+    from edgekit.deploy import ops
+
+    _finish(ops.undeploy(Path(nodes_file), purge, accept_new_host_keys), as_json)
+
+
+@click.command("logs")
+@NODES_OPTION
+@ACCEPT_OPTION
+@click.argument("node")
+@click.option("--service", default="ray-worker", show_default=True,
+              type=click.Choice(["ray-worker", "agent", "supervisor", "api", "ray-head"]))
+@click.option("-n", "--lines", type=int, default=50, show_default=True)
+@json_option
+def logs(nodes_file: str, accept_new_host_keys: bool, node: str, service: str, lines: int,
+         as_json: bool) -> None:
+    """Show the tail of a service's log on NODE (`head` for the host's Ray head and API)."""
+    from edgekit.deploy import ops
+
+    text = ops.logs(Path(nodes_file), node, service, lines, accept_new_host_keys)
+    if as_json:
+        emit_json({"node": node, "service": service, "log": text})
+    else:
+        click.echo(text, nl=not text.endswith("\n"))

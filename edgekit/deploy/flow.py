@@ -1,0 +1,258 @@
+"""`edgekit deploy`: check, plan, provision, push, start, verify (docs/DEPLOY.md).
+
+Every node gets a result; a failure on one never stops the others (except `--strict`, which
+stops before any node is touched). Each node's active model version changes only by the
+atomic switch at the end of its push, so an interrupted deploy leaves every node on the
+version it had, and a rerun completes it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekit import inventory
+from edgekit.deploy import bundle as bundle_mod
+from edgekit.deploy import head, nodeops, provision, push, services, state, verify, wheels
+from edgekit.deploy.layout import NodeLayout, deployment_dir, wheelhouse_dir
+from edgekit.deploy.plan import MB, NodeCapacity, Plan, plan
+from edgekit.deploy.report import Quiet, Reporter, RunResult
+from edgekit.remote.probe import NodeReport, check_nodes
+from edgekit.remote.ssh import Connection, Pool
+
+RAY_NODE_RESERVE_BYTES = 700 * MB  # OS + Ray worker (~300 MiB) + idle workers + agent
+RESOURCE_PREFIX = "edgekit-node-"
+
+
+@dataclass
+class DeployOptions:
+    inventory: Path
+    target: Path
+    name: str | None = None
+    replicas: int | None = None
+    stages: int | None = None
+    offline: bool = False
+    strict: bool = False
+    dry_run: bool = False
+    accept_new_host_keys: bool = False
+    keep_versions: int = 3
+    verify_timeout_s: float = 240.0
+    api_port: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def object_store_bytes(total_ram: int) -> int:
+    """10 % of the board's RAM, within Ray's minimum (75 MiB) and 512 MiB."""
+    return int(min(max(total_ram // 10, 80 * MB), 512 * MB))
+
+
+def capacity(node: inventory.Node, rep: NodeReport) -> NodeCapacity:
+    total = (rep.mem_total_mb or 0) * MB
+    usable = node.ram_bytes or total - RAY_NODE_RESERVE_BYTES - object_store_bytes(total)
+    return NodeCapacity(node.name, max(usable, 0), node.speed, rep.cores or 1)
+
+
+def deploy(opts: DeployOptions, ui: Reporter | None = None) -> RunResult:
+    ui = ui or Quiet()
+    t0 = time.monotonic()
+    inv = inventory.load(opts.inventory)
+    dep = deployment_dir(inv.path)
+    res = RunResult("deploy")
+    with state.locked(dep):
+        st = state.load(dep, str(inv.path.resolve()))
+        fit = _check(inv, opts, res, ui)
+        if opts.strict and not res.ok:
+            bad = ", ".join(n for n, r in res.nodes.items() if not r.ok)
+            res.error = f"--strict: {bad} not fit; no node was touched"
+            return res
+        bundle = bundle_mod.resolve(opts.target, dep / "bundles", opts.name, opts.stages)
+        caps = [capacity(inv.get(n), rep) for n, rep in fit.items()]
+        p = plan([s.mem_bytes for s in bundle.stages], caps, replicas=opts.replicas,
+                 model=bundle.name)
+        res.plan = p.describe()
+        for n, why in p.unused.items():
+            res.node(n).step, res.node(n).detail = "plan", f"unused: {why}"
+        if opts.dry_run:
+            res.seconds = time.monotonic() - t0
+            return res
+        _forget_removed(inv, st, res, ui, opts)
+        _rollout(inv, st, dep, bundle, p, fit, opts, res, ui)
+        state.save(dep, st)
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def _check(inv: inventory.Inventory, opts: DeployOptions, res: RunResult,
+           ui: Reporter) -> dict[str, NodeReport]:
+    for n in inv:
+        ui.step(n.name, "check")
+    reports = check_nodes(list(inv), accept_new_host_keys=opts.accept_new_host_keys)
+    fit = {}
+    for rep in reports:
+        r = res.node(rep.name)
+        r.step = "check"
+        if rep.ready:
+            fit[rep.name] = rep
+        else:
+            r.fail("check", rep.verdict if rep.reachable else f"unreachable: {rep.verdict}")
+            ui.step(rep.name, "[red]not fit")
+    return fit
+
+
+def _forget_removed(inv: inventory.Inventory, st: state.DeployState, res: RunResult,
+                    ui: Reporter, opts: DeployOptions) -> None:
+    """Nodes deployed last time but gone from the inventory: stop and clean them."""
+    names = {n.name for n in inv}
+    for name in [n for n in st.nodes if n not in names]:
+        ns = st.nodes[name]
+        r = res.node(name)
+        r.step = "removed"
+        ui.step(name, "removing (no longer in the inventory)")
+        try:
+            node = inventory.parse(ns.line).nodes[0]
+            with Connection(node, accept_new_host_keys=opts.accept_new_host_keys) as c:
+                left = nodeops.teardown(c, NodeLayout(ns.root), ns.systemd, purge=False)
+            r.detail = "left the inventory: services stopped, files removed"
+            if left:
+                r.fail("removed", f"processes still running: {left}")
+        except Exception as exc:
+            r.detail = f"left the inventory; could not clean it ({exc})"
+        del st.nodes[name]
+
+
+def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
+             bundle: bundle_mod.Bundle, p: Plan, fit: dict[str, NodeReport],
+             opts: DeployOptions, res: RunResult, ui: Reporter) -> None:
+    cache = wheelhouse_dir()
+    reqs = wheels.pins(bundle.extras)
+    whl = wheels.edgekit_wheel(cache)
+    ray_token = state.secret(dep, "ray-token")
+    api_token = state.secret(dep, "api-token")
+    app = st.apps.get(bundle.name)
+    history = list(app.history) if app else []
+    placed = [inv.get(n) for n in p.nodes]
+    facts: dict[str, nodeops.NodeFacts] = {}
+
+    def prepare(c: Connection) -> str:
+        name, rep = c.node.name, fit[c.node.name]
+        r = res.node(name)
+        t_node = time.monotonic()
+        r.step = "provision"
+        ui.step(name, "provision")
+        f = nodeops.facts(c, c.node.root, c.node.python)
+        facts[name] = f
+        lay = NodeLayout(f.root)
+        fp = wheels.fingerprint(reqs, whl.name + wheels.source_digest(), rep.python, rep.arch,
+                                opts.offline)
+        house = [whl]
+        if opts.offline:
+            wh = wheels.wheelhouse(cache, reqs, rep.arch, rep.python)
+            house += sorted(wh.glob("*.whl"))
+        pr = provision.provision(c, lay, fingerprint=fp, python=f.python or c.node.python,
+                                 requirements=reqs, wheels=house, offline=opts.offline)
+        r.runtime = "up to date" if pr.skipped else "provisioned"
+        r.step = "push"
+        ui.step(name, "push")
+        total = bundle.total_bytes
+        sent = [0]
+
+        def progress(n: int) -> None:
+            sent[0] += n
+            ui.bytes(name, sent[0], total)
+
+        pu = push.push_node(c, lay, bundle, history=history, keep_versions=opts.keep_versions,
+                            progress=progress)
+        r.version, r.sent_bytes = pu.version, pu.sent_bytes
+        r.seconds = time.monotonic() - t_node
+        services.write_secret(c, lay, ray_token.read_bytes())
+        st.nodes[name] = state.NodeState(
+            root=f.root, systemd=rep.systemd, fingerprint=fp, arch=rep.arch,
+            cores=rep.cores or 1, ram_bytes=(rep.mem_total_mb or 0) * MB, address=f.node_ip,
+            line=inventory.render([c.node]).strip())
+        return pu.version
+
+    with Pool(placed, accept_new_host_keys=opts.accept_new_host_keys) as pool:
+        for name, out in pool.each(prepare).items():
+            if not out.ok:
+                res.node(name).fail(res.node(name).step or "provision", out.error or "")
+                ui.step(name, f"[red]{res.node(name).step} failed")
+        ready = [n for n in p.nodes if res.node(n).ok]
+        if not ready:
+            res.error = "no node could be prepared"
+            return
+        host_ip = facts[ready[0]].host_ip
+        head_root = dep / "head"
+        port = st.head.ray_address.rsplit(":", 1)[-1] if st.head.ray_address else ""
+        addr = head.start_ray(head_root, host_ip, int(port) if port else head.free_port(),
+                              ray_token)
+        st.head.ray_address = addr
+        res.head = {"where": "host", "ray_address": addr}
+
+        def start(c: Connection) -> str:
+            name = c.node.name
+            if name not in ready:
+                return ""
+            f = facts[name]
+            res.node(name).step = "start"
+            ui.step(name, "start")
+            ns = st.nodes[name]
+            cfg = {"address": addr, "node_ip": f.node_ip, "num_cpus": ns.cores,
+                   "object_store_bytes": object_store_bytes(ns.ram_bytes),
+                   "resources": {RESOURCE_PREFIX + name: 1},
+                   "temp_dir": f"{f.root}/run/ray", "token_path": NodeLayout(f.root).ray_token}
+            return services.install(c, NodeLayout(f.root), name, cfg, ns.systemd)
+
+        for name, out in pool.each(start).items():
+            if out.ok and out.value:
+                res.node(name).services = str(out.value)
+            elif not out.ok:
+                res.node(name).fail("start", out.error or "")
+        _serve_and_verify(st, dep, bundle, p, opts, res, ui, pool, api_token, ray_token)
+    if app is None or app.version != bundle.version:
+        history = [v for v in history if v != bundle.version] + [bundle.version]
+    st.apps = {bundle.name: state.AppState(
+        bundle=str(bundle.path), version=bundle.version, plan=p.to_dict(),
+        history=history[-opts.keep_versions:],
+        active={n: res.node(n).version for n in p.nodes if res.node(n).version})}
+
+
+def serving_nodes(p: Plan, ok: set[str]) -> list[str]:
+    """The plan's node order without groups that lost a node (a pipeline needs all)."""
+    return [n for g in p.groups if set(g) <= ok for n in g]
+
+
+def _serve_and_verify(st: state.DeployState, dep: Path, bundle: bundle_mod.Bundle, p: Plan,
+                      opts: DeployOptions, res: RunResult, ui: Reporter, pool: Pool,
+                      api_token: Path, ray_token: Path) -> None:
+    nodes = serving_nodes(p, {n for n in p.nodes if res.node(n).ok})
+    if not nodes:
+        res.error = "no complete replica could be started"
+        return
+    port = opts.api_port or st.head.api_port or head.free_port()
+    head.start_api(dep / "head", {
+        "models": [f"{bundle.name}={bundle.path}"], "ray_address": st.head.ray_address,
+        "nodes": nodes, "host": "127.0.0.1", "port": port,
+        "api_token_path": str(api_token), "ray_token_path": str(ray_token)})
+    st.head.api_port, st.head.api_url = port, f"http://127.0.0.1:{port}"
+    res.head["api_url"] = st.head.api_url
+    for n in nodes:
+        res.node(n).step = "verify"
+        ui.step(n, "verify")
+    h = verify.wait(st.head.api_url, api_token.read_text().strip(), [bundle.name], nodes,
+                    opts.verify_timeout_s)
+    for n in nodes:
+        r = res.node(n)
+        r.healthy = n in h.alive_nodes
+        if r.healthy:
+            r.step = "serving"
+            ui.step(n, "[green]serving")
+            continue
+        r.fail("verify", h.error or "worker not alive")
+        try:
+            lay = NodeLayout(st.nodes[n].root)
+            r.log_tail = services.log_tail(pool[n], lay, "ray-worker")
+        except Exception as exc:
+            r.log_tail = f"(could not read the log: {exc})"
+    if not h.ready:
+        res.head["api_log"] = head.tail(dep / "head", "api")

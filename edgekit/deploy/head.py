@@ -1,0 +1,112 @@
+"""The head on the host: Ray's head node and the serving API, both run by edgekit's
+supervisor under <deployment dir>/head (same code path the nodes use without systemd).
+
+    python -m edgekit.deploy.head api CONFIG.json   # what the supervisor runs for the API
+
+The API server is edgekit.serve.server.run; Ray token and HTTP bearer token are read from
+0600 files whose paths are in the environment/config, never from arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+from edgekit.errors import ClusterError
+from edgekit.node import supervisor
+from edgekit.node.raynode import PYTHON_MATCH_ENV
+
+RAY_HEAD_OBJECT_STORE_BYTES = 100 * 1024 * 1024  # the head runs no models
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def _service(root: Path, name: str, argv: list[str], generation: str) -> None:
+    spec = {"argv": argv, "generation": generation}
+    path = root / "services" / f"{name}.json"
+    if not path.exists() or json.loads(path.read_text()) != spec:
+        _write(path, spec)
+
+
+def start_ray(root: Path, ip: str, port: int, token_path: Path) -> str:
+    """Start (or keep) the Ray head; returns its address once its port answers."""
+    cfg = {"head": True, "port": port, "node_ip": ip, "num_cpus": 0,
+           "object_store_bytes": RAY_HEAD_OBJECT_STORE_BYTES,
+           "temp_dir": str(root / "run" / "ray"), "token_path": str(token_path)}
+    _write(root / "run" / "ray.json", cfg)
+    _service(root, "ray-head", [sys.executable, "-m", "edgekit.node.raynode",
+                                str(root / "run" / "ray.json")], json.dumps(cfg))
+    supervisor.ensure(root)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((ip, port)) == 0:
+                return f"{ip}:{port}"
+        time.sleep(0.3)
+    raise ClusterError(f"Ray head did not open port {port}", where=str(root / "logs"),
+                       hint=tail(root, "ray-head"))
+
+
+def start_api(root: Path, config: dict) -> None:
+    """(Re)start the API server with `config` (restarted by the supervisor when it changes)."""
+    _write(root / "run" / "api.json", config)
+    _service(root, "api", [sys.executable, "-m", "edgekit.deploy.head", "api",
+                           str(root / "run" / "api.json")], json.dumps(config, sort_keys=True))
+    supervisor.ensure(root)
+
+
+def stop(root: Path) -> None:
+    if supervisor.running_pid(root):
+        for p in (root / "services").glob("*.json"):
+            p.unlink()
+        supervisor.stop(root)
+
+
+def tail(root: Path, service: str, lines: int = 20) -> str:
+    path = root / "logs" / f"{service}.log"
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _run_api(config_path: Path) -> None:
+    import os
+
+    from edgekit.serve.server import ServeConfig, run
+
+    cfg = json.loads(config_path.read_text())
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cfg["ray_token_path"])
+    os.environ.update(PYTHON_MATCH_ENV)
+    run(ServeConfig(models=cfg["models"], ray_address=cfg["ray_address"], nodes=cfg["nodes"],
+                    host=cfg.get("host", "127.0.0.1"), port=int(cfg["port"]),
+                    token_file=Path(cfg["api_token_path"])))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "api":
+        print("usage: python -m edgekit.deploy.head api CONFIG.json", file=sys.stderr)
+        return 2
+    _run_api(Path(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+

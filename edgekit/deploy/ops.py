@@ -1,0 +1,134 @@
+"""status, rollback, undeploy and logs: everything from the inventory and the host state."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from edgekit import inventory
+from edgekit.deploy import head, nodeops, services, state, verify
+from edgekit.deploy.layout import NodeLayout, deployment_dir
+from edgekit.deploy.report import RunResult
+from edgekit.errors import ClusterError
+from edgekit.remote.ssh import Pool
+
+
+def _load(inventory_path: Path) -> tuple[inventory.Inventory, Path, state.DeployState]:
+    inv = inventory.load(inventory_path)
+    dep = deployment_dir(inv.path)
+    if not state.exists(dep):
+        raise ClusterError("nothing deployed with this inventory", where=str(inv.path),
+                           hint="run `edgekit deploy --nodes ... MODEL` first")
+    return inv, dep, state.load(dep, str(inv.path.resolve()))
+
+
+def _deployed(inv: inventory.Inventory, st: state.DeployState) -> list[inventory.Node]:
+    nodes = {n.name: n for n in inv if n.name in st.nodes}
+    for name, ns in st.nodes.items():  # nodes since removed from the inventory
+        if name not in nodes and ns.line:
+            nodes[name] = inventory.parse(ns.line).nodes[0]
+    return list(nodes.values())
+
+
+def status(inventory_path: Path, accept_new_host_keys: bool = False) -> dict:
+    inv, dep, st = _load(inventory_path)
+    token = (dep / "api-token").read_text().strip() if (dep / "api-token").exists() else ""
+    models = list(st.apps)
+    health = verify.check(st.head.api_url, token, models) if st.head.api_url else None
+
+    def one(c) -> dict:
+        ns = st.nodes[c.node.name]
+        lay = NodeLayout(ns.root)
+        from edgekit.deploy import versions
+        return {"active": {m: versions.active(c, lay, m) for m in models},
+                "kept": {m: versions.listed(c, lay, m) for m in models},
+                "services": services.status(c, lay)}
+
+    with Pool(_deployed(inv, st), accept_new_host_keys=accept_new_host_keys) as pool:
+        outs = pool.each(one)
+    nodes = {}
+    for name, out in outs.items():
+        sup = ((out.value or {}).get("services") or {}).get("supervisor") or {}
+        nodes[name] = {
+            "reachable": out.ok, "error": out.error,
+            "active": (out.value or {}).get("active"), "kept": (out.value or {}).get("kept"),
+            "services": {k: v.get("running") for k, v in sup.get("services", {}).items()},
+            "healthy": bool(health and name in health.alive_nodes),
+        }
+    return {"inventory": str(inv.path), "head": vars(st.head),
+            "apps": {m: {"version": a.version, "bundle": a.bundle, "plan": a.plan["nodes"]}
+                     for m, a in st.apps.items()},
+            "api_ready": bool(health and health.ready), "nodes": nodes}
+
+
+def rollback(inventory_path: Path, model: str | None, to: str | None,
+             accept_new_host_keys: bool = False) -> RunResult:
+    inv, dep, st = _load(inventory_path)
+    res = RunResult("rollback")
+    t0 = time.monotonic()
+    with state.locked(dep):
+        name = model or next(iter(st.apps), None)
+        if name is None or name not in st.apps:
+            raise ClusterError(f"no deployed model {name!r}", where=str(inv.path))
+        app = st.apps[name]
+
+        def one(c) -> tuple[str, str]:
+            return nodeops.rollback(c, NodeLayout(st.nodes[c.node.name].root), name, to)
+
+        with Pool([n for n in _deployed(inv, st) if n.name in app.plan["nodes"]],
+                  accept_new_host_keys=accept_new_host_keys) as pool:
+            for node, out in pool.each(one).items():
+                r = res.node(node)
+                r.step = "rollback"
+                if out.ok and out.value:
+                    r.detail = f"{out.value[0]} -> {out.value[1]}"
+                    r.version = out.value[1]
+                    app.active[node] = out.value[1]
+                else:
+                    r.fail("rollback", out.error or "")
+        state.save(dep, st)
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def undeploy(inventory_path: Path, purge: bool = False,
+             accept_new_host_keys: bool = False) -> RunResult:
+    inv, dep, st = _load(inventory_path)
+    res = RunResult("undeploy")
+    t0 = time.monotonic()
+    with state.locked(dep):
+        head.stop(dep / "head")
+        res.head = {"stopped": True}
+
+        def one(c) -> list[str]:
+            ns = st.nodes[c.node.name]
+            return nodeops.teardown(c, NodeLayout(ns.root), ns.systemd, purge)
+
+        with Pool(_deployed(inv, st), accept_new_host_keys=accept_new_host_keys) as pool:
+            for node, out in pool.each(one).items():
+                r = res.node(node)
+                r.step = "undeploy"
+                if not out.ok:
+                    r.fail("undeploy", out.error or "")
+                elif out.value:
+                    r.fail("undeploy", f"processes still running: {out.value}")
+                else:
+                    r.detail = "purged" if purge else "stopped, files removed (runtime kept)"
+                    del st.nodes[node]
+        if res.ok:
+            st.apps, st.head = {}, state.HeadState()
+        state.save(dep, st)
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def logs(inventory_path: Path, node: str, service: str, lines: int,
+         accept_new_host_keys: bool = False) -> str:
+    inv, dep, st = _load(inventory_path)
+    if node == "head":
+        return head.tail(dep / "head", service if service != "ray-worker" else "ray-head", lines)
+    if node not in st.nodes:
+        raise ClusterError(f"nothing deployed on {node}", where=str(inv.path))
+    target = next(n for n in _deployed(inv, st) if n.name == node)
+    with Pool([target], accept_new_host_keys=accept_new_host_keys) as pool:
+        return services.log_tail(pool[node], NodeLayout(st.nodes[node].root), service, lines)

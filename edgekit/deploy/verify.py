@@ -1,0 +1,65 @@
+"""The verify step: every placed worker has loaded its model and answers.
+
+Asks the head's API (bearer token from the deployment's 0600 file): the model's
+`/v2/models/{m}/ready`, then `/edgekit/status` for which replicas (nodes) are alive. Polls
+until all are, or the timeout; nodes still missing then get their log tail in the report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Health:
+    ready: bool
+    alive_nodes: set[str] = field(default_factory=set)
+    dead_nodes: set[str] = field(default_factory=set)
+    error: str = ""
+
+
+def _get(url: str, token: str, timeout_s: float = 5.0) -> tuple[int, Any]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def check(api_url: str, token: str, models: list[str]) -> Health:
+    try:
+        for m in models:
+            code, _ = _get(f"{api_url}/v2/models/{m}/ready", token)
+            if code != 200:
+                return Health(False, error=f"model {m} not ready (HTTP {code})")
+        code, status = _get(f"{api_url}/edgekit/status", token)
+    except (OSError, ValueError) as exc:
+        return Health(False, error=f"API not answering: {exc}")
+    h = Health(code == 200)
+    for r in (status or {}).get("replicas", []):
+        (h.alive_nodes if r.get("alive") else h.dead_nodes).update(r.get("nodes", []))
+    h.dead_nodes -= h.alive_nodes
+    return h
+
+
+def wait(api_url: str, token: str, models: list[str], nodes: list[str],
+         timeout_s: float) -> Health:
+    """Poll until every model is ready and every node in `nodes` has a live replica."""
+    deadline = time.monotonic() + timeout_s
+    h = Health(False, error="not checked")
+    while time.monotonic() < deadline:
+        h = check(api_url, token, models)
+        if h.ready and set(nodes) <= h.alive_nodes:
+            return h
+        time.sleep(1.0)
+    if h.ready:
+        missing = sorted(set(nodes) - h.alive_nodes)
+        h.ready = False
+        h.error = f"no live worker on {', '.join(missing)} after {timeout_s:.0f} s"
+    return h
