@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "demo": "edgekit.cli.demo:demo",
     "nodes": "edgekit.cli.nodes:nodes",
     "cluster": "edgekit.cli.cluster:cluster",
+    "deploy": "edgekit.cli.deploy:deploy", "status": "edgekit.cli.deploy:status", "rollback": "edgekit.cli.deploy:rollback", "undeploy": "edgekit.cli.deploy:undeploy", "logs": "edgekit.cli.deploy:logs",  # noqa: E501
     "inspect": "edgekit.cli.model:inspect_cmd", "quantize": "edgekit.cli.model:quantize_cmd", "shard": "edgekit.cli.model:shard_cmd", "bundle": "edgekit.cli.model:bundle_group",  # noqa: E501
     "monitor": "edgekit.cli.thermal:monitor", "report": "edgekit.cli.thermal:report",
     "prune": "edgekit.cli.native:prune", "native": "edgekit.cli.native:native",
