@@ -1,4 +1,5 @@
-/* x86-64 AVX2 (+FMA, F16C) variant. Compiled with -mavx2 -mfma -mf16c; chosen only when
+/* x86-64 AVX2 (+FMA, F16C) variant, part 2: the linear core and the dispatch table (the codec
+ * and preprocessing are in avx2_codec.c). Compiled with -mavx2 -mfma -mf16c; chosen only when
  * CPUID and XGETBV say the CPU and OS support them.
  *
  * Linear core ("row-vector" design): 16 activation rows live in the lanes of two int32
@@ -14,81 +15,12 @@
 
 #define TILE 16
 
-static inline uint32_t hmax_u32(__m256i v) {
-  __m128i m = _mm_max_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0x4e));
-  m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0xb1));
-  return (uint32_t)_mm_cvtsi128_si32(m);
-}
-
-static inline __m256i q8_lanes(__m256 x, __m256 inv) {
-  /* clamp in float first (huge values would convert to INT_MIN), then nearest-even */
-  __m256 v = _mm256_mul_ps(x, inv);
-  v = _mm256_max_ps(_mm256_min_ps(v, _mm256_set1_ps(127.0f)), _mm256_set1_ps(-127.0f));
-  return _mm256_cvtps_epi32(v);
-}
-
-static int enc_q8(const float *x, size_t n, size_t block, int8_t *q, void *scales, int fp16) {
-  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
-  for (size_t b = 0, i0 = 0; i0 < n; b++, i0 += block) {
-    size_t len = n - i0 < block ? n - i0 : block, i = 0;
-    const float *xb = x + i0;
-    int8_t *qb = q + i0;
-    __m256i vm = _mm256_setzero_si256();
-    for (; i + 8 <= len; i += 8)
-      vm = _mm256_max_epi32(vm, _mm256_and_si256(_mm256_castps_si256(_mm256_loadu_ps(xb + i)), absmask));
-    uint32_t amax = hmax_u32(vm);
-    for (; i < len; i++) {
-      uint32_t a = ek_f32_bits(xb[i]) & 0x7fffffffu;
-      amax = a > amax ? a : amax;
-    }
-    if (amax >= 0x7f800000u) return EK_ENONFINITE;
-    float invs = ek_block_scale(amax, scales, b, fp16);
-    __m256 inv = _mm256_set1_ps(invs);
-    i = 0;
-    for (; i + 32 <= len; i += 32) {
-      __m256i a = q8_lanes(_mm256_loadu_ps(xb + i), inv), bq = q8_lanes(_mm256_loadu_ps(xb + i + 8), inv);
-      __m256i c = q8_lanes(_mm256_loadu_ps(xb + i + 16), inv), d = q8_lanes(_mm256_loadu_ps(xb + i + 24), inv);
-      __m256i ab = _mm256_packs_epi32(a, bq), cd = _mm256_packs_epi32(c, d);
-      __m256i p = _mm256_packs_epi16(ab, cd); /* lanes out of order: fix with one permute */
-      p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-      _mm256_storeu_si256((__m256i *)(qb + i), p);
-    }
-    for (; i < len; i++) qb[i] = ek_q8(xb[i] * invs);
-  }
-  return EK_OK;
-}
-
-static void dec_q8(const int8_t *q, size_t n, size_t block, const void *scales, int fp16,
-                   float *out) {
-  for (size_t b = 0, i0 = 0; i0 < n; b++, i0 += block) {
-    size_t len = n - i0 < block ? n - i0 : block, i = 0;
-    float ds = ek_scale_at(scales, b, fp16);
-    __m256 d = _mm256_set1_ps(ds);
-    for (; i + 8 <= len; i += 8) {
-      __m128i v = _mm_loadl_epi64((const __m128i *)(q + i0 + i));
-      _mm256_storeu_ps(out + i0 + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)), d));
-    }
-    for (; i < len; i++) out[i0 + i] = (float)q[i0 + i] * ds;
-  }
-}
-
-static void to_f16(const float *x, size_t n, uint16_t *out) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-  for (; i < n; i++) out[i] = ek_f16_from_f32(x[i]);
-}
-
-static void from_f16(const uint16_t *x, size_t n, float *out) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
-  for (; i < n; i++) out[i] = ek_f32_from_f16(x[i]);
-}
-
-#define EK_PP_NAME pp_avx2
-#include "preprocess_impl.h"
+int ek_avx2_enc_q8(const float *, size_t, size_t, int8_t *, void *, int);
+void ek_avx2_dec_q8(const int8_t *, size_t, size_t, const void *, int, float *);
+void ek_avx2_to_f16(const float *, size_t, uint16_t *);
+void ek_avx2_from_f16(const uint16_t *, size_t, float *);
+int ek_avx2_preprocess(const uint8_t *, int, int, int, size_t, int, int, const float *,
+                       const float *, float, int, int, float, int, void *);
 
 /* --- linear ---------------------------------------------------------------------------- */
 typedef struct {
@@ -391,11 +323,11 @@ static void lin_acc(const struct ek_linear *L, const ek_xrows *xr, int32_t *acc,
 
 const ek_kernels ek_kernels_avx2 = {
   .name = "avx2",
-  .encode_q8 = enc_q8,
-  .decode_q8 = dec_q8,
-  .f32_to_f16 = to_f16,
-  .f16_to_f32 = from_f16,
-  .preprocess = pp_avx2,
+  .encode_q8 = ek_avx2_enc_q8,
+  .decode_q8 = ek_avx2_dec_q8,
+  .f32_to_f16 = ek_avx2_to_f16,
+  .f16_to_f32 = ek_avx2_from_f16,
+  .preprocess = ek_avx2_preprocess,
   .linear_prepare = lin_prepare,
   .linear_free = lin_free,
   .linear_prep_x = lin_prep_x,

@@ -64,6 +64,13 @@ static void test_codec(void) {
   float bad[40] = {0};
   int8_t q[40];
   float s[4];
+  float *big = calloc(1000, sizeof(float)); /* 8-block path: a NaN in the 4th block of 8 */
+  int8_t *bq = malloc(1000);
+  float bs[32];
+  big[100] = 0.0f / 0.0f;
+  use(g_variant);
+  CHECK(ek_encode_q8(big, 1000, 32, bq, bs, 1) == EK_ENONFINITE, "nan in a full 8-block group");
+  free(big); free(bq);
   bad[37] = 1.0f / 0.0f;
   use(g_variant);
   CHECK(ek_encode_q8(bad, 40, 32, q, s, 1) == EK_ENONFINITE, "inf not refused");
