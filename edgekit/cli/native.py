@@ -38,16 +38,17 @@ def info(as_json: bool) -> None:
 @click.option("--inputs", "inputs_npz", type=click.Path(exists=True, dir_okay=False),
               help="Held-out inputs (.npz, one array per model input, leading axis = samples).")
 @click.option("--samples", default=8, show_default=True, help="Synthetic inputs when no --inputs.")
+@click.option("--calibrate", "calib_npz", type=click.Path(exists=True, dir_okay=False),
+              help="Calibration inputs (.npz as --inputs): score weights by |w| x input norm.")
 @click.option("--threads", default=0, show_default=True, help="ORT intra-op threads (0: all).")
 @json_option
 def prune(model: str, pattern: str, layers: tuple[str, ...], out: str, min_params: int,
-          inputs_npz: str | None, samples: int, threads: int, as_json: bool) -> None:
+          inputs_npz: str | None, samples: int, calib_npz: str | None, threads: int,
+          as_json: bool) -> None:
     """Prune MatMul/Gemm weights to N:M, int8-quantize them, run them with our kernel in ORT."""
-    import numpy as np
     from rich.progress import Progress
     from rich.table import Table
 
-    from edgekit.errors import InputError
     from edgekit.native.prune import prune_model
     from edgekit.native.prune_eval import evaluate, synth_inputs
     from edgekit.native.sparse import parse_pattern
@@ -59,17 +60,11 @@ def prune(model: str, pattern: str, layers: tuple[str, ...], out: str, min_param
         def step(done: int, total: int, name: str) -> None:
             bar.update(task, total=total, completed=done, description=f"pruned {name}")
 
-        report, _ = prune_model(model, out, n_m, list(layers) or None, min_params, step)
+        calibration = _load_feeds(calib_npz) if calib_npz else None
+        report, _ = prune_model(model, out, n_m, list(layers) or None, min_params, step,
+                                calibration)
         bar.update(task, description="evaluating against the dense model", total=None)
-        if inputs_npz:
-            with np.load(inputs_npz) as data:
-                names = list(data.files)
-                count = len(data[names[0]])
-                if any(len(data[k]) != count for k in names):
-                    raise InputError("arrays have different sample counts", where=inputs_npz)
-                feeds = [{k: data[k][i] for k in names} for i in range(count)]
-        else:
-            feeds = synth_inputs(out, samples)
+        feeds = _load_feeds(inputs_npz) if inputs_npz else synth_inputs(out, samples)
         evaluate(report, feeds, threads)
     if as_json:
         emit_json(report)
@@ -88,3 +83,17 @@ def prune(model: str, pattern: str, layers: tuple[str, ...], out: str, min_param
     top1 = "n/a" if report.top1_agreement is None else f"{report.top1_agreement:.2%}"
     console.print(f"vs dense on {len(feeds)} inputs: cosine {report.cosine:.5f}, top-1 {top1}; "
                   f"ORT latency {report.dense_ms:.2f} ms dense -> {report.pruned_ms:.2f} ms pruned")
+
+
+def _load_feeds(npz: str) -> list[dict]:
+    """Samples of an .npz holding one array per model input (leading axis = samples)."""
+    import numpy as np
+
+    from edgekit.errors import InputError
+
+    with np.load(npz) as data:
+        names = list(data.files)
+        count = len(data[names[0]]) if names else 0
+        if not names or any(len(data[k]) != count for k in names):
+            raise InputError("arrays missing or with different sample counts", where=npz)
+        return [{k: data[k][i] for k in names} for i in range(count)]

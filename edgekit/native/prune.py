@@ -111,10 +111,38 @@ def _time_ms(fn, reps: int = 5) -> float:
     return best * 1e3
 
 
+def input_norms(model, names: list[str], feeds: list[dict]) -> dict[str, np.ndarray]:
+    """L2 norm of every feature (last axis) of the tensors ``names``, over all rows of all
+    ``feeds``, from the dense model run by plain ONNX Runtime with those tensors as outputs."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph_inputs = {i.name for i in model.graph.input}
+    wanted = [t for t in dict.fromkeys(names) if t not in graph_inputs]
+    probe = type(model)()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None)
+                              for t in wanted if t not in have)
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    sums: dict[str, np.ndarray] = {}
+    for feed in feeds:
+        values = dict(zip(wanted, sess.run(wanted, feed), strict=True)) if wanted else {}
+        values.update({t: feed[t] for t in names if t in graph_inputs})
+        for t, v in values.items():
+            v = np.asarray(v, np.float64).reshape(-1, v.shape[-1])
+            sums[t] = sums.get(t, 0.0) + (v * v).sum(axis=0)
+    return {t: np.sqrt(v).astype(np.float32) for t, v in sums.items()}
+
+
 def prune_model(path: str | Path, out: str | Path, pattern: tuple[int, int],
                 layers: list[str] | None = None, min_params: int = 16384,
-                progress=None) -> tuple[PruneReport, list]:
-    """Write the pruned model to ``out`` (atomically) and return the per-layer report."""
+                progress=None, calibration: list[dict] | None = None) -> tuple[PruneReport, list]:
+    """Write the pruned model to ``out`` (atomically) and return the per-layer report.
+
+    With ``calibration`` feeds, weights are scored by |w| times the norm of their input over
+    those feeds (activation-aware), instead of |w| alone.
+    """
     import onnx
     from onnx import helper, numpy_helper
 
@@ -131,11 +159,13 @@ def prune_model(path: str | Path, out: str | Path, pattern: tuple[int, int],
         raise ModelError("no MatMul/Gemm layer qualifies for pruning", where=str(path),
                          hint="; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:5]) or None)
     report = PruneReport(str(path), str(out), f"{n}:{m}", skipped=skipped, variant=variant())
+    norms = (input_norms(model, [node.input[0] for node, *_ in found], calibration)
+             if calibration else {})
     inits = {t.name: t for t in model.graph.initializer}
     rng = np.random.default_rng(0)
     drop: set[str] = set()
     for i, (node, name, w, bias_name) in enumerate(found):
-        packed = prune_weight(w, n, m)
+        packed = prune_weight(w, n, m, norms.get(node.input[0]))
         bias = (numpy_helper.to_array(inits[bias_name]).astype(np.float32).reshape(-1)
                 if bias_name else np.zeros(w.shape[0], np.float32))
         layer = Int8Linear(packed, bias)

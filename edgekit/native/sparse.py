@@ -53,8 +53,13 @@ def parse_pattern(text: str) -> tuple[int, int]:
     return n, m
 
 
-def prune(w: np.ndarray, n: int, m: int) -> PackedWeights:
-    """Magnitude-prune a float weight [N, K] to n:m (masks shared per 8 channels), int8-quantize."""
+def prune(w: np.ndarray, n: int, m: int, input_norms: np.ndarray | None = None) -> PackedWeights:
+    """Prune a float weight [N, K] to n:m (masks shared per 8 channels), int8-quantize.
+
+    Scores are |w|, or with ``input_norms`` (the L2 norm of each of the K inputs over
+    calibration data) |w| * norm: a weight on an input that is always small matters little
+    (the activation-aware criterion of Sun et al., "Wanda", 2023).
+    """
     w = np.asarray(w, np.float32)
     if w.ndim != 2 or w.size == 0:
         raise NativeError(f"shape {w.shape}: a non-empty [out, in] matrix expected", where="weight")
@@ -69,6 +74,12 @@ def prune(w: np.ndarray, n: int, m: int) -> PackedWeights:
     nblk = -(-n_out // BLOCK_CH)
     padded = np.zeros((nblk * BLOCK_CH, k_in), np.float32)
     padded[:n_out] = w
+    if input_norms is not None:
+        norms = np.asarray(input_norms, np.float32).reshape(-1)
+        if norms.shape != (k_in,) or not np.isfinite(norms).all():
+            raise NativeError(f"input_norms shape {norms.shape}, ({k_in},) finite expected",
+                              where="prune")
+        padded = padded * norms[None, :]
     score = np.abs(padded).reshape(nblk, BLOCK_CH, groups, m).sum(axis=1)  # [nblk, G, m]
     keep = np.sort(np.argsort(-score, axis=2, kind="stable")[:, :, :n], axis=2)  # [nblk, G, n]
     per_ch = np.repeat(keep, BLOCK_CH, axis=0)[:n_out]  # [N, G, n]
