@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 FFN = ["*intermediate.dense*", "encoder.layer.?.output.dense*"]  # 2/3 of the linear weights
 
 
