@@ -11,8 +11,8 @@ vals int8 [N, K*n/m], pos uint8 [ceil(N/8), K*n/m], wscale/bias float32 [N]; Y [
 
 from __future__ import annotations
 
-import hashlib
 import threading
+import zlib
 from typing import Any
 
 import numpy as np
@@ -25,22 +25,23 @@ _CACHE_MAX = 256  # prepared layers kept per process (one per pruned layer of lo
 
 _lock = threading.Lock()
 _registered = False
-_layers: dict[bytes, Any] = {}
+_layers: dict[tuple, Any] = {}
 _OPDEF: Any = None  # the extension's Opdef of our op, once registered
 
 
 def _layer(vals: np.ndarray, pos: np.ndarray, wscale: np.ndarray, bias: np.ndarray,
            n: int, m: int):
-    """The prepared Int8Linear for these weights (built once, then cached by content digest)."""
+    """The prepared Int8Linear for these weights (built once, then cached by content checksums)."""
     from edgekit.native.linear import Int8Linear
     from edgekit.native.sparse import PackedWeights
 
-    h = hashlib.blake2b(digest_size=16)
-    for part in (vals.shape, n, m):
-        h.update(repr(part).encode())
-    for arr in (wscale, bias, pos[:, :64], vals[:, :64]):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    key = h.digest()
+    # The extension hands every call fresh copies of the initializers, so the key is their
+    # content: per-channel scales and bias (a fingerprint of the layer's weights) plus the
+    # first and last rows of values and positions. Contiguous rows only: hashing column
+    # slices (copies) with blake2b cost 190 us per call, 7 ms per MiniLM inference; CRC32s of
+    # contiguous rows cost about 6 us.
+    parts = (wscale, bias, vals[0], vals[-1], pos[0], pos[-1])
+    key = (vals.shape, pos.shape, n, m, *(zlib.crc32(np.ascontiguousarray(a)) for a in parts))
     layer = _layers.get(key)
     if layer is None:
         k_in = vals.shape[1] * m // n
