@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.model import samples
-from edgekit.model.calibration import Preprocess
+from edgekit.model.calibration import Preprocess, split
 
 
 def text_lines(count: int, seed: int, aspect: int = 4) -> list[np.ndarray]:
@@ -65,6 +65,8 @@ def datasets() -> dict[str, tuple[str, list, list, str]]:
     det_feeds = [{"x": det.apply(p)} for p in photos]
     held = [det_feeds[i] for i in (3, 10, 11)]  # rocket, scanned page, text
     calib = [f for i, f in enumerate(det_feeds) if i not in (3, 10, 11)]
+    yolo = Preprocess(size=(320, 320))  # NudeNet feeds RGB / 255, no mean or std
+    yolo_calib, yolo_held = split([{"images": yolo.apply(p)} for p in photos])
     cls = ocr((48, 192))
     rec = ocr((48, 320))
     return {
@@ -81,6 +83,7 @@ def datasets() -> dict[str, tuple[str, list, list, str]]:
             [{"x": rec.apply(c)} for c in text_lines(12, 1, aspect=7)],
             "images",
         ),
+        "yolov8n": ("yolov8n-320", yolo_calib, yolo_held, "images"),
         "silero-vad": ("silero-vad-16k-op15", vad(16, 0), vad(8, 1), "synthetic"),
         "minilm-l6": ("minilm-l6", tokens(8, 0), tokens(8, 1), "synthetic"),
     }

@@ -109,6 +109,21 @@ def compare_outputs(
     return out
 
 
+class Reference:
+    """fp32 outputs on a fixed input set, computed once and compared with many candidates."""
+
+    def __init__(self, fp32_path: Path, feeds: Sequence[Feeds]) -> None:
+        sess = session(fp32_path)
+        self.names = [o.name for o in sess.get_outputs()]
+        self.feeds = list(feeds)
+        self.outputs = run_all(sess, self.feeds)
+
+    def min_cosine(self, candidate: Path | bytes) -> float:
+        """Lowest per-output cosine of ``candidate`` against the fp32 outputs."""
+        got = run_all(session(candidate), self.feeds)
+        return min(o.cosine for o in compare_outputs(self.names, self.outputs, got))
+
+
 def evaluate(
     fp32_path: Path, int8_path: Path, feeds: Sequence[Feeds], data: str, repeats: int = 5
 ) -> Evaluation:
@@ -136,7 +151,7 @@ def evaluate(
 
 
 def worst_layers(
-    fp32_path: Path, qdq_path: Path, feeds: Sequence[Feeds], work: Path, top: int = 5
+    fp32_path: Path, qdq_path: Path, feeds: Sequence[Feeds], work: Path, top: int | None = 5
 ) -> list[dict[str, Any]]:
     """Layers whose int8 version loses the most accuracy.
 
@@ -173,4 +188,4 @@ def worst_layers(
         rows.append({"node": node.name, "op": node.op_type, "tensor": outs[0],
                      "sqnr_db": round(after, 2), "loss_db": round(loss, 2)})
     rows.sort(key=lambda r: r["loss_db"], reverse=True)
-    return rows[:top]
+    return rows if top is None else rows[:top]

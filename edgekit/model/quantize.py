@@ -4,6 +4,15 @@ Static QDQ with signed int8 weights and activations (S8S8) is the default: it is
 recommends for Arm CPUs. ``dynamic`` quantizes weights only and computes activation scales at
 run time (transformers, RNNs). The result is evaluated on held-out inputs and only moved into
 place when every output's cosine similarity reaches ``min_cosine``.
+
+Static mode can keep chosen nodes on fp32 activations while their weights stay int8
+(``exclude``; see :mod:`edgekit.model.mixed`), all of them (``weights_only``: about 4x smaller,
+accuracy near fp32, but no int8 compute and so no int8 speed-up), or pick them itself
+(``fallback="auto"``, the default): when the full int8 model misses ``min_cosine``, the nodes
+that lose the most SQNR move to fp32 activations until it holds (:mod:`edgekit.model.fallback`).
+Auto is the default because it only engages where the plain model would be refused, and the
+report names every node it moved and the resulting size and latency. ``keep_fp32`` leaves nodes
+wholly fp32 (ORT's ``nodes_to_exclude``) for patterns ORT cannot quantize.
 """
 
 from __future__ import annotations
@@ -12,16 +21,20 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 
 from edgekit.errors import ModelError
-from edgekit.model.evaluate import Evaluation, Feeds, evaluate, worst_layers
+from edgekit.model import mixed
+from edgekit.model.evaluate import Evaluation, Feeds, Reference, evaluate, worst_layers
+from edgekit.model.fallback import Search, search
 from edgekit.model.loader import atomic_path, load_onnx
 
 METHODS = ("minmax", "entropy", "percentile", "distribution")
+FALLBACKS = ("auto", "none")
 
 
 @dataclass
@@ -29,27 +42,42 @@ class QuantizeOptions:
     dynamic: bool = False
     per_channel: bool = False
     method: str = "minmax"
-    exclude: list[str] = field(default_factory=list)  # node names or op types kept fp32
+    exclude: list[str] = field(default_factory=list)  # nodes / op types: fp32 acts, int8 weights
+    keep_fp32: list[str] = field(default_factory=list)  # nodes / op types left wholly fp32
+    weights_only: bool = False  # every node: int8 weights, fp32 activations
+    fallback: str = "auto"  # "auto": move the worst nodes to fp32 activations to reach min_cosine
     min_cosine: float = 0.99
 
 
 @dataclass
 class QuantizeResult:
     output: str | None
-    mode: str  # "static QDQ S8S8" or "dynamic"
-    excluded_nodes: list[str]
+    mode: str  # e.g. "static QDQ S8S8 per-channel", "weight-only int8 ...", "dynamic ..."
+    excluded_nodes: list[str]  # wholly fp32 (weights too)
+    fp32_activation_nodes: list[str]  # int8 weights, fp32 activations and compute
     evaluation: Evaluation
     passed: bool
+    search: list[dict[str, Any]] = field(default_factory=list)  # auto fallback steps
     warnings: list[str] = field(default_factory=list)
 
 
-def _excluded_nodes(model: onnx.ModelProto, exclude: Sequence[str]) -> list[str]:
+def _select(model: onnx.ModelProto, wanted: Sequence[str], flag: str) -> list[str]:
     names = {n.name for n in model.graph.node}
     ops = {n.op_type for n in model.graph.node}
-    unknown = [e for e in exclude if e not in names and e not in ops]
+    unknown = [e for e in wanted if e not in names and e not in ops]
     if unknown:
-        raise ModelError(f"--exclude names no node or op type: {', '.join(unknown)}")
-    return [n.name for n in model.graph.node if n.name in exclude or n.op_type in exclude]
+        raise ModelError(f"{flag} names no node or op type: {', '.join(unknown)}")
+    return [n.name for n in model.graph.node if n.name in wanted or n.op_type in wanted]
+
+
+def _variant(full: Path, nodes: list[str] | None, dst: Path, compact: bool = False) -> list[str]:
+    """Write ``full`` with ``nodes`` on fp32 activations (None: all of them) to ``dst``."""
+    model = onnx.load(str(full))
+    changed = mixed.weights_only(model) if nodes is None else mixed.float_activations(model, nodes)
+    if compact:
+        mixed.compact_names(model)
+    onnx.save(model, str(dst))
+    return changed
 
 
 def quantize_model(
@@ -65,6 +93,8 @@ def quantize_model(
 
     if options.method not in METHODS:
         raise ModelError(f"unknown calibration method {options.method!r}; use {METHODS}")
+    if options.fallback not in FALLBACKS:
+        raise ModelError(f"unknown fallback {options.fallback!r}; use {FALLBACKS}")
     model = load_onnx(src)  # clear errors for bad files before ORT's
     logging.getLogger("root").setLevel(logging.ERROR)  # ORT's quantizer logs chattily
     with tempfile.TemporaryDirectory(prefix="edgekit-quant-") as tmp_name:
@@ -78,13 +108,25 @@ def quantize_model(
         pre_model = onnx.load(str(pre))
         _name_nodes(pre_model)
         onnx.save(pre_model, str(pre))
-        excluded = _excluded_nodes(pre_model, options.exclude)
+        excluded = _select(pre_model, options.keep_fp32, "--keep-fp32")
+        floats = _select(pre_model, options.exclude, "--exclude")
+        if options.dynamic:  # no activation Q/DQ to bypass: --exclude keeps nodes wholly fp32
+            excluded, floats = excluded + [n for n in floats if n not in excluded], []
+        full = tmp / "full.onnx"
+        mode = _run_ort(options, pre, full, calib, excluded)
         out = tmp / "quantized.onnx"
-        mode = _run_ort(options, pre, out, calib, excluded)
+        found: Search | None = None
+        if options.dynamic:
+            shutil.copyfile(full, out)
+        else:
+            found = _choose(src, pre, full, floats, held_out, options, tmp)
+            nodes = None if found.weights_only else found.nodes
+            floats = _variant(full, nodes, out, compact=True)
+            mode = _mode(mode, found, len(floats))
         report = evaluate(src, out, held_out, data_kind)
         passed = report.min_cosine >= options.min_cosine
         if not passed and not options.dynamic:
-            report.worst_layers = worst_layers(pre, out, held_out[:4], tmp)
+            report.worst_layers = worst_layers(pre, full, held_out[:4], tmp)
         warnings = []
         if data_kind == "synthetic":
             warnings.append(
@@ -92,13 +134,51 @@ def quantize_model(
             )
         result = QuantizeResult(
             output=str(dst) if passed else None, mode=mode, excluded_nodes=excluded,
-            evaluation=report, passed=passed, warnings=warnings,
+            fp32_activation_nodes=floats, evaluation=report, passed=passed,
+            search=[asdict(s) for s in found.steps] if found else [], warnings=warnings,
         )
         if not passed:
             return result
         with atomic_path(Path(dst)) as part:
             shutil.copyfile(out, part)
     return result
+
+
+def _choose(
+    src: Path, pre: Path, full: Path, floats: list[str], held_out: Sequence[Feeds],
+    options: QuantizeOptions, tmp: Path,
+) -> Search:
+    """Which nodes read fp32 activations: the requested ones, plus (fallback auto) as many of
+    the worst-ranked as ``min_cosine`` needs."""
+    if options.weights_only:
+        return Search([], True, float("nan"), True)
+    ref = Reference(src, held_out)
+    trial = tmp / "trial.onnx"
+
+    def score(nodes: list[str] | None) -> float:
+        _variant(full, None if nodes is None else floats + nodes, trial)
+        return ref.min_cosine(trial)
+
+    base = score([])
+    if base >= options.min_cosine or options.fallback == "none":
+        return Search(floats, False, base, base >= options.min_cosine)
+    in_graph = {n.name for n in onnx.load(str(full)).graph.node}
+    ranking = worst_layers(pre, full, held_out[:4], tmp, top=None)
+    ranked = [r["node"] for r in ranking
+              if r["loss_db"] > 0 and r["node"] in in_graph and r["node"] not in floats]
+    found = search(ranked, score, options.min_cosine)
+    if not found.weights_only:
+        found.nodes = floats + found.nodes
+    return found
+
+
+def _mode(base: str, found: Search, count: int) -> str:
+    if found.weights_only:
+        return ("weight-only int8" + (" per-channel" if "per-channel" in base else "")
+                + ": int8 weights, fp32 activations and compute (no int8 speed-up)")
+    if count:
+        return f"{base}, {count} node(s) on fp32 activations with int8 weights"
+    return base
 
 
 def _run_ort(
@@ -134,6 +214,8 @@ def _run_ort(
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             per_channel=options.per_channel, calibrate_method=method,
             nodes_to_exclude=excluded,
+            # keep Relu/Clip explicit: nodes later moved to fp32 activations need them
+            extra_options={"QDQKeepRemovableActivations": True},
         )
     except (ValueError, RuntimeError, KeyError, IndexError) as exc:
         raise ModelError(

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from PIL import Image
 
@@ -70,11 +71,38 @@ def test_quantize_refuses_below_min_cosine(tmp_path, calib_dir, monkeypatch, cap
     out = tmp_path / "cls.int8.onnx"
     code, stdout, err = run_cli(
         ["quantize", str(samples.path("ppocr-cls")), "-o", str(out), "--calib", str(calib_dir),
-         "--min-cosine", "0.99999", "--json", *CLS], monkeypatch, capsys)
+         "--min-cosine", "0.99999", "--fallback", "none", "--json", *CLS], monkeypatch, capsys)
     assert code == 3 and "below --min-cosine" in err and "nothing written" in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
     worst = json.loads(stdout)["evaluation"]["worst_layers"]
     assert worst and worst[0]["node"]
+
+
+def test_quantize_auto_fallback_reaches_min_cosine(tmp_path, calib_dir, monkeypatch, capsys):
+    """Full int8 MobileNetV3 misses 0.995; the worst layers move to fp32 activations."""
+    out = tmp_path / "cls.int8.onnx"
+    code, stdout, _ = run_cli(
+        ["quantize", str(samples.path("ppocr-cls")), "-o", str(out), "--calib", str(calib_dir),
+         "--per-channel", "--min-cosine", "0.995", "--json", *CLS], monkeypatch, capsys)
+    report = json.loads(stdout)
+    assert code == 0 and out.exists() and report["passed"]
+    steps = report["search"]
+    assert steps and steps[0]["min_cosine"] < 0.995 <= report["evaluation"]["min_cosine"]
+    moved = "on fp32 activations" in report["mode"] or "weight-only" in report["mode"]
+    assert moved and report["fp32_activation_nodes"]
+    assert report["evaluation"]["size_ratio"] < 0.5  # weights stay int8
+
+
+def test_quantize_weights_only(tmp_path, calib_dir, monkeypatch, capsys):
+    out = tmp_path / "cls.w8.onnx"
+    code, stdout, _ = run_cli(
+        ["quantize", str(samples.path("ppocr-cls")), "-o", str(out), "--calib", str(calib_dir),
+         "--per-channel", "--weights-only", "--json", *CLS], monkeypatch, capsys)
+    report = json.loads(stdout)
+    assert code == 0 and "no int8 speed-up" in report["mode"]
+    assert report["evaluation"]["min_cosine"] > 0.998 and report["evaluation"]["size_ratio"] < 0.4
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "QuantizeLinear" not in ops and "DequantizeLinear" in ops
 
 
 def test_shard_real_model_with_skip_connections(tmp_path, monkeypatch, capsys):
