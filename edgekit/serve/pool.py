@@ -1,20 +1,18 @@
-"""Workers on the Ray cluster: placement, calls with retry, health pings, readmission.
+"""Workers on the Ray cluster: placement, calls with retry on another replica.
 
 Placement: every node advertises the custom resource `edgekit-node-<name>` (set by
 `edgekit deploy`, or by the test cluster). A whole model gets one worker per node; a sharded
 model gets pipelines of distinct nodes (`len(nodes) // stages` of them). Each actor asks for a
-sliver (0.001) of its node's resource so several models can share a node, and nothing else.
+sliver of its node's resource so several models can share a node, and nothing else.
 
 Failure: an actor or node that dies makes its calls raise; the request is retried on another
-replica (inference is idempotent) and the replica is marked dead in the router. Ray is asked
-to restart the actor (max_restarts=-1) once its node's resource is back, and the health loop's
-ping should then readmit it; in tests this readmission does NOT happen yet (docs/SERVING.md).
+replica (inference is idempotent) and the replica leaves routing. `health.HealthMonitor`
+recreates the worker once Ray lists the node again and readmits the replica when it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,15 +23,16 @@ import ray
 from ray import exceptions as rex
 
 from edgekit.errors import ClusterError
+from edgekit.serve.health import HealthMonitor, StageActor, actors_of
 from edgekit.serve.models import ModelSpec
 from edgekit.serve.router import NoCapacity, Replica, Router, Saturated
 from edgekit.serve.runtime import open_runtime
+from edgekit.serve.settings import Tunables
 from edgekit.serve.tensors import TensorSpec
-from edgekit.serve.worker import RunError, remote_worker_class
+from edgekit.serve.worker import RunError, remote_worker_class, unpack
 
 log = logging.getLogger("edgekit.serve")
 RESOURCE_PREFIX = "edgekit-node-"
-_SLIVER = 0.001
 
 
 @dataclass
@@ -99,18 +98,15 @@ class WorkerPool:
         max_queue: int = 4,
         compress: bool = False,
         threads: int | None = None,
-        retry_deadline_s: float = 60.0,
-        health_period_s: float = 1.0,
+        tunables: Tunables | None = None,
     ):
         self.router = router
         self.max_queue = max_queue
         self.compress = compress
         self.threads = threads
-        self.retry_deadline_s = retry_deadline_s
-        self.health_period_s = health_period_s
+        self.t = tunables or Tunables()
         self.models: dict[str, ModelInfo] = {}
-        self._pings: dict[int, asyncio.Future] = {}
-        self._health_task: asyncio.Task | None = None
+        self.health = HealthMonitor(router, edgekit_nodes, self.t)
 
     # --- placement ---------------------------------------------------------------------
     def place(self, specs: list[ModelSpec], nodes: list[str] | None) -> None:
@@ -140,34 +136,32 @@ class WorkerPool:
             blobs = [ray.put(s.file.read_bytes()) for s in spec.stages]
             for p in range(len(names) // k):
                 group = tuple(names[p * k : (p + 1) * k])
-                actors = []
+                stages = []
                 for stage, node in zip(spec.stages, group, strict=True):
-                    threads = self.threads or max(1, int(live[node]))
-                    where = (
-                        f"{spec.name}[{stage.index}]@{node}"
-                        if spec.sharded
-                        else f"{spec.name}@{node}"
+                    make = self._maker(
+                        cls, spec, info, stage.index, node, blobs[stage.index], live[node]
                     )
-                    actors.append(
-                        cls.options(
-                            resources={RESOURCE_PREFIX + node: _SLIVER},
-                            name=f"edgekit:{spec.name}:{stage.index}:{node}",
-                            get_if_exists=False,
-                        ).remote(
-                            node,
-                            where,
-                            spec.runtime,
-                            blobs[stage.index],
-                            threads,
-                            info.keeps[stage.index] if spec.sharded else None,
-                            self.compress and spec.sharded,
-                        )
-                    )
-                self.router.add(Replica(spec.name, group, actors, self.max_queue))
+                    stages.append(StageActor(node, make, make(0)))
+                self.router.add(Replica(spec.name, group, stages, self.max_queue))
+
+    def _maker(self, cls, spec, info, index, node, blob, cpus):
+        """A function generation -> new worker actor for this stage on this node."""
+        threads = self.threads or max(1, int(cpus))
+        where = f"{spec.name}[{index}]@{node}" if spec.sharded else f"{spec.name}@{node}"
+        keep = info.keeps[index] if spec.sharded else None
+        compress = self.compress and spec.sharded
+
+        def make(generation: int):
+            return cls.options(
+                resources={RESOURCE_PREFIX + node: self.t.resource_sliver},
+                name=f"edgekit:{spec.name}:{index}:{node}:g{generation}",
+            ).remote(node, where, spec.runtime, blob, threads, keep, compress)
+
+        return make
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Wait until every worker answers (its model loaded); raises ClusterError if not."""
-        refs = [a.describe.remote() for r in self.router.replicas for a in r.handle]
+        refs = [s.actor.describe.remote() for r in self.router.replicas for s in actors_of(r)]
         try:
             await asyncio.wait_for(asyncio.gather(*refs), timeout_s)
         except (TimeoutError, rex.RayError) as exc:
@@ -186,10 +180,10 @@ class WorkerPool:
                 if attempts == 0:
                     raise  # refused up front: 503
                 # already accepted: wait for capacity rather than lose the request
-                if time.perf_counter() - start > self.retry_deadline_s:
+                if time.perf_counter() - start > self.t.retry_deadline_s:
                     raise NoCapacity(f"model '{model}': no replica came back", 5) from exc
                 tried.clear()
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(self.t.retry_poll_s)
                 continue
             attempts += 1
             queue_ms = (time.perf_counter() - start) * 1000.0
@@ -220,50 +214,21 @@ class WorkerPool:
         tried.add(id(replica))
 
     async def _call(self, replica: Replica, feeds: dict[str, np.ndarray]):
-        actors = replica.handle
+        actors = [s.actor for s in actors_of(replica)]
         if len(actors) == 1:
             return await actors[0].infer.remote(feeds)
         carry, ms = feeds, 0.0
         for actor in actors:  # refs flow stage to stage; the head only awaits the last
             carry, ms = actor.stage.remote(carry, ms)
         out, total = await asyncio.gather(carry, ms)
-        from edgekit.serve.codec import unpack
-
         return {k: unpack(v) for k, v in out.items()}, total, replica.label
 
     # --- health ------------------------------------------------------------------------
     def start_health(self) -> None:
-        self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+        self.health.start()
 
     async def stop(self) -> None:
-        if self._health_task:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
-
-    async def _health_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.health_period_s)
-            for r in list(self.router.replicas):
-                self._check(r)
-
-    def _check(self, r: Replica) -> None:
-        key = id(r)
-        fut = self._pings.get(key)
-        if fut is None:
-            self._pings[key] = asyncio.ensure_future(
-                asyncio.gather(*(a.ping.remote() for a in r.handle))
-            )
-            return
-        if not fut.done():
-            return
-        del self._pings[key]
-        exc = fut.exception()
-        if exc is None:
-            if not r.alive:
-                self.router.mark_alive(r, "health ping answered")
-        else:
-            self.router.mark_dead(r, f"health ping failed: {type(exc).__name__}")
+        await self.health.stop()
 
     def describe(self) -> list[dict[str, Any]]:
         return [
@@ -271,6 +236,7 @@ class WorkerPool:
                 "model": r.model,
                 "nodes": list(r.nodes),
                 "alive": r.alive,
+                "generations": [s.generation for s in actors_of(r)],
                 "outstanding": r.outstanding,
                 "max_queue": r.max_queue,
             }

@@ -5,8 +5,8 @@ proxy -> router -> replica path adds a proxy hop per request, and its request ro
 custom replica stats only every `request_routing_stats_period_s` (NOT yet measured here:
 docs/SERVING.md lists the benchmark as missing); the thermal controller
 must be able to drain or re-weight a node between two requests. Ray is still used for what it
-is good at: placing workers on nodes by custom resource, restarting them when a node returns,
-and moving tensors node to node through its object store.
+is good at: placing workers on nodes by custom resource, telling the head which nodes are
+alive, and moving tensors node to node through its object store.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from edgekit.serve.metrics import Metrics
 from edgekit.serve.models import load_model_spec, parse_model_arg
 from edgekit.serve.pool import Result, WorkerPool
 from edgekit.serve.router import Router
+from edgekit.serve.settings import Tunables
 
 log = logging.getLogger("edgekit.serve")
 TOKEN_ENV = "EDGEKIT_SERVE_TOKEN"
@@ -53,7 +54,7 @@ class ServeConfig:
     compress: bool = False  # int8-compress float tensors crossing pipeline cuts
     batching: dict[str, tuple[int, float]] = field(default_factory=dict)  # model->(max, wait ms)
     controllers: list[Controller | str] = field(default_factory=list)
-    health_period_s: float = 1.0
+    tunables: Tunables = field(default_factory=Tunables)  # health/retry timings
 
     def token(self) -> str | None:
         if self.token_file is not None:
@@ -96,7 +97,7 @@ class ServerState:
             config.max_queue,
             config.compress,
             config.threads,
-            health_period_s=config.health_period_s,
+            config.tunables,
         )
         self.controllers = [load_controller(c) for c in config.controllers]
         self.batchers: dict[str, Batcher] = {}

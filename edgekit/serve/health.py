@@ -1,0 +1,177 @@
+"""Health of the workers: pings, and recreating workers that died, once their node is back.
+
+Each stage actor of a replica is pinged every `health_period_s` (in the worker's own
+concurrency group, so a long inference never delays the answer). Outcomes:
+
+- answered: the actor is alive; a replica whose actors all answered is routed to again.
+- unanswered for `ping_timeout_s`: the replica leaves routing (a hung or unreachable node),
+  but the actor is kept: if it answers later, it is readmitted.
+- raised `RayActorError` (the worker process or its node died: permanent, since workers are
+  created with `max_restarts=0`): the replica leaves routing and the actor is *recreated by
+  us* as soon as Ray lists a live node carrying `edgekit-node-<name>` again. The new worker
+  must load its model (`describe`) before the replica is readmitted.
+
+Why recreate instead of Ray's `max_restarts`: a restarting actor's calls neither fail nor
+answer until Ray gives up or succeeds, so the head could not tell "coming back" from "gone";
+recreating on the node's resource reappearing is observable and bounded by timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray import exceptions as rex
+
+from edgekit.serve.router import Replica, Router
+from edgekit.serve.settings import Tunables
+
+log = logging.getLogger("edgekit.serve")
+
+
+@dataclass(eq=False)
+class StageActor:
+    """One worker actor of a replica, and how to make a fresh one on the same node."""
+
+    node: str
+    make: Callable[[int], Any]  # generation -> new actor handle (same model, same node)
+    actor: Any = None
+    generation: int = 0
+    dead: bool = False  # died for good: needs recreating
+    ping: asyncio.Future | None = field(default=None, repr=False)
+    ping_sent_s: float = 0.0
+    starting: asyncio.Future | None = field(default=None, repr=False)
+    candidate: Any = None  # the new actor while it loads its model
+    start_sent_s: float = 0.0
+    next_try_s: float = 0.0
+
+    @property
+    def answering(self) -> bool:
+        return not self.dead and self.ping_sent_s == 0.0
+
+
+def actors_of(replica: Replica) -> list[StageActor]:
+    return replica.handle  # type: ignore[return-value]
+
+
+class HealthMonitor:
+    """Runs the health rounds; `live_nodes` returns node names Ray lists as alive."""
+
+    def __init__(
+        self,
+        router: Router,
+        live_nodes: Callable[[], Any],
+        tunables: Tunables,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.router = router
+        self.live_nodes = live_nodes
+        self.t = tunables
+        self.clock = clock
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.t.health_period_s)
+            try:
+                await self.round()
+            except Exception:  # health must keep running; the traceback goes to the log
+                log.exception("health round failed")
+
+    async def round(self) -> None:
+        now = self.clock()
+        for r in self.router.replicas:
+            for s in actors_of(r):
+                if s.dead:
+                    self._poll_start(r, s, now)
+                else:
+                    self._poll_ping(r, s, now)
+            self._settle(r)
+        dead = [s for r in self.router.replicas for s in actors_of(r) if s.dead]
+        if any(s.starting is None and now >= s.next_try_s for s in dead):
+            live = await asyncio.get_running_loop().run_in_executor(None, self.live_nodes)
+            for s in dead:
+                if s.starting is None and now >= s.next_try_s and s.node in live:
+                    self._recreate(s, now)
+
+    # --- pings -----------------------------------------------------------------------------
+    def _poll_ping(self, r: Replica, s: StageActor, now: float) -> None:
+        if s.ping is None:
+            try:
+                s.ping = asyncio.ensure_future(s.actor.ping.remote())
+            except rex.RayActorError as exc:
+                self.declare_dead(r, s, exc)
+                return
+            if s.ping_sent_s == 0.0:
+                s.ping_sent_s = now
+            return
+        if not s.ping.done():
+            if now - s.ping_sent_s > self.t.ping_timeout_s and r.alive:
+                self.router.mark_dead(r, f"{s.node}: no ping answer in {self.t.ping_timeout_s} s")
+            return
+        exc = s.ping.exception()
+        s.ping = None
+        if exc is None:
+            s.ping_sent_s = 0.0
+        elif isinstance(exc, rex.RayActorError):
+            self.declare_dead(r, s, exc)
+        # any other error: ping again next round; the timeout decides if it lasts
+
+    def declare_dead(self, r: Replica, s: StageActor, exc: BaseException) -> None:
+        """The actor is gone for good (a call or ping raised RayActorError)."""
+        if s.dead:
+            return
+        s.dead, s.ping, s.ping_sent_s = True, None, 0.0
+        self.router.mark_dead(r, f"{s.node}: worker died ({type(exc).__name__})")
+        with contextlib.suppress(Exception):
+            ray.kill(s.actor, no_restart=True)
+
+    # --- recreation ------------------------------------------------------------------------
+    def _recreate(self, s: StageActor, now: float) -> None:
+        s.generation += 1
+        log.warning("recreating worker on %s (generation %d)", s.node, s.generation)
+        s.candidate = s.make(s.generation)
+        s.starting = asyncio.ensure_future(s.candidate.describe.remote())
+        s.start_sent_s = now
+
+    def _poll_start(self, r: Replica, s: StageActor, now: float) -> None:
+        if s.starting is None:
+            return
+        if not s.starting.done():
+            if now - s.start_sent_s > self.t.worker_start_timeout_s:
+                s.starting.cancel()
+                self._failed_start(s, now, "timed out loading its model")
+            return
+        exc = s.starting.exception()
+        if exc is not None:
+            self._failed_start(s, now, f"{type(exc).__name__}")
+            return
+        s.actor, s.candidate, s.starting = s.candidate, None, None
+        s.dead, s.ping, s.ping_sent_s = False, None, 0.0
+        log.warning("worker on %s is back (generation %d)", s.node, s.generation)
+
+    def _failed_start(self, s: StageActor, now: float, why: str) -> None:
+        log.warning("recreating the worker on %s failed: %s", s.node, why)
+        with contextlib.suppress(Exception):
+            ray.kill(s.candidate, no_restart=True)
+        s.candidate, s.starting = None, None
+        s.next_try_s = now + self.t.recreate_backoff_s
+
+    def _settle(self, r: Replica) -> None:
+        if not r.alive and all(s.answering for s in actors_of(r)):
+            self.router.mark_alive(r, "every worker answers")

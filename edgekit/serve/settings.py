@@ -1,0 +1,16 @@
+"""Serving tunables in one place (units in the names). `ServeConfig.tunables` overrides them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tunables:
+    health_period_s: float = 1.0  # seconds between health rounds (pings, dead-worker repair)
+    ping_timeout_s: float = 10.0  # a ping unanswered this long takes the replica out of routing
+    recreate_backoff_s: float = 2.0  # pause after a failed attempt to recreate a dead worker
+    worker_start_timeout_s: float = 120.0  # a (re)created worker must load its model within this
+    retry_deadline_s: float = 60.0  # an accepted request waits this long for a live replica
+    retry_poll_s: float = 0.02  # how often a waiting retry looks for a free replica
+    resource_sliver: float = 0.001  # share of `edgekit-node-<name>` each worker asks for
