@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent
 NATIVE = ROOT / "native"
 LIB_NAME = "libedgekit_native.so"
 BASE_FLAGS = ["-O3", "-std=c11", "-fPIC", "-pthread", "-ffp-contract=off", "-fno-math-errno"]
-COMMON = ["dispatch.c", "linear.c", "portable.c"]
+COMMON = ["dispatch.c", "linear.c", "portable.c", "threads.c"]
 PER_ARCH = {
     "x86_64": {name: ["-mavx2", "-mfma", "-mf16c"] for name in ("avx2.c", "avx2_codec.c")},
     "aarch64": {"neon.c": ["-march=armv8-a"], "neon_dot.c": ["-march=armv8.2-a+dotprod"]},

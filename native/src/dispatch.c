@@ -1,11 +1,10 @@
-/* CPU feature detection, the dispatch table (filled once at load), threads, codec entry points.
+/* CPU feature detection, the dispatch table (filled once at load), codec entry points.
  *
  * Detection: aarch64 getauxval(AT_HWCAP/AT_HWCAP2); x86-64 CPUID + XGETBV (the OS must save
  * YMM state). EDGEKIT_NATIVE_VARIANT=<name> forces a variant the CPU can run.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -116,44 +115,6 @@ int ek_force_variant(const char *name) {
 int ek_default_threads(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n < 1 ? 1 : (n > 64 ? 64 : (int)n);
-}
-
-/* --- threads: one short-lived pthread per extra worker; the caller works too. Work is handed
- * out in chunks from an atomic counter (about 8 per thread) rather than one fixed range per
- * thread, so a core that is busy with another process delays only its current chunk. ---- */
-typedef struct {
-  void (*fn)(void *, int, int);
-  void *ctx;
-  int n, chunk;
-  atomic_int next;
-} job;
-
-static void *run_job(void *p) {
-  job *j = p;
-  for (;;) {
-    int i0 = atomic_fetch_add(&j->next, j->chunk);
-    if (i0 >= j->n) break;
-    j->fn(j->ctx, i0, i0 + j->chunk < j->n ? i0 + j->chunk : j->n);
-  }
-  return NULL;
-}
-
-void ek_parallel_for(int threads, int n, void (*fn)(void *, int, int), void *ctx) {
-  if (threads <= 0) threads = ek_default_threads();
-  if (threads > n) threads = n;
-  if (threads <= 1) {
-    if (n > 0) fn(ctx, 0, n);
-    return;
-  }
-  if (threads > 64) threads = 64;
-  int chunk = n / (threads * 8);
-  job j = {fn, ctx, n, chunk < 1 ? 1 : chunk, 0};
-  pthread_t tids[64];
-  int started[64] = {0};
-  for (int t = 1; t < threads; t++) started[t] = pthread_create(&tids[t], NULL, run_job, &j) == 0;
-  run_job(&j); /* also finishes any share a thread that failed to start would have taken */
-  for (int t = 1; t < threads; t++)
-    if (started[t]) pthread_join(tids[t], NULL);
 }
 
 /* --- codec entry points ---------------------------------------------------------------- */
