@@ -35,8 +35,9 @@ def _write(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def _service(root: Path, name: str, argv: list[str], generation: str) -> None:
-    spec = {"argv": argv, "generation": generation}
+def _service(root: Path, name: str, argv: list[str], generation: str,
+             env: dict[str, str] | None = None) -> None:
+    spec = {"argv": argv, "generation": generation, "env": env or {}}
     path = root / "services" / f"{name}.json"
     if not path.exists() or json.loads(path.read_text()) != spec:
         _write(path, spec)
@@ -66,7 +67,10 @@ def start_api(root: Path, config: dict) -> None:
     """(Re)start the API server with `config` (restarted by the supervisor when it changes)."""
     _write(root / "run" / "api.json", config)
     _service(root, "api", [sys.executable, "-m", "edgekit.deploy.head", "api",
-                           str(root / "run" / "api.json")], json.dumps(config, sort_keys=True))
+                           str(root / "run" / "api.json")], json.dumps(config, sort_keys=True),
+             # Ray reads these when it is imported: they must be set before the process starts
+             {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": config["ray_token_path"],
+              **PYTHON_MATCH_ENV})
     supervisor.ensure(root)
 
 
@@ -85,14 +89,9 @@ def tail(root: Path, service: str, lines: int = 20) -> str:
 
 
 def _run_api(config_path: Path) -> None:
-    import os
-
     from edgekit.serve.server import ServeConfig, run
 
     cfg = json.loads(config_path.read_text())
-    os.environ.pop("RAY_AUTH_TOKEN", None)
-    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cfg["ray_token_path"])
-    os.environ.update(PYTHON_MATCH_ENV)
     run(ServeConfig(models=cfg["models"], ray_address=cfg["ray_address"], nodes=cfg["nodes"],
                     host=cfg.get("host", "127.0.0.1"), port=int(cfg["port"]),
                     token_file=Path(cfg["api_token_path"])))

@@ -70,9 +70,14 @@ def edgekit_wheel(cache: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     build = tmp / "build"
     # build from a copy: setuptools writes build/ and *.egg-info into the tree it builds
-    shutil.copytree(source_root(), build, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", "tests", "benchmarks",
-        "native", "docs"))
+    root = source_root()
+    top_level = {".git", ".venv", "build", "tests", "benchmarks", "native", "docs", "deploy"}
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skip = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
+        return skip | (top_level & set(names) if Path(folder) == root else set())
+
+    shutil.copytree(root, build, ignore=ignore)
     # The checkout's setup.py compiles native/ for the *host's* CPU and tags the wheel for
     # it; nodes get the pure-Python package (edgekit.native falls back to numpy there), so
     # one py3-none-any wheel serves aarch64 Pis and x86-64 virtual nodes alike.
