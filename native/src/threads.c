@@ -23,16 +23,21 @@ typedef struct {
   void (*fn)(void *, int, int);
   void *ctx;
   int n, chunk, want; /* want: workers (besides the caller) allowed to take chunks */
-  atomic_int next, tickets, pending;
+  atomic_int next, tickets;
 } job;
 
+/* The current job lives here, not on the caller's stack, so a worker that wakes late never
+ * touches freed memory: the caller closes the job when its chunks are gone and waits only for
+ * the workers inside it (`active`), never for sleeping ones. */
 static struct {
   pthread_mutex_t mu, busy;
   pthread_cond_t cv;
   int workers;
   atomic_uint gen;
-  job *_Atomic cur;
-} P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL};
+  atomic_int active, closed;
+  job job;
+} P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 1,
+       {0}};
 
 static void run_chunks(job *j) {
   for (;;) {
@@ -60,9 +65,10 @@ static void *worker(void *arg) {
       pthread_mutex_unlock(&P.mu);
     }
     seen = g;
-    job *j = atomic_load(&P.cur);
-    if (atomic_fetch_add(&j->tickets, 1) < j->want) run_chunks(j);
-    atomic_fetch_sub(&j->pending, 1);
+    atomic_fetch_add(&P.active, 1); /* then check closed: pairs with the caller's store/load */
+    if (!atomic_load(&P.closed) && atomic_fetch_add(&P.job.tickets, 1) < P.job.want)
+      run_chunks(&P.job);
+    atomic_fetch_sub(&P.active, 1);
   }
   return NULL;
 }
@@ -72,6 +78,8 @@ static void after_fork_child(void) { /* the workers did not survive the fork */
   pthread_mutex_init(&P.busy, NULL);
   pthread_cond_init(&P.cv, NULL);
   P.workers = 0;
+  atomic_store(&P.active, 0);
+  atomic_store(&P.closed, 1);
 }
 
 static void register_atfork(void) { pthread_atfork(NULL, NULL, after_fork_child); }
@@ -102,13 +110,17 @@ void ek_parallel_for(int threads, int n, void (*fn)(void *, int, int), void *ctx
   }
   grow(threads - 1);
   int chunk = n / (threads * 8);
-  job j = {fn, ctx, n, chunk < 1 ? 1 : chunk, threads - 1, 0, 0, P.workers};
-  atomic_store(&P.cur, &j);
+  P.job.fn = fn; P.job.ctx = ctx; P.job.n = n; P.job.chunk = chunk < 1 ? 1 : chunk;
+  P.job.want = threads - 1;
+  atomic_store(&P.job.next, 0);
+  atomic_store(&P.job.tickets, 0);
+  atomic_store(&P.closed, 0);
   pthread_mutex_lock(&P.mu);
   atomic_fetch_add(&P.gen, 1);
   pthread_cond_broadcast(&P.cv);
   pthread_mutex_unlock(&P.mu);
-  run_chunks(&j);
-  while (atomic_load(&j.pending) > 0) sched_yield(); /* every worker has let go of j */
+  run_chunks(&P.job);
+  atomic_store(&P.closed, 1);
+  while (atomic_load(&P.active) > 0) sched_yield(); /* workers still inside this job */
   pthread_mutex_unlock(&P.busy);
 }
