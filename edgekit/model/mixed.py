@@ -109,6 +109,19 @@ def _float_outputs(model: onnx.ModelProto, chosen: set[str]) -> list[str]:
     return done
 
 
+def output_writers(model: onnx.ModelProto) -> list[str]:
+    """The nodes computing the graph outputs (behind their final Q -> DQ, if any)."""
+    graph = model.graph
+    producers = _producers(graph)
+    inits = {t.name for t in graph.initializer}
+    writers = []
+    for out in graph.output:
+        node = producers.get(_float_source(out.name, producers, inits))
+        if node is not None and node.op_type not in _QDQ and node.name not in writers:
+            writers.append(node.name)
+    return writers
+
+
 def weights_only(model: onnx.ModelProto) -> list[str]:
     """Every node computes on fp32 activations with int8 weights (no int8 kernels remain)."""
     return float_activations(model, [n.name for n in model.graph.node if n.op_type not in _QDQ])

@@ -10,6 +10,10 @@ Static mode can keep chosen nodes on fp32 activations while their weights stay i
 accuracy near fp32, but no int8 compute and so no int8 speed-up), or pick them itself
 (``fallback="auto"``, the default): when the full int8 model misses ``min_cosine``, the nodes
 that lose the most SQNR move to fp32 activations until it holds (:mod:`edgekit.model.fallback`).
+The nodes writing graph outputs always read fp32 activations and write fp32: one node per
+output, and it keeps an output that concatenates values of different scale (YOLO's pixel box
+coordinates beside 0..1 class scores) from sharing one int8 scale that rounds the small ones
+to zero.
 Auto is the default because it only engages where the plain model would be refused, and the
 report names every node it moved and the resulting size and latency. ``keep_fp32`` leaves nodes
 wholly fp32 (ORT's ``nodes_to_exclude``) for patterns ORT cannot quantize.
@@ -114,6 +118,9 @@ def quantize_model(
             excluded, floats = excluded + [n for n in floats if n not in excluded], []
         full = tmp / "full.onnx"
         mode = _run_ort(options, pre, full, calib, excluded)
+        if not options.dynamic:
+            writers = mixed.output_writers(onnx.load(str(full)))
+            floats += [w for w in writers if w not in floats]
         out = tmp / "quantized.onnx"
         found: Search | None = None
         if options.dynamic:

@@ -126,3 +126,11 @@ def test_search_ends_in_weight_only_when_ranked_nodes_are_not_enough() -> None:
     assert found.passed and found.weights_only and found.steps[-1].float_nodes == -1
     missed = search(["a"], lambda n: 0.5 if n is None else 0.8, target=0.99)
     assert not missed.passed and missed.nodes == ["a"] and missed.min_cosine == 0.8
+
+
+def test_output_writer_writes_fp32(qdq) -> None:
+    model = onnx.load(str(qdq[1]))
+    assert mixed.output_writers(model) == ["add"]
+    mixed.float_activations(model, ["add"])
+    writer = next(n for n in model.graph.node if n.name == "add")
+    assert writer.output[0] == "y" and not _activation_inputs(model, "add")
