@@ -134,6 +134,9 @@ def _print_shard(result: Any) -> None:
                   f"{result.slowest_ms:.2f} ms; naive equal-nodes split "
                   f"{result.naive_balance_ratio:.3f}, {result.naive_slowest_ms:.2f} ms; "
                   f"costs from {result.cost_source}")
+    console.print(f"no split can beat {result.bound_ms:.2f} ms per stage (largest single node "
+                  f"{result.largest_node} {result.largest_node_ms:.2f} ms; even share of "
+                  "compute over the stages)")
     exact = "bit-exact" if v.exact else f"within {v.tolerance:g} (max {v.max_abs_diff:.3g})"
     console.print(f"validated on {v.samples} inputs: chained == whole {exact}")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from edgekit.model import partition, profile, shard
+from edgekit.model import balance, partition, profile, shard
 from edgekit.model.macs import node_costs
 from edgekit.model.shapes import concrete_shapes
 
@@ -40,6 +40,10 @@ class ShardResult:
     naive_slowest_ms: float
     validation: shard.Validation
     whole_ms: float | None = None
+    bound_ms: float = 0.0  # no split can make the slowest stage faster than this
+    largest_node: str = ""  # the most expensive single (indivisible) node ...
+    largest_node_ms: float = 0.0  # ... and its time
+    problem: partition.Problem | None = field(default=None, repr=False)
 
 
 def shard_model(
@@ -88,6 +92,7 @@ def shard_model(
             )
         )
     check = shard.validate(prep.model, models, samples, tolerance)
+    bound = balance.lower_bound_ms(prob, k, speeds)
     return ShardResult(
         stages=stages,
         models=models,
@@ -99,4 +104,8 @@ def shard_model(
         naive_slowest_ms=naive.slowest_ms,
         validation=check,
         whole_ms=times.whole_ms,
+        bound_ms=bound.slowest_ms,
+        largest_node=prep.nodes[bound.largest_node].name,
+        largest_node_ms=bound.largest_node_ms,
+        problem=prob,
     )

@@ -79,3 +79,37 @@ def test_balance_ratio() -> None:
     plan = partition.solve(prob, 2, link_bytes_per_s=0)
     assert plan.balance == pytest.approx(1.0)
     assert [(s.start, s.end) for s in plan.stages] == [(0, 2), (2, 4)]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_exhaustive_agrees_with_dp_and_plain_enumeration(k: int) -> None:
+    from edgekit.model import balance
+
+    prob = random_problem(14, seed=k)
+    link = 50e6
+    speeds = [1.0, 0.7, 1.3, 1.0][:k]
+    ex = balance.exhaustive(prob, k, speeds=speeds, link_bytes_per_s=link)
+    dp = partition.solve(prob, k, speeds=speeds, link_bytes_per_s=link)
+    assert ex.slowest_ms == pytest.approx(dp.slowest_ms)
+    assert ex.slowest_ms == pytest.approx(brute_force(prob, k, [float("inf")] * k, speeds, link))
+    balances = [
+        partition.evaluate(prob, [0, *cuts, prob.n], speeds, link).balance
+        for cuts in itertools.combinations(range(1, prob.n), k - 1)
+    ]
+    assert ex.best_balance == pytest.approx(min(balances))
+    assert partition.evaluate(prob, ex.balance_bounds, speeds, link).balance == pytest.approx(
+        ex.best_balance
+    )
+    assert ex.splits == len(balances)
+    bound = balance.lower_bound_ms(prob, k, speeds)
+    assert bound.slowest_ms <= dp.slowest_ms + 1e-9
+
+
+def test_an_indivisible_node_sets_the_bound() -> None:
+    from edgekit.model import balance
+
+    prob = Problem([1.0, 1.0, 10.0, 1.0], [0] * 5, [frozenset()] * 4, {}, [0] * 4)
+    bound = balance.lower_bound_ms(prob, 3)
+    assert bound.largest_node == 2 and bound.slowest_ms == 10.0
+    ex = balance.exhaustive(prob, 3, link_bytes_per_s=1e9)
+    assert ex.slowest_ms == 10.0 and ex.best_balance > 2.0  # no split balances a 10:3 graph
