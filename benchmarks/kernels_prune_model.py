@@ -9,6 +9,9 @@ wanda on the feed-forward layers only (attention projections stay dense fp32).
 Speed: dense ORT vs pruned ORT, same threads, one sentence
 padded to 128 tokens and a batch of 8 real sentences; and the cost of the extension's default
 ``.tolist()`` output path against the ndarray path ortops installs.
+Finally the 2:4 activation-aware model is served by the real serving path: a Ray worker actor
+of edgekit.serve (which registers the custom op itself) answers a batch, checked against ORT
+in this process.
 Needs the ``tokenizers`` package (benchmark only; it ships with transformers).
 Run: .venv/bin/python benchmarks/kernels_prune_model.py [--threads 2]"""
 
@@ -60,6 +63,27 @@ def best_ms(sess, feed: dict, reps: int = 10) -> float:
 def embed(sess, tok, texts: list[str]) -> np.ndarray:
     return np.concatenate([sess.run(None, feeds(tok, texts[i:i + 16]))[0]
                            for i in range(0, len(texts), 16)])
+
+
+def serve_check(path: str, feed: dict, want: np.ndarray) -> dict:
+    """Serve the pruned model from a local Ray worker actor and compare its answer."""
+    import ray
+
+    from edgekit.serve.worker import remote_worker_class
+
+    tmp = tempfile.mkdtemp(prefix="ekbench-")
+    ray.init(num_cpus=1, resources={"edgekit-node-pi1": 1}, include_dashboard=False,
+             namespace="edgekit-bench", _temp_dir=tmp, log_to_driver=False)
+    try:
+        worker = remote_worker_class().options(resources={"edgekit-node-pi1": 1}).remote(
+            "pi1", "pi1/minilm-2of4", "onnxruntime", Path(path).read_bytes(), 2)
+        ray.get(worker.infer.remote(feed), timeout=300)  # warm-up: builds the layers
+        out, ms, node = ray.get(worker.infer.remote(feed), timeout=300)
+    finally:
+        ray.shutdown()
+    diff = float(np.abs(out["sentence_embedding"] - want).max())
+    print(f"served by Ray worker on {node}: compute {ms:.2f} ms, max |diff| vs local {diff:.2e}")
+    return {"node": node, "compute_ms": ms, "max_abs_diff": diff}
 
 
 def main() -> None:
@@ -121,6 +145,8 @@ def main() -> None:
                     r["ms_tolist"] = {"1x128": best_ms(sess, one, 3),
                                       "8 sentences": best_ms(sess, batch, 3)}
                     ortops._install_fast_returns(ortops._OPDEF)
+                if pattern == (2, 4) and crit == "wanda":
+                    result["served"] = serve_check(out, batch, sess.run(None, batch)[0])
                 key = f"{pattern[0]}:{pattern[1]} {crit}"
                 result[key] = r
                 tl = r.get("ms_tolist")
