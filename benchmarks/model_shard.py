@@ -28,10 +28,17 @@ from model_data import datasets
 
 from edgekit.model import balance, samples
 from edgekit.model.loader import load_onnx
-from edgekit.model.plan import shard_model
+from edgekit.model.plan import node_times, shard_model
 from edgekit.model.quantize import QuantizeOptions, quantize_model
 
 MODELS = ["yolov8n", "ppocr-det", "ppocr-rec", "ppocr-cls", "silero-vad", "minilm-l6"]
+
+
+def _bottleneck(res) -> str:
+    slow = max(res.stages, key=lambda s: s.predicted_ms)
+    sent = sum(t.bytes for t in slow.outputs)
+    return (f"stage {slow.index} ({slow.nodes} nodes): compute {slow.compute_ms:.2f} ms + "
+            f"send {slow.transfer_ms:.2f} ms ({sent:,} B)")
 
 
 def main() -> None:
@@ -54,9 +61,12 @@ def main() -> None:
                 variants["int8"] = q
             for precision, path in variants.items():
                 model = load_onnx(path)
+                # one profile per model, shared by K = 2, 3, 4 (re-profiling on a shared
+                # machine made K = 3 look slower than K = 2)
+                times = None if args.no_profile else node_times(model, held[0])
                 for k in (2, 3, 4):
                     res = shard_model(model, k, held[:2], measure=not args.no_profile,
-                                      link_bytes_per_s=args.link_mbps * 1e6 / 8)
+                                      link_bytes_per_s=args.link_mbps * 1e6 / 8, times=times)
                     ex = balance.exhaustive(res.problem, k,
                                             link_bytes_per_s=args.link_mbps * 1e6 / 8)
                     rows.append({
@@ -66,7 +76,10 @@ def main() -> None:
                         "dp_balance": round(res.balance_ratio, 3),
                         "naive_slowest_ms": round(res.naive_slowest_ms, 3),
                         "dp_exact": abs(ex.slowest_ms - res.slowest_ms) <= 1e-9 * res.slowest_ms,
+                        "balance_at_optimum": round(ex.balance_at_optimum, 3),
                         "best_balance": round(ex.best_balance, 3),
+                        "best_balance_slowest_ms": round(ex.best_balance_slowest_ms, 3),
+                        "bottleneck": _bottleneck(res),
                         "bound_ms": round(res.bound_ms, 3),
                         "largest_node": f"{res.largest_node} ({res.largest_node_ms:.2f} ms)",
                         "splits_checked": ex.splits,
@@ -78,15 +91,17 @@ def main() -> None:
                         "cost_source": res.cost_source,
                     })
                     print(rows[-1], file=sys.stderr, flush=True)
-    head = ["model", "precision", "k", "dp_slowest_ms", "dp_balance", "best_balance", "bound_ms",
-            "dp_exact", "naive_slowest_ms", "naive_balance", "largest_node", "validated_exact"]
+    head = ["model", "precision", "k", "dp_slowest_ms", "dp_balance", "balance_at_optimum",
+            "best_balance", "best_balance_slowest_ms", "bound_ms", "dp_exact",
+            "naive_slowest_ms", "naive_balance", "bottleneck", "validated_exact"]
     print(" | ".join(head))
     for r in rows:
         print(" | ".join(str(r[h]) for h in head))
     worse = [r for r in rows if r["dp_slowest_ms"] > r["naive_slowest_ms"] + 1e-9]
     print(f"DP slower than naive in {len(worse)} of {len(rows)} plans")
     off = [r for r in rows if r["dp_balance"] > 1.15]
-    print(f"{len(off)} of {len(rows)} plans above 1.15; of these, no contiguous split reaches 1.15 "
+    print(f"{len(off)} of {len(rows)} plans above 1.15; of these, no split as fast as the DP's "
+          f"reaches 1.15 in {sum(r['balance_at_optimum'] > 1.15 for r in off)}, no split at all "
           f"in {sum(r['best_balance'] > 1.15 for r in off)}; DP == exhaustive in "
           f"{sum(r['dp_exact'] for r in rows)} of {len(rows)}")
     print(json.dumps(rows, indent=1))

@@ -8,9 +8,12 @@ given margin depends on the graph, so this module answers two questions:
   ``max(largest node / fastest node speed, total compute / total speed)``. A single node
   (an ``If`` holding a whole LSTM, say) is indivisible; transfers only add to this bound.
 - :func:`exhaustive`: enumerate every contiguous split for K <= 4 (vectorised over the last
-  two cuts) and return the lowest slowest stage, which must equal the DP's, and the best
-  balance (slowest / mean stage) any split reaches: if even that misses a target, the graph's
-  node sizes and cut costs, not the planner, are what prevent it.
+  two cuts) and return the lowest slowest stage, which must equal the DP's; the best balance
+  (slowest / mean stage) among the splits that reach it (``balance_at_optimum``): if that
+  misses a target, the graph's node sizes and cut costs, not the planner, prevent it at full
+  throughput; and the best balance of any split at all, with its slowest stage (a split can
+  look more even only by being slower, e.g. by sending more bytes: balance alone rewards
+  waste, which is why the planner's first objective is the slowest stage).
 
 Stage cost is the partitioner's: compute on its node plus sending its end cut over the link.
 """
@@ -18,7 +21,7 @@ Stage cost is the partitioner's: compute on its node plus sending its end cut ov
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +43,9 @@ class Bound:
 @dataclass(frozen=True)
 class Exhaustive:
     slowest_ms: float  # lowest slowest stage over every contiguous split
-    best_balance: float  # lowest slowest / mean over every contiguous split
+    balance_at_optimum: float  # lowest slowest / mean among splits reaching slowest_ms
+    best_balance: float  # lowest slowest / mean over every contiguous split ...
+    best_balance_slowest_ms: float  # ... and that split's slowest stage
     balance_bounds: list[int]  # the split reaching best_balance
     splits: int  # how many splits were enumerated
 
@@ -73,15 +78,13 @@ def exhaustive(
         return (prefix[end] - prefix[start]) / speeds[stage] + tx[end]
 
     if k == 1:
-        return Exhaustive(float(cost(0, 0, n)), 1.0, [0, n], 1)
+        c = float(cost(0, 0, n))
+        return Exhaustive(c, 1.0, 1.0, c, [0, n], 1)
+    best = _Best(n)
     if k == 2:
         cuts = np.arange(1, n)
-        mat = np.vstack([cost(0, 0, cuts), cost(1, cuts, n)])
-        bal = mat.max(axis=0) / (mat.sum(axis=0) / k)
-        j = int(np.argmin(bal))
-        return Exhaustive(float(mat.max(axis=0).min()), float(bal[j]), [0, int(cuts[j]), n],
-                          int(cuts.size))
-    best_slow, best_bal, best_bounds, count = np.inf, np.inf, [0, n], 0
+        best.add(np.vstack([cost(0, 0, cuts), cost(1, cuts, n)]), lambda j: [0, int(cuts[j]), n])
+        return best.result()
     # the last two cuts form a vectorised grid; earlier cuts (K = 4: one) are looped over
     for head in itertools.combinations(range(1, n), k - 3):
         start = head[-1] if head else 0
@@ -93,11 +96,31 @@ def exhaustive(
         fixed = [cost(i, s, e) for i, (s, e) in enumerate(itertools.pairwise((0, *head)))]
         mat = np.vstack([*(np.full(b.shape, f) for f in fixed),
                          cost(k - 3, start, b), cost(k - 2, b, c), cost(k - 1, c, n)])
-        slow = mat.max(axis=0)
-        bal = slow / (mat.sum(axis=0) / k)
-        count += int(slow.size)
-        best_slow = min(best_slow, float(slow.min()))
+        best.add(mat, lambda j, b=b, c=c, head=head: [0, *head, int(b[j]), int(c[j]), n])
+    return best.result()
+
+
+class _Best:
+    """Running optimum over chunks of splits (one column of stage costs per split)."""
+
+    def __init__(self, n: int) -> None:
+        self.slow, self.at_opt, self.bal, self.bal_slow = np.inf, np.inf, np.inf, np.inf
+        self.bounds, self.count = [0, n], 0
+
+    def add(self, costs: np.ndarray, bounds_of: Callable[[int], list[int]]) -> None:
+        slow = costs.max(axis=0)
+        bal = slow / costs.mean(axis=0)
+        self.count += int(slow.size)
+        low = float(slow.min())
+        if low < self.slow * (1 - 1e-9):
+            self.slow, self.at_opt = low, np.inf
+        if low <= self.slow * (1 + 1e-9):
+            tied = slow <= self.slow * (1 + 1e-9)
+            self.at_opt = min(self.at_opt, float(bal[tied].min()))
         j = int(np.argmin(bal))
-        if bal[j] < best_bal:
-            best_bal, best_bounds = float(bal[j]), [0, *head, int(b[j]), int(c[j]), n]
-    return Exhaustive(best_slow, best_bal, best_bounds, count)
+        if bal[j] < self.bal:
+            self.bal, self.bal_slow, self.bounds = float(bal[j]), float(slow[j]), bounds_of(j)
+
+    def result(self) -> Exhaustive:
+        return Exhaustive(self.slow, self.at_opt, self.bal, self.bal_slow, self.bounds,
+                          self.count)

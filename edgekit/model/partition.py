@@ -4,8 +4,11 @@ Cost of a stage = its compute time on its node (node time / that node's speed fa
 time to send every tensor crossing its end cut over the link. We minimise the slowest stage,
 subject to a memory cap per stage, by dynamic programming over cut points as in PipeEdge
 (Hu et al., 2022): ``best[k][i]`` is the lowest achievable bottleneck for positions ``[0, i)``
-in ``k`` stages. Stage memory (weights it holds, duplicated weights included, plus its peak
-of live activations) only grows when a stage is extended, so for each end ``i`` the feasible
+in ``k`` stages. Many splits usually share that bottleneck (only the slowest stage is pinned),
+so a second pass of the same shape picks, among them, the one whose cheapest stage is
+dearest (max-min): the most even plan at the best throughput, never a slower one. Stage
+memory (weights it holds, duplicated weights included, plus its peak of live activations)
+only grows when a stage is extended, so for each end ``i`` the feasible
 starts form a range found with two pointers, and each DP row is one vectorised numpy pass.
 """
 
@@ -165,7 +168,33 @@ def solve(
             f"(the largest single node alone needs {alone / 2**20:.1f} MiB)",
             hint="raise --mem-limit or use more stages",
         )
+    choice = _most_even(problem, k, float(best[k, n]), prefix, tx, speeds, caps, earliest)
     bounds = [n]
     for stage in range(k, 0, -1):
         bounds.append(int(choice[stage, bounds[-1]]))
     return evaluate(problem, bounds[::-1], speeds, link_bytes_per_s)
+
+
+def _most_even(
+    problem: Problem, k: int, slowest: float, prefix: np.ndarray, tx: np.ndarray,
+    speeds: list[float], caps: list[float], earliest: dict[float, np.ndarray],
+) -> np.ndarray:
+    """Choices of the split with every stage <= ``slowest`` that maximises the cheapest stage."""
+    n = problem.n
+    limit = slowest * (1 + 1e-9)
+    lift = np.full((k + 1, n + 1), -np.inf)
+    choice = np.zeros((k + 1, n + 1), dtype=np.int64)
+    lift[0, 0] = np.inf
+    for stage in range(1, k + 1):
+        first = earliest[caps[stage - 1]]
+        for i in range(stage, n + 1):
+            lo = max(int(first[i]), stage - 1)
+            if lo >= i:
+                continue
+            starts = np.arange(lo, i)
+            cost = (prefix[i] - prefix[starts]) / speeds[stage - 1] + tx[i]
+            cand = np.where(cost <= limit, np.minimum(lift[stage - 1, starts], cost), -np.inf)
+            j = int(np.argmax(cand))
+            lift[stage, i] = cand[j]
+            choice[stage, i] = starts[j]
+    return choice

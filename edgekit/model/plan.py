@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from edgekit.errors import ModelError
 from edgekit.model import balance, partition, profile, shard
 from edgekit.model.macs import node_costs
 from edgekit.model.shapes import concrete_shapes
@@ -46,6 +47,12 @@ class ShardResult:
     problem: partition.Problem | None = field(default=None, repr=False)
 
 
+def node_times(model: onnx.ModelProto, feed: Feeds) -> profile.NodeTimes:
+    """Per-node times (ORT's profiler) of ``model`` as :func:`shard_model` orders its nodes."""
+    prep = shard.prepare(model, feed)
+    return profile.measure(prep.model, feed)
+
+
 def shard_model(
     model: onnx.ModelProto,
     k: int,
@@ -56,10 +63,15 @@ def shard_model(
     mem_caps: Sequence[float] | None = None,
     speeds: Sequence[float] | None = None,
     tolerance: float = 1e-5,
+    times: profile.NodeTimes | None = None,
 ) -> ShardResult:
-    """Split ``model`` into ``k`` validated stages. ``samples[0]`` drives probing/profiling."""
+    """Split ``model`` into ``k`` validated stages. ``samples[0]`` drives probing/profiling;
+    ``times`` (from :func:`node_times`) reuses one measurement across several plans."""
     prep = shard.prepare(model, samples[0])
-    if measure:
+    if times is not None:
+        if len(times.ms) != len(prep.model.graph.node):
+            raise ModelError(f"{len(times.ms)} node times for {len(prep.model.graph.node)} nodes")
+    elif measure:
         times = profile.measure(prep.model, samples[0])
     else:
         shapes = {i: list(v.shape) for i, v in samples[0].items()}

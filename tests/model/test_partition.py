@@ -92,11 +92,17 @@ def test_exhaustive_agrees_with_dp_and_plain_enumeration(k: int) -> None:
     dp = partition.solve(prob, k, speeds=speeds, link_bytes_per_s=link)
     assert ex.slowest_ms == pytest.approx(dp.slowest_ms)
     assert ex.slowest_ms == pytest.approx(brute_force(prob, k, [float("inf")] * k, speeds, link))
-    balances = [
-        partition.evaluate(prob, [0, *cuts, prob.n], speeds, link).balance
+    plans = [
+        partition.evaluate(prob, [0, *cuts, prob.n], speeds, link)
         for cuts in itertools.combinations(range(1, prob.n), k - 1)
     ]
+    balances = [p.balance for p in plans]
     assert ex.best_balance == pytest.approx(min(balances))
+    fastest = [p for p in plans if p.slowest_ms <= ex.slowest_ms * (1 + 1e-9)]
+    assert ex.balance_at_optimum == pytest.approx(min(p.balance for p in fastest))
+    # the DP's tie-break takes the most even of the fastest splits (max-min cheapest stage)
+    cheapest = max(min(s.cost_ms for s in p.stages) for p in fastest)
+    assert min(s.cost_ms for s in dp.stages) == pytest.approx(cheapest)
     assert partition.evaluate(prob, ex.balance_bounds, speeds, link).balance == pytest.approx(
         ex.best_balance
     )
@@ -113,3 +119,11 @@ def test_an_indivisible_node_sets_the_bound() -> None:
     assert bound.largest_node == 2 and bound.slowest_ms == 10.0
     ex = balance.exhaustive(prob, 3, link_bytes_per_s=1e9)
     assert ex.slowest_ms == 10.0 and ex.best_balance > 2.0  # no split balances a 10:3 graph
+    assert ex.balance_at_optimum >= ex.best_balance
+
+
+def test_ties_at_the_bottleneck_go_to_the_most_even_split() -> None:
+    prob = Problem([2.0, 2.0, 10.0, 3.0, 3.0], [0] * 6, [frozenset()] * 5, {}, [0] * 5)
+    plan = partition.solve(prob, 4, link_bytes_per_s=1e9)
+    assert plan.slowest_ms == 10.0
+    assert [s.compute_ms for s in plan.stages] == [4.0, 10.0, 3.0, 3.0]  # not 2, 2, 10, 6
