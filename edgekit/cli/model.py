@@ -78,6 +78,9 @@ def shard_options(func: Any) -> Any:
                      help="Link speed between stages in Mbit/s."),
         click.option("--mem-limit", default=None,
                      help="Memory cap per stage (1.5G), or one per stage: 1G,2G,1G."),
+        click.option("--overlap-transfer", is_flag=True,
+                     help="Cost a stage as max(compute, send), assuming it sends one request "
+                          "while computing the next (default: compute + send)."),
         click.option("--speed", default=None, help="Speed factor per stage node: 1,1,0.6."),
         click.option("--profile/--no-profile", default=True, show_default=True,
                      help="Measure per-node time with ORT (else estimate from MACs)."),
@@ -117,7 +120,8 @@ def _run_shard(model_path: Path, o: dict[str, Any]) -> Any:
     with console.status(f"partitioning into {o['k']} stages and validating ..."):
         return shard_model(model, o["k"], feeds, measure=o["profile"],
                            link_bytes_per_s=o["link_mbps"] * 1e6 / 8, mem_caps=caps,
-                           speeds=_floats(o["speed"], "--speed"), tolerance=o["tolerance"])
+                           speeds=_floats(o["speed"], "--speed"), tolerance=o["tolerance"],
+                           overlap=o.get("overlap_transfer", False))
 
 
 def _print_shard(result: Any) -> None:

@@ -50,6 +50,8 @@ def sharded(
     partition = {
         "cost_source": result.cost_source,
         "link_bytes_per_s": result.link_bytes_per_s,
+        "stage_cost": "max(compute, send)" if result.overlap else "compute + send",
+        "bound_ms": round(result.bound_ms, 4),
         "balance_ratio": round(result.balance_ratio, 4),
         "slowest_ms": round(result.slowest_ms, 4),
         "naive_balance_ratio": round(result.naive_balance_ratio, 4),

@@ -15,7 +15,8 @@ given margin depends on the graph, so this module answers two questions:
   look more even only by being slower, e.g. by sending more bytes: balance alone rewards
   waste, which is why the planner's first objective is the slowest stage).
 
-Stage cost is the partitioner's: compute on its node plus sending its end cut over the link.
+Stage cost is the partitioner's: compute on its node plus sending its end cut over the link
+(or the larger of the two with ``overlap``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgekit.errors import ModelError
-from edgekit.model.partition import Problem, _transfer_ms
+from edgekit.model.partition import Problem, _transfer_ms, stage_cost
 
 MAX_EXHAUSTIVE_K = 4
 
@@ -65,6 +66,7 @@ def exhaustive(
     *,
     speeds: Sequence[float] | None = None,
     link_bytes_per_s: float = 125e6,
+    overlap: bool = False,
 ) -> Exhaustive:
     """Every contiguous split into ``k`` stages (K <= 4; no memory caps)."""
     n = problem.n
@@ -75,7 +77,7 @@ def exhaustive(
     tx = np.array([_transfer_ms(b, link_bytes_per_s) for b in problem.cut_bytes])
 
     def cost(stage: int, start: np.ndarray | int, end: np.ndarray | int) -> np.ndarray:
-        return (prefix[end] - prefix[start]) / speeds[stage] + tx[end]
+        return stage_cost((prefix[end] - prefix[start]) / speeds[stage], tx[end], overlap)
 
     if k == 1:
         c = float(cost(0, 0, n))

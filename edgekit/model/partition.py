@@ -10,6 +10,11 @@ dearest (max-min): the most even plan at the best throughput, never a slower one
 memory (weights it holds, duplicated weights included, plus its peak of live activations)
 only grows when a stage is extended, so for each end ``i`` the feasible
 starts form a range found with two pointers, and each DP row is one vectorised numpy pass.
+
+``overlap=True`` models a stage that sends request r's activations while computing request
+r + 1 (a full-duplex link and a runtime that double-buffers): its steady-state cost is then
+max(compute, send) instead of the sum. It is an option, not the default: sending costs CPU on
+a Pi (TCP, copies, serialisation), so the sum is the honest estimate until measured.
 """
 
 from __future__ import annotations
@@ -44,10 +49,18 @@ class Stage:
     compute_ms: float
     transfer_ms: float
     mem_bytes: int
+    overlap: bool = False  # sending overlaps the next request's compute
 
     @property
     def cost_ms(self) -> float:
+        if self.overlap:
+            return max(self.compute_ms, self.transfer_ms)
         return self.compute_ms + self.transfer_ms
+
+
+def stage_cost(compute_ms: np.ndarray, transfer_ms: np.ndarray, overlap: bool) -> np.ndarray:
+    """Steady-state stage time: compute then send, or both at once (``overlap``)."""
+    return np.maximum(compute_ms, transfer_ms) if overlap else compute_ms + transfer_ms
 
 
 @dataclass(frozen=True)
@@ -76,7 +89,8 @@ def _transfer_ms(nbytes: float, link_bytes_per_s: float) -> float:
 
 
 def evaluate(
-    problem: Problem, bounds: Sequence[int], speeds: Sequence[float], link_bytes_per_s: float
+    problem: Problem, bounds: Sequence[int], speeds: Sequence[float], link_bytes_per_s: float,
+    overlap: bool = False,
 ) -> Plan:
     """Cost of the plan with stage boundaries ``bounds`` (0 = b0 < b1 < ... < bK = n)."""
     prefix = np.concatenate([[0.0], np.cumsum(problem.compute_ms)])
@@ -89,6 +103,7 @@ def evaluate(
                 float(prefix[end] - prefix[start]) / speeds[k],
                 _transfer_ms(problem.cut_bytes[end], link_bytes_per_s),
                 stage_memory(problem, start, end),
+                overlap,
             )
         )
     return Plan(stages)
@@ -128,6 +143,7 @@ def solve(
     speeds: Sequence[float] | None = None,
     mem_caps: Sequence[float] | None = None,
     link_bytes_per_s: float = 125e6,
+    overlap: bool = False,
 ) -> Plan:
     """Optimal bounds for ``k`` stages; raises ``ModelError`` when impossible."""
     n = problem.n
@@ -155,7 +171,7 @@ def solve(
             if lo >= i:
                 continue
             starts = np.arange(lo, i)
-            cost = (prefix[i] - prefix[starts]) / speeds[stage - 1] + tx[i]
+            cost = stage_cost((prefix[i] - prefix[starts]) / speeds[stage - 1], tx[i], overlap)
             cand = np.maximum(best[stage - 1, starts], cost)
             j = int(np.argmin(cand))
             best[stage, i] = cand[j]
@@ -168,16 +184,17 @@ def solve(
             f"(the largest single node alone needs {alone / 2**20:.1f} MiB)",
             hint="raise --mem-limit or use more stages",
         )
-    choice = _most_even(problem, k, float(best[k, n]), prefix, tx, speeds, caps, earliest)
+    choice = _most_even(problem, k, float(best[k, n]), prefix, tx, speeds, caps, earliest,
+                        overlap)
     bounds = [n]
     for stage in range(k, 0, -1):
         bounds.append(int(choice[stage, bounds[-1]]))
-    return evaluate(problem, bounds[::-1], speeds, link_bytes_per_s)
+    return evaluate(problem, bounds[::-1], speeds, link_bytes_per_s, overlap)
 
 
 def _most_even(
     problem: Problem, k: int, slowest: float, prefix: np.ndarray, tx: np.ndarray,
-    speeds: list[float], caps: list[float], earliest: dict[float, np.ndarray],
+    speeds: list[float], caps: list[float], earliest: dict[float, np.ndarray], overlap: bool,
 ) -> np.ndarray:
     """Choices of the split with every stage <= ``slowest`` that maximises the cheapest stage."""
     n = problem.n
@@ -192,7 +209,7 @@ def _most_even(
             if lo >= i:
                 continue
             starts = np.arange(lo, i)
-            cost = (prefix[i] - prefix[starts]) / speeds[stage - 1] + tx[i]
+            cost = stage_cost((prefix[i] - prefix[starts]) / speeds[stage - 1], tx[i], overlap)
             cand = np.where(cost <= limit, np.minimum(lift[stage - 1, starts], cost), -np.inf)
             j = int(np.argmax(cand))
             lift[stage, i] = cand[j]

@@ -45,6 +45,7 @@ class ShardResult:
     largest_node: str = ""  # the most expensive single (indivisible) node ...
     largest_node_ms: float = 0.0  # ... and its time
     problem: partition.Problem | None = field(default=None, repr=False)
+    overlap: bool = False  # stage cost max(compute, send) instead of compute + send
 
 
 def node_times(model: onnx.ModelProto, feed: Feeds) -> profile.NodeTimes:
@@ -64,6 +65,7 @@ def shard_model(
     speeds: Sequence[float] | None = None,
     tolerance: float = 1e-5,
     times: profile.NodeTimes | None = None,
+    overlap: bool = False,
 ) -> ShardResult:
     """Split ``model`` into ``k`` validated stages. ``samples[0]`` drives probing/profiling;
     ``times`` (from :func:`node_times`) reuses one measurement across several plans."""
@@ -78,10 +80,11 @@ def shard_model(
         times = profile.from_macs(node_costs(prep.model.graph, concrete_shapes(prep.model, shapes)))
     prob = shard.problem(prep, times.ms)
     plan = partition.solve(
-        prob, k, speeds=speeds, mem_caps=mem_caps, link_bytes_per_s=link_bytes_per_s
+        prob, k, speeds=speeds, mem_caps=mem_caps, link_bytes_per_s=link_bytes_per_s,
+        overlap=overlap,
     )
     naive = partition.evaluate(
-        prob, partition.naive_bounds(prob.n, k), speeds or [1.0] * k, link_bytes_per_s
+        prob, partition.naive_bounds(prob.n, k), speeds or [1.0] * k, link_bytes_per_s, overlap
     )
     models, stages = [], []
     for idx, st in enumerate(plan.stages):
@@ -120,4 +123,5 @@ def shard_model(
         largest_node=prep.nodes[bound.largest_node].name,
         largest_node_ms=bound.largest_node_ms,
         problem=prob,
+        overlap=overlap,
     )

@@ -127,3 +127,15 @@ def test_ties_at_the_bottleneck_go_to_the_most_even_split() -> None:
     plan = partition.solve(prob, 4, link_bytes_per_s=1e9)
     assert plan.slowest_ms == 10.0
     assert [s.compute_ms for s in plan.stages] == [4.0, 10.0, 3.0, 3.0]  # not 2, 2, 10, 6
+
+
+def test_overlapped_transfer_costs_the_larger_of_compute_and_send() -> None:
+    from edgekit.model import balance
+
+    prob = random_problem(12, seed=7)
+    plain = partition.solve(prob, 3, link_bytes_per_s=20e6)
+    both = partition.solve(prob, 3, link_bytes_per_s=20e6, overlap=True)
+    assert both.slowest_ms <= plain.slowest_ms
+    assert all(s.cost_ms == max(s.compute_ms, s.transfer_ms) for s in both.stages)
+    ex = balance.exhaustive(prob, 3, link_bytes_per_s=20e6, overlap=True)
+    assert ex.slowest_ms == pytest.approx(both.slowest_ms)
