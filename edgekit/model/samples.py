@@ -163,11 +163,17 @@ def names() -> list[str]:
 
 def info(name: str) -> Sample:
     """The record (package, version, member, sha256, description) of one sample."""
+    if name in _BUILT:
+        sources, description = _BUILT[name]
+        raise SampleError(
+            f"{name!r} is built from {', '.join(sources)} (not one wheel file): {description}",
+            hint="samples.path(name) builds and returns it",
+        )
     try:
         return _SAMPLES[name]
     except KeyError:
         raise SampleError(
-            f"unknown sample model {name!r}", hint=f"known: {', '.join(_SAMPLES)}"
+            f"unknown sample model {name!r}", hint=f"known: {', '.join(names())}"
         ) from None
 
 
