@@ -200,7 +200,9 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
             cfg = {"address": addr, "node_ip": f.node_ip, "num_cpus": ns.cores,
                    "object_store_bytes": object_store_bytes(ns.ram_bytes),
                    "resources": {RESOURCE_PREFIX + name: 1},
-                   "temp_dir": f"{f.root}/run/ray", "token_path": NodeLayout(f.root).ray_token}
+                   "temp_dir": f"{f.root}/run/ray", "token_path": NodeLayout(f.root).ray_token,
+                   # a new runtime or head restarts the node's services (the file changes)
+                   "generation": f"{ns.fingerprint}:{addr}"}
             return services.install(c, NodeLayout(f.root), name, cfg, ns.systemd)
 
         for name, out in pool.each(start).items():
