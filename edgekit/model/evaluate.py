@@ -1,7 +1,7 @@
 """Compare a quantized model with its fp32 original on held-out inputs.
 
 Per output: cosine similarity (over all samples, flattened), max/mean absolute error, and top-1
-agreement for classifier-like outputs (rank 2 or 3, more than one class on the last axis).
+agreement for classifier-like outputs ([N, classes], or [N, T, classes] of probabilities).
 Plus file sizes and the int8/fp32 latency ratio on this machine (median of a few
 single-threaded runs).
 """
@@ -84,6 +84,14 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
+def _classes_last(out: np.ndarray) -> bool:
+    """[N, classes], or [N, T, classes] holding per-step probabilities (rows summing to 1):
+    a detector's [N, 4 + classes, anchors] has anchors last, and its argmax means nothing."""
+    if out.dtype.kind != "f" or out.ndim not in (2, 3) or out.shape[-1] < 2:
+        return False
+    return out.ndim == 2 or bool(np.allclose(out.sum(axis=-1), 1.0, atol=1e-3))
+
+
 def compare_outputs(
     names: Sequence[str], ref: list[list[np.ndarray]], got: list[list[np.ndarray]]
 ) -> list[OutputAccuracy]:
@@ -94,7 +102,7 @@ def compare_outputs(
         diff = np.abs(a - b)
         top1 = None
         first = ref[0][k]
-        if first.ndim in (2, 3) and first.shape[-1] > 1 and first.dtype.kind == "f":
+        if _classes_last(first):
             # classifier-like: [N, classes] or per-step classes [N, T, classes] (CTC, tokens)
             agree = [
                 np.mean(np.argmax(r[k], axis=-1) == np.argmax(g[k], axis=-1))
