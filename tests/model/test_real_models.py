@@ -79,17 +79,18 @@ def test_quantize_refuses_below_min_cosine(tmp_path, calib_dir, monkeypatch, cap
 
 
 def test_quantize_auto_fallback_reaches_min_cosine(tmp_path, calib_dir, monkeypatch, capsys):
-    """Full int8 MobileNetV3 misses 0.995; the worst layers move to fp32 activations."""
+    """Full int8 MobileNetV3 misses 0.994; a few of the worst layers move to fp32 activations
+    (their weights stay int8) until it holds."""
     out = tmp_path / "cls.int8.onnx"
     code, stdout, _ = run_cli(
         ["quantize", str(samples.path("ppocr-cls")), "-o", str(out), "--calib", str(calib_dir),
-         "--per-channel", "--min-cosine", "0.995", "--json", *CLS], monkeypatch, capsys)
+         "--per-channel", "--min-cosine", "0.994", "--json", *CLS], monkeypatch, capsys)
     report = json.loads(stdout)
     assert code == 0 and out.exists() and report["passed"]
     steps = report["search"]
-    assert steps and steps[0]["min_cosine"] < 0.995 <= report["evaluation"]["min_cosine"]
-    moved = "on fp32 activations" in report["mode"] or "weight-only" in report["mode"]
-    assert moved and report["fp32_activation_nodes"]
+    assert steps and steps[0]["min_cosine"] < 0.994 <= report["evaluation"]["min_cosine"]
+    assert "on fp32 activations with int8 weights" in report["mode"]
+    assert 1 < len(report["fp32_activation_nodes"]) < 20
     assert report["evaluation"]["size_ratio"] < 0.5  # weights stay int8
 
 
