@@ -53,7 +53,7 @@ class Report:
     macs_total: int
     top_nodes: list[dict[str, object]]
     peak_activation_bytes: int
-    quantization: str  # "none", "int8 (QDQ)", "int8 (QOperator)", "dynamic int8", "int8", ...
+    quantization: str  # "none", "int8 (QDQ)", "int8 weights only (QDQ, fp32 activations)", ...
     assumed: list[str] = field(default_factory=list)
     file_bytes: int = 0
 
@@ -87,6 +87,8 @@ def quantization_kind(model: onnx.ModelProto) -> str:
         return "dynamic int8"
     if ops & _QOPERATOR_OPS:
         return "int8 (QOperator)"
+    if "QuantizeLinear" not in ops and "DequantizeLinear" in ops:
+        return "int8 weights only (QDQ, fp32 activations)"
     if ops & _QDQ_OPS:
         return "int8 (QDQ)"
     return "none"

@@ -104,6 +104,8 @@ def test_quantize_weights_only(tmp_path, calib_dir, monkeypatch, capsys):
     assert report["evaluation"]["min_cosine"] > 0.998 and report["evaluation"]["size_ratio"] < 0.4
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert "QuantizeLinear" not in ops and "DequantizeLinear" in ops
+    code, stdout, _ = run_cli(["inspect", str(out), "--json"], monkeypatch, capsys)
+    assert code == 0 and json.loads(stdout)["quantization"].startswith("int8 weights only")
 
 
 def test_shard_real_model_with_skip_connections(tmp_path, monkeypatch, capsys):
