@@ -214,6 +214,11 @@ def bench(url, model, input_path, shape, concurrency, rate, duration, token_file
                       f"max {lat['max']}")
         console.print("  node share: " + ", ".join(f"{n} {v:.0%}"
                                                     for n, v in s["node_share"].items()))
+        if s["energy"]:
+            e = s["energy"]
+            nodes = ", ".join(f"{n} {v:.3g}" for n, v in e["nodes"].items() if v is not None)
+            console.print(f"  energy: {e['j_per_inference']} J/inference at {e['power_w']} W "
+                          f"(cluster); per node J/inference: {nodes or 'n/a'}")
         for e in s["error_samples"]:
             console.print(f"  [red]error:[/] {e}")
     if s["errors"]:

@@ -164,6 +164,7 @@ async def infer(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     st = _state(request)
     st.metrics.refresh_nodes(st.router.node_stats())
+    st.metrics.refresh_energy(st.router.energy())
     resp = web.Response(body=generate_latest(st.metrics.registry))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return resp

@@ -50,10 +50,7 @@ class StageActor:
     candidate: Any = None  # the new actor while it loads its model
     start_sent_s: float = 0.0
     next_try_s: float = 0.0
-
-    @property
-    def answering(self) -> bool:
-        return not self.dead and self.ping_sent_s == 0.0
+    answering: bool = True  # its last ping was answered and none is overdue
 
 
 def actors_of(replica: Replica) -> list[StageActor]:
@@ -121,13 +118,14 @@ class HealthMonitor:
                 s.ping_sent_s = now
             return
         if not s.ping.done():
-            if now - s.ping_sent_s > self.t.ping_timeout_s and r.alive:
+            if now - s.ping_sent_s > self.t.ping_timeout_s and s.answering:
+                s.answering = False
                 self.router.mark_dead(r, f"{s.node}: no ping answer in {self.t.ping_timeout_s} s")
             return
         exc = s.ping.exception()
         s.ping = None
         if exc is None:
-            s.ping_sent_s = 0.0
+            s.ping_sent_s, s.answering = 0.0, True
         elif isinstance(exc, rex.RayActorError):
             self.declare_dead(r, s, exc)
         # any other error: ping again next round; the timeout decides if it lasts
@@ -136,7 +134,7 @@ class HealthMonitor:
         """The actor is gone for good (a call or ping raised RayActorError)."""
         if s.dead:
             return
-        s.dead, s.ping, s.ping_sent_s = True, None, 0.0
+        s.dead, s.ping, s.ping_sent_s, s.answering = True, None, 0.0, False
         self.router.mark_dead(r, f"{s.node}: worker died ({type(exc).__name__})")
         with contextlib.suppress(Exception):
             ray.kill(s.actor, no_restart=True)
@@ -162,7 +160,7 @@ class HealthMonitor:
             self._failed_start(s, now, f"{type(exc).__name__}")
             return
         s.actor, s.candidate, s.starting = s.candidate, None, None
-        s.dead, s.ping, s.ping_sent_s = False, None, 0.0
+        s.dead, s.ping, s.ping_sent_s, s.answering = False, None, 0.0, True
         log.warning("worker on %s is back (generation %d)", s.node, s.generation)
 
     def _failed_start(self, s: StageActor, now: float, why: str) -> None:

@@ -3,6 +3,8 @@
 
 Every request is counted as ok, refused (503 up front, the server's flow control working) or
 error (anything else: lost requests). Per-node share comes from the `Edgekit-Node` header.
+At the end the server's `/edgekit/status` gives energy per inference (J, per node and for the
+cluster) when a controller reports node power; other OIP servers simply have none.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class BenchReport:
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     nodes: Counter = field(default_factory=Counter)
     error_samples: list[str] = field(default_factory=list)
+    energy: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([np.nan])
@@ -42,6 +45,7 @@ class BenchReport:
                            (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))},
             "node_share": {n: round(c / total, 3) for n, c in sorted(self.nodes.items())},
             "error_samples": self.error_samples[:5],
+            "energy": self.energy,
         }
 
 
@@ -108,4 +112,20 @@ async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duratio
 
             await asyncio.gather(*(loop() for _ in range(concurrency)))
         report.duration_s = time.perf_counter() - start
+        report.energy = await _energy(session, url, headers)
     return report
+
+
+async def _energy(session: Any, url: str, headers: dict[str, str]) -> dict[str, Any] | None:
+    """J/inference from edgekit's status (None: not edgekit, or no power reported)."""
+    import aiohttp
+
+    auth = {k: v for k, v in headers.items() if k == "Authorization"}
+    try:
+        async with session.get(f"{url.rstrip('/')}/edgekit/status", headers=auth) as r:
+            if r.status != 200:
+                return None
+            energy = (await r.json()).get("energy")
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    return energy if energy and energy.get("power_w") is not None else None

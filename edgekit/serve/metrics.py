@@ -87,6 +87,11 @@ class Metrics:
             ["node"],
             registry=r,
         )
+        self.cluster_energy = Gauge(
+            "edgekit_cluster_energy_joules_per_inference",
+            "Summed node power / cluster request rate (when power is reported)",
+            registry=r,
+        )
         self.node_power = Gauge(
             "edgekit_node_power_watts", "Node power reported by a controller", ["node"], registry=r
         )
@@ -114,6 +119,10 @@ class Metrics:
         self.node_compute.labels(node).observe(compute_ms / 1000.0)
         if attempts > 1:
             self.retries.labels(model).inc()
+
+    def refresh_energy(self, energy: dict) -> None:
+        if energy.get("j_per_inference") is not None:
+            self.cluster_energy.set(float(energy["j_per_inference"]))
 
     def refresh_nodes(self, stats: dict[str, NodeStats]) -> None:
         for name, st in stats.items():

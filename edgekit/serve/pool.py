@@ -159,12 +159,15 @@ class WorkerPool:
 
         return make
 
-    async def wait_ready(self, timeout_s: float = 30.0) -> None:
+    async def wait_ready(self, timeout_s: float | None = None) -> None:
         """Wait until every worker answers (its model loaded); raises ClusterError if not."""
+        timeout_s = timeout_s or self.t.worker_start_timeout_s
         refs = [s.actor.describe.remote() for r in self.router.replicas for s in actors_of(r)]
         try:
             await asyncio.wait_for(asyncio.gather(*refs), timeout_s)
-        except (TimeoutError, rex.RayError) as exc:
+        except TimeoutError as exc:
+            raise ClusterError(f"workers did not load their models within {timeout_s} s") from exc
+        except rex.RayError as exc:
             raise ClusterError(f"workers did not start: {exc}") from exc
 
     # --- requests ----------------------------------------------------------------------
@@ -238,6 +241,7 @@ class WorkerPool:
                 "alive": r.alive,
                 "generations": [s.generation for s in actors_of(r)],
                 "outstanding": r.outstanding,
+                "peak_outstanding": r.peak_outstanding,
                 "max_queue": r.max_queue,
             }
             for r in self.router.replicas

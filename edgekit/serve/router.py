@@ -45,6 +45,7 @@ class Replica:
     outstanding: int = 0
     alive: bool = True
     last_pick: int = 0  # ties go to the least recently picked replica
+    peak_outstanding: int = 0  # most requests ever in flight at once (pipeline overlap)
 
     @property
     def label(self) -> str:
@@ -66,6 +67,7 @@ class Router:
         self.max_in_flight: int | None = None
         self.in_flight = 0
         self.events: deque = deque(maxlen=200)  # (t, node, action, reason)
+        self.done: deque = deque()  # completion times of requests (each request once)
         self._tiebreak = itertools.count(1)
 
     # --- membership -------------------------------------------------------------------
@@ -116,6 +118,7 @@ class Router:
                 raise NoCapacity(f"model '{model}' has no live replica", 5)
             raise Saturated(f"all replicas of '{model}' are busy", self._retry_after(model))
         best.outstanding += 1
+        best.peak_outstanding = max(best.peak_outstanding, best.outstanding)
         best.last_pick = next(self._tiebreak)
         self.in_flight += 1
         for n in best.nodes:
@@ -126,6 +129,8 @@ class Router:
         r.outstanding -= 1
         self.in_flight -= 1
         now = self.clock()
+        if ok:
+            self.done.append(now)
         for n in r.nodes:
             node = self.nodes[n]
             node.stats.outstanding -= 1
@@ -181,6 +186,27 @@ class Router:
             if isinstance(power, int | float) and st.requests_per_s > 0:
                 st.extra["energy_j_per_inference"] = power / st.requests_per_s
         return {n: node.stats for n, node in self.nodes.items()}
+
+    def energy(self) -> dict[str, object]:
+        """Joules per inference per node and for the cluster (power reported by a controller).
+
+        A node's figure is its power over its own request rate; the cluster's is the summed
+        power of nodes that report it over the cluster's rate, each request counted once
+        (a pipeline request uses several nodes). None where power or traffic is missing.
+        """
+        stats = self.node_stats()
+        while self.done and self.done[0] < self.clock() - self.window_s:
+            self.done.popleft()
+        rate = len(self.done) / self.window_s
+        watts = [s.extra["power_w"] for s in stats.values()
+                 if isinstance(s.extra.get("power_w"), int | float)]
+        return {
+            "window_s": self.window_s,
+            "requests_per_s": round(rate, 3),
+            "power_w": round(sum(watts), 3) if watts else None,
+            "j_per_inference": round(sum(watts) / rate, 4) if watts and rate > 0 else None,
+            "nodes": {n: s.extra.get("energy_j_per_inference") for n, s in stats.items()},
+        }
 
     # --- helpers -----------------------------------------------------------------------
     def _node(self, node: str) -> _Node:

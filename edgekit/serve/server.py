@@ -165,6 +165,7 @@ class ServerState:
                 for n, i in self.pool.models.items()
             },
             "replicas": self.pool.describe(),
+            "energy": self.router.energy(),
             "admission_limit": self.router.max_in_flight,
             "events": [
                 {"t": t, "node": n, "action": a, "reason": r}

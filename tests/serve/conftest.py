@@ -1,4 +1,9 @@
-"""One Ray cluster (head + pi1 + pi2, token auth on) and one `edgekit serve` per test session."""
+"""One Ray cluster (head + pi1..pi3, token auth on) and one `edgekit serve` per test session.
+
+The server runs with `--compress` (int8 tensors between pipeline stages) and the real thermal
+controller (`--controller thermal`) in watch-only mode (EDGEKIT_THERMAL_POLICY=off), so its
+power readings flow into energy per inference without it re-weighting nodes under other tests.
+"""
 
 from __future__ import annotations
 
@@ -114,7 +119,7 @@ def chain_bundle(folder: Path, stages: int = 2) -> Path:
 def ray_cluster():
     from edgekit.serve.localcluster import LocalCluster
 
-    cluster = LocalCluster(nodes=["pi1", "pi2"]).start()
+    cluster = LocalCluster(nodes=["pi1", "pi2", "pi3"]).start()
     cluster.apply_env()
     try:
         yield cluster
@@ -132,6 +137,8 @@ def model_files(tmp_path_factory):
         "affine": affine_model(d / "affine.onnx"),
         "boom": boom_model(d / "boom.onnx"),
         "chain": chain_bundle(d / "chain"),
+        "chain3": chain_bundle(d / "chain3", stages=3),
+        "face": samples.path("face-detection"),
     }
 
 
@@ -162,15 +169,23 @@ def server(ray_cluster, model_files, tmp_path_factory):
         "4",
         "--batch",
         "affine=8:2",
+        "--compress",
+        "--controller",
+        "thermal",
     ]
     for name, path in model_files.items():
         args += ["--model", f"{name}={path}"]
     log = tmp_path_factory.mktemp("log") / "serve.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen(args, env=ray_cluster.env(), stdout=fh, stderr=subprocess.STDOUT)
+        env = {
+            **ray_cluster.env(),
+            "EDGEKIT_THERMAL_POLICY": "off",
+            "EDGEKIT_HOME": str(tmp_path_factory.mktemp("ekhome")),
+        }
+        proc = subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     client = Client(url, token=token)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 240
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"edgekit serve exited: {log.read_text()[-3000:]}")

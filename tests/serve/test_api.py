@@ -56,7 +56,7 @@ def test_client_sync_async_and_batching(server):
     c = Client(url, token=token)
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     np.testing.assert_array_equal(c.infer("affine", x)["y"], 2 * x + 1)
-    assert c.last_node in ("pi1", "pi2") and c.last_compute_ms is not None
+    assert c.last_node in ("pi1", "pi2", "pi3") and c.last_compute_ms is not None
 
     async def many():
         outs = await asyncio.gather(*(c.ainfer("affine", {"x": x + i}) for i in range(10)))
@@ -71,7 +71,8 @@ def test_pipeline_bundle_runs_across_two_nodes(server):
     url, token, _ = server
     c = Client(url, token=token)
     x = np.ones((1, 4), np.float32)
-    np.testing.assert_array_equal(c.infer("chain", x)["y"], 4 * x + 3)
+    # --compress: the carry crosses the cut as int8 blocks, so equal within its error bound
+    np.testing.assert_allclose(c.infer("chain", x)["y"], 4 * x + 3, rtol=1e-2)
     assert c.last_node == "pi1+pi2"
 
 
@@ -154,7 +155,7 @@ def test_metrics_and_status(server):
     } <= names
     _code, body, _ = _http(url, "/edgekit/status", token)
     st = json.loads(body)
-    assert set(st["nodes"]) == {"pi1", "pi2"} and "affine" in st["models"]
+    assert set(st["nodes"]) == {"pi1", "pi2", "pi3"} and "affine" in st["models"]
     assert st["readiness"]["ready"] and not st["readiness"]["degraded"]
 
 
@@ -210,4 +211,4 @@ def test_cli_infer_and_bench_json(server, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
-    assert rep["ok"] > 0 and rep["errors"] == 0 and set(rep["node_share"]) <= {"pi1", "pi2"}
+    assert rep["ok"] > 0 and rep["errors"] == 0 and set(rep["node_share"]) <= {"pi1", "pi2", "pi3"}

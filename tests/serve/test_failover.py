@@ -62,4 +62,5 @@ def test_worker_death_loses_no_request_and_node_comes_back(server):
     gens = {tuple(r["nodes"]): r["generations"] for r in st["replicas"] if r["model"] == "cls"}
     assert gens[("pi2",)] == [1] and gens[("pi1",)] == [0]
     assert any(e["action"] == "back" and e["node"] == "pi2" for e in st["events"])
-    assert Client(url, token=token).infer("chain", np.ones((1, 4), np.float32))["y"][0, 0] == 7
+    y = Client(url, token=token).infer("chain", np.ones((1, 4), np.float32))["y"]
+    np.testing.assert_allclose(y, 7.0, rtol=1e-2)  # int8 cut (--compress)
