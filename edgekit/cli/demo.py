@@ -1,7 +1,8 @@
 """`edgekit demo`: the main job end to end on the built-in virtual Pi cluster.
 
-It uses only public pieces a user would call by hand: `cluster up`, `nodes check`, and then
-whatever later stages exist (deploy, bench), each through its own Python API, and `cluster down`.
+It uses only the pieces a user would call by hand, through their Python APIs: `cluster up`,
+`nodes check`, `deploy` of a real model, `bench` against the cluster's inference API,
+`undeploy` and `cluster down`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ import click
 from edgekit.cli._output import console, emit_json, err_console, json_option
 
 DEFAULT_BOARDS = ("pi4:heatsink", "pi4:none", "pi5:fan")
+DEFAULT_MODEL = "ppocr-cls"  # PP-OCRv4 text-direction classifier from rapidocr-onnxruntime
 
 
 @click.command()
 @click.option("--boards", default=",".join(DEFAULT_BOARDS), show_default=True,
               help="Comma list of BOARD:COOLING for the virtual nodes.")
-@click.option("--keep", is_flag=True, help="Leave the virtual cluster running at the end.")
+@click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True,
+              help="Sample model to deploy (see edgekit.model.samples).")
+@click.option("--bench-seconds", type=float, default=10.0, show_default=True)
+@click.option("--keep", is_flag=True, help="Leave the cluster and the deployment running.")
 @json_option
-def demo(boards: str, keep: bool, as_json: bool) -> None:
-    """Bring up a virtual Pi cluster, check it over SSH, and tear it down."""
+def demo(boards: str, model_name: str, bench_seconds: float, keep: bool, as_json: bool) -> None:
+    """Virtual Pi cluster: up, check over SSH, deploy a real model, bench it, tear down."""
     from edgekit.remote.probe import check_nodes
     from edgekit.virtual.cluster import NodeSpec, VirtualCluster
 
@@ -54,7 +59,17 @@ def demo(boards: str, keep: bool, as_json: bool) -> None:
         summary["ready"] = f"{ready}/{len(reports)}"
         if ready != len(reports):
             raise click.ClickException(f"only {ready}/{len(reports)} virtual nodes are ready")
+        summary["deploy"], url = _deploy(cluster.inventory_path, model_name, step, as_json)
+        step("bench", seconds=bench_seconds)
+        summary["bench"] = _bench(cluster.inventory_path, url, model_name, bench_seconds)
+        if not as_json:
+            _print_bench(summary["bench"])
     finally:
+        if not keep and summary.get("deploy"):
+            from edgekit.deploy import ops
+
+            step("undeploy")
+            ops.undeploy(cluster.inventory_path)
         if keep:
             step("kept running", inventory=str(cluster.inventory_path))
         else:
@@ -65,6 +80,54 @@ def demo(boards: str, keep: bool, as_json: bool) -> None:
         emit_json(summary)
     else:
         console.print(f"[green]demo finished in {summary['seconds']} s[/]")
+
+
+def _deploy(inv: Any, model_name: str, step: Any, as_json: bool) -> tuple[dict[str, Any], str]:
+    from edgekit.deploy.flow import DeployOptions, deploy
+    from edgekit.model import samples
+
+    model = samples.path(model_name)
+    step("deploy", model=f"{model_name} ({model.name})")
+    from edgekit.cli.deploy import _Bars, _progress
+
+    with _progress(as_json) as progress:  # disabled under --json
+        res = deploy(DeployOptions(inv, model, name=model_name, offline=True), _Bars(progress))
+    failed = {n: r.detail for n, r in res.nodes.items() if not r.ok}
+    if res.error or failed or not res.head.get("api_url"):
+        raise click.ClickException(f"deploy failed: {res.error or failed}")
+    info = {"seconds": round(res.seconds, 1), "api_url": res.head["api_url"],
+            "nodes": {n: r.version for n, r in res.nodes.items()}}
+    return info, res.head["api_url"]
+
+
+def _bench(inv: Any, url: str, model_name: str, seconds: float) -> dict[str, Any]:
+    import asyncio
+
+    import numpy as np
+
+    from edgekit.client import Client
+    from edgekit.deploy.layout import deployment_dir
+    from edgekit.serve.loadgen import run_bench
+    from edgekit.serve.tensors import OIP_TO_NUMPY
+
+    token = (deployment_dir(inv) / "api-token").read_text().strip()
+    meta = Client(url, token=token).metadata(model_name)
+    rng = np.random.default_rng(0)
+    feeds = {spec["name"]: rng.random([d if d > 0 else 1 for d in spec["shape"]])
+             .astype(OIP_TO_NUMPY[spec["datatype"]]) for spec in meta["inputs"]}
+    report = asyncio.run(run_bench(url, model_name, feeds, seconds, concurrency=4, token=token))
+    return report.summary()
+
+
+def _print_bench(result: dict[str, Any]) -> None:
+    lat = result["latency_ms"]
+    console.print(
+        f"[bold]{result['model']}[/]: {result['throughput_per_s']} inferences/s over "
+        f"{result['duration_s']} s, p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
+        f"p99 {lat['p99']} ms, errors {result['errors']}, refused {result['refused_503']}"
+    )
+    share = ", ".join(f"{n} {v:.0%}" for n, v in result["node_share"].items())
+    console.print(f"per-node share: {share}")
 
 
 def _spec(node_spec: Any, item: str) -> Any:
