@@ -9,14 +9,17 @@ root="$1"; fp="$2"; py="$3"; house="$4"; mode="$5"; keep="$6"; shift 6
 venv="$root/runtime-$fp"
 rm -rf "$venv"
 "$py" -m venv "$venv"
+# --no-compile: byte-compiling every module of Ray and its dependencies is most of pip's CPU
+# time on a Pi; Python compiles (and caches) only the modules a service actually imports
 pip="$venv/bin/python -m pip --disable-pip-version-check -q"
+inst="install --no-compile"
 whl=$(ls "$house"/edgekit-*.whl)
 if [ "$mode" = offline ]; then
-  $pip install --no-index --find-links "$house" "$@"
+  $pip $inst --no-index --find-links "$house" "$@"
 else
-  $pip install "$@"
+  $pip $inst "$@"
 fi
-$pip install --no-deps --no-index "$whl"
+$pip $inst --no-deps --no-index "$whl"
 "$venv/bin/python" -c "import edgekit.node.supervisor, ray, onnxruntime, numpy, psutil"
 echo "$fp" > "$venv/.edgekit-fingerprint"
 ln -sfn "runtime-$fp" "$root/.runtime.tmp"

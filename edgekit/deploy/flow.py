@@ -9,17 +9,31 @@ version it had, and a rerun completes it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from edgekit import inventory
 from edgekit.deploy import bundle as bundle_mod
-from edgekit.deploy import head, nodeops, provision, push, services, state, verify, wheels
+from edgekit.deploy import (
+    head,
+    nodeops,
+    provision,
+    push,
+    services,
+    state,
+    survey,
+    verify,
+    wheels,
+)
 from edgekit.deploy.layout import NodeLayout, deployment_dir, wheelhouse_dir
 from edgekit.deploy.plan import MB, NodeCapacity, Plan, plan
 from edgekit.deploy.report import Quiet, Reporter, RunResult
-from edgekit.remote.probe import NodeReport, check_nodes
-from edgekit.remote.ssh import Connection, Pool
+from edgekit.remote.probe import NodeReport
+from edgekit.remote.ssh import Connection, Outcome, Pool, run_each
+
+T = TypeVar("T")
 
 RAY_NODE_RESERVE_BYTES = 700 * MB  # OS + Ray worker (~300 MiB) + idle workers + agent
 RESOURCE_PREFIX = "edgekit-node-"
@@ -61,43 +75,52 @@ def deploy(opts: DeployOptions, ui: Reporter | None = None) -> RunResult:
     res = RunResult("deploy")
     with state.locked(dep):
         st = state.load(dep, str(inv.path.resolve()))
-        fit = _check(inv, opts, res, ui)
-        if opts.strict and not res.ok:
-            bad = ", ".join(n for n, r in res.nodes.items() if not r.ok)
-            res.error = f"--strict: {bad} not fit; no node was touched"
-            return res
+        # host-only work first: a model file is bundled (cached by its sha256)
         bundle = bundle_mod.resolve(opts.target, dep / "bundles", opts.name, opts.stages)
-        caps = [capacity(inv.get(n), rep) for n, rep in fit.items()]
-        p = plan([s.mem_bytes for s in bundle.stages], caps, replicas=opts.replicas,
-                 model=bundle.name)
-        res.plan = p.describe()
-        for n, why in p.unused.items():
-            res.node(n).step, res.node(n).detail = "plan", f"unused: {why}"
-        if opts.dry_run:
-            res.seconds = time.monotonic() - t0
-            return res
-        _forget_removed(inv, st, res, ui, opts)
-        _rollout(inv, st, dep, bundle, p, fit, opts, res, ui)
+        with Pool(list(inv), accept_new_host_keys=opts.accept_new_host_keys) as pool:
+            fit, seen = _check(pool, bundle, res, ui)
+            if opts.strict and not res.ok:
+                bad = ", ".join(n for n, r in res.nodes.items() if not r.ok)
+                res.error = f"--strict: {bad} not fit; no node was touched"
+                return res
+            caps = [capacity(inv.get(n), rep) for n, rep in fit.items()]
+            p = plan([s.mem_bytes for s in bundle.stages], caps, replicas=opts.replicas,
+                     model=bundle.name)
+            res.plan = p.describe()
+            for n, why in p.unused.items():
+                res.node(n).step, res.node(n).detail = "plan", f"unused: {why}"
+            if opts.dry_run:
+                res.seconds = time.monotonic() - t0
+                return res
+            _forget_removed(inv, st, res, ui, opts)
+            _rollout(inv, st, dep, bundle, p, fit, seen, opts, res, ui, pool)
         state.save(dep, st)
     res.seconds = time.monotonic() - t0
     return res
 
 
-def _check(inv: inventory.Inventory, opts: DeployOptions, res: RunResult,
-           ui: Reporter) -> dict[str, NodeReport]:
-    for n in inv:
-        ui.step(n.name, "check")
-    reports = check_nodes(list(inv), accept_new_host_keys=opts.accept_new_host_keys)
-    fit = {}
-    for rep in reports:
-        r = res.node(rep.name)
+def _check(pool: Pool, bundle: bundle_mod.Bundle, res: RunResult,
+           ui: Reporter) -> tuple[dict[str, NodeReport], dict[str, survey.Survey]]:
+    """Probe + survey every node in one round trip each (see survey.py)."""
+    blobs = [e.sha256 for e in (*bundle.files, bundle_mod.manifest_entry(bundle))]
+    for name in pool.connections:
+        ui.step(name, "check")
+    outs = pool.each(lambda c: survey.check_and_survey(c, bundle.name, bundle.version, blobs))
+    fit, seen = {}, {}
+    for name, out in outs.items():
+        r = res.node(name)
         r.step = "check"
+        if not out.ok or out.value is None:
+            r.fail("check", f"unreachable: {out.error}")
+            ui.step(name, "[red]unreachable")
+            continue
+        rep, sv = out.value
         if rep.ready:
-            fit[rep.name] = rep
+            fit[name], seen[name] = rep, sv
         else:
-            r.fail("check", rep.verdict if rep.reachable else f"unreachable: {rep.verdict}")
-            ui.step(rep.name, "[red]not fit")
-    return fit
+            r.fail("check", rep.verdict)
+            ui.step(name, "[red]not fit")
+    return fit, seen
 
 
 def _forget_removed(inv: inventory.Inventory, st: state.DeployState, res: RunResult,
@@ -123,35 +146,41 @@ def _forget_removed(inv: inventory.Inventory, st: state.DeployState, res: RunRes
 
 def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
              bundle: bundle_mod.Bundle, p: Plan, fit: dict[str, NodeReport],
-             opts: DeployOptions, res: RunResult, ui: Reporter) -> None:
+             seen: dict[str, survey.Survey], opts: DeployOptions, res: RunResult,
+             ui: Reporter, pool: Pool) -> None:
     cache = wheelhouse_dir()
     reqs = wheels.pins(bundle.extras)
-    whl = wheels.edgekit_wheel(cache)
-    ray_token = state.secret(dep, "ray-token")
+    whl = wheels.node_wheel(cache)
+    whl_sha = wheels.file_digest(whl)
+    ray_token = state.secret(dep, "ray-token").read_bytes()
     api_token = state.secret(dep, "api-token")
     app = st.apps.get(bundle.name)
     history = list(app.history) if app else []
-    placed = [inv.get(n) for n in p.nodes]
     facts: dict[str, nodeops.NodeFacts] = {}
+    fresh: set[str] = set()  # nodes whose runtime was (re)installed by this deploy
 
     def prepare(c: Connection) -> str:
-        name, rep = c.node.name, fit[c.node.name]
+        name, rep, sv = c.node.name, fit[c.node.name], seen[c.node.name]
         r = res.node(name)
         t_node = time.monotonic()
         r.step = "provision"
         ui.step(name, "provision")
-        f = nodeops.facts(c, c.node.root, c.node.python)
+        f = nodeops.facts_from(c, sv.root, sv.python)
         facts[name] = f
         lay = NodeLayout(f.root)
-        fp = wheels.fingerprint(reqs, whl.name + wheels.source_digest(), rep.python, rep.arch,
-                                opts.offline)
-        house = [whl]
-        if opts.offline:
-            wh = wheels.wheelhouse(cache, reqs, rep.arch, rep.python)
-            house += sorted(wh.glob("*.whl"))
-        pr = provision.provision(c, lay, fingerprint=fp, python=f.python or c.node.python,
-                                 requirements=reqs, wheels=house, offline=opts.offline)
-        r.runtime = "up to date" if pr.skipped else "provisioned"
+        fp = wheels.fingerprint(reqs, whl_sha, rep.python, rep.arch, opts.offline)
+        if sv.fingerprint == fp:
+            r.runtime = "up to date"
+        else:
+            house = [whl]
+            if opts.offline:
+                house += sorted(wheels.wheelhouse(cache, reqs, rep.arch, rep.python)
+                                .glob("*.whl"))
+            provision.provision(c, lay, fingerprint=fp, python=f.python or c.node.python,
+                                requirements=reqs, wheels=house, offline=opts.offline,
+                                current=sv.fingerprint)
+            r.runtime = "provisioned"
+            fresh.add(name)
         r.step = "push"
         ui.step(name, "push")
         total = bundle.total_bytes
@@ -162,61 +191,67 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
             ui.bytes(name, sent[0], total)
 
         pu = push.push_node(c, lay, bundle, history=history, keep_versions=opts.keep_versions,
-                            progress=progress)
+                            progress=progress, seen=sv)
         r.version, r.sent_bytes = pu.version, pu.sent_bytes
         r.seconds = time.monotonic() - t_node
-        services.write_secret(c, lay, ray_token.read_bytes())
         st.nodes[name] = state.NodeState(
             root=f.root, systemd=rep.systemd, fingerprint=fp, arch=rep.arch,
             cores=rep.cores or 1, ram_bytes=(rep.mem_total_mb or 0) * MB, address=f.node_ip,
             line=inventory.render([c.node]).strip())
         return pu.version
 
-    with Pool(placed, accept_new_host_keys=opts.accept_new_host_keys) as pool:
-        for name, out in pool.each(prepare).items():
-            if not out.ok:
-                res.node(name).fail(res.node(name).step or "provision", out.error or "")
-                ui.step(name, f"[red]{res.node(name).step} failed")
-        ready = [n for n in p.nodes if res.node(n).ok]
-        if not ready:
-            res.error = "no node could be prepared"
-            return
-        host_ip = facts[ready[0]].host_ip
-        head_root = dep / "head"
-        port = st.head.ray_address.rsplit(":", 1)[-1] if st.head.ray_address else ""
-        addr = head.start_ray(head_root, host_ip, int(port) if port else head.free_port(),
-                              ray_token)
-        st.head.ray_address = addr
-        res.head = {"where": "host", "ray_address": addr}
+    for name, out in _each(pool, p.nodes, prepare).items():
+        if not out.ok:
+            res.node(name).fail(res.node(name).step or "provision", out.error or "")
+            ui.step(name, f"[red]{res.node(name).step} failed")
+    ready = [n for n in p.nodes if res.node(n).ok]
+    if not ready:
+        res.error = "no node could be prepared"
+        return
+    host_ip = facts[ready[0]].host_ip
+    head_root = dep / "head"
+    port = st.head.ray_address.rsplit(":", 1)[-1] if st.head.ray_address else ""
+    addr = head.start_ray(head_root, host_ip, int(port) if port else head.free_port(),
+                          state.secret(dep, "ray-token"))
+    st.head.ray_address = addr
+    res.head = {"where": "host", "ray_address": addr}
 
-        def start(c: Connection) -> str:
-            name = c.node.name
-            if name not in ready:
-                return ""
-            f = facts[name]
-            res.node(name).step = "start"
-            ui.step(name, "start")
-            ns = st.nodes[name]
-            cfg = {"address": addr, "node_ip": f.node_ip, "num_cpus": ns.cores,
-                   "object_store_bytes": object_store_bytes(ns.ram_bytes),
-                   "resources": {RESOURCE_PREFIX + name: 1},
-                   "temp_dir": f"{f.root}/run/ray", "token_path": NodeLayout(f.root).ray_token,
-                   # a new runtime or head restarts the node's services (the file changes)
-                   "generation": f"{ns.fingerprint}:{addr}"}
-            return services.install(c, NodeLayout(f.root), name, cfg, ns.systemd)
+    def start(c: Connection) -> str:
+        name = c.node.name
+        f = facts[name]
+        res.node(name).step = "start"
+        ui.step(name, "start")
+        ns, lay = st.nodes[name], NodeLayout(f.root)
+        cfg = {"address": addr, "node_ip": f.node_ip, "num_cpus": ns.cores,
+               "object_store_bytes": object_store_bytes(ns.ram_bytes),
+               "resources": {RESOURCE_PREFIX + name: 1},
+               "temp_dir": f"{f.root}/run/ray", "token_path": lay.ray_token, "root": f.root,
+               # a new runtime or head restarts the node's services (the file changes)
+               "generation": f"{ns.fingerprint}:{addr}"}
+        if (not ns.systemd and name not in fresh
+                and services.unchanged(lay, name, cfg, ray_token, seen[name].hashes,
+                                       seen[name].supervisor)):
+            return "supervisor (running)"
+        return services.install(c, lay, name, cfg, ns.systemd, ray_token)
 
-        for name, out in pool.each(start).items():
-            if out.ok and out.value:
-                res.node(name).services = str(out.value)
-            elif not out.ok:
-                res.node(name).fail("start", out.error or "")
-        _serve_and_verify(st, dep, bundle, p, opts, res, ui, pool, api_token, ray_token)
+    for name, out in _each(pool, ready, start).items():
+        if out.ok and out.value:
+            res.node(name).services = str(out.value)
+        elif not out.ok:
+            res.node(name).fail("start", out.error or "")
+    _serve_and_verify(st, dep, bundle, p, opts, res, ui, pool, api_token,
+                      state.secret(dep, "ray-token"))
     if app is None or app.version != bundle.version:
         history = [v for v in history if v != bundle.version] + [bundle.version]
     st.apps = {bundle.name: state.AppState(
         bundle=str(bundle.path), version=bundle.version, plan=p.to_dict(),
         history=history[-opts.keep_versions:],
         active={n: res.node(n).version for n in p.nodes if res.node(n).version})}
+
+
+def _each(pool: Pool, names: list[str], fn: Callable[[Connection], T]) -> dict[str, Outcome[T]]:
+    """fn on the pool's connections to `names` only (in parallel, one outcome each)."""
+    return run_each([pool[n].node for n in names], lambda node: fn(pool[node.name]))
 
 
 def serving_nodes(p: Plan, ok: set[str]) -> list[str]:

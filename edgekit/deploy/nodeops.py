@@ -28,6 +28,12 @@ def facts(conn: Connection, root: str, python: str) -> NodeFacts:
     return NodeFacts(out[0].rstrip("/"), out[1] if len(out) > 1 else "", node_ip, host_ip)
 
 
+def facts_from(conn: Connection, root: str, python: str) -> NodeFacts:
+    """NodeFacts from a survey's root and python (no command): the IPs come from the socket."""
+    sock = conn.client().get_transport().sock  # type: ignore[union-attr]
+    return NodeFacts(root, python, sock.getpeername()[0], sock.getsockname()[0])
+
+
 def remove_app(conn: Connection, layout: NodeLayout, model: str) -> None:
     conn.run(f"rm -rf {shlex.quote(layout.app(model))} && "
              f"find {shlex.quote(layout.blobs)} -maxdepth 1 -type f -links 1 -delete 2>/dev/null;"

@@ -35,9 +35,12 @@ def current_fingerprint(conn: Connection, layout: NodeLayout) -> str:
 
 def provision(conn: Connection, layout: NodeLayout, *, fingerprint: str, python: str,
               requirements: list[str], wheels: list[Path], offline: bool,
-              progress: transfer.Progress | None = None) -> ProvisionResult:
-    """Make the node's runtime match `fingerprint` (no-op when it already does)."""
-    old = current_fingerprint(conn, layout)
+              progress: transfer.Progress | None = None,
+              current: str | None = None) -> ProvisionResult:
+    """Make the node's runtime match `fingerprint` (no-op when it already does).
+
+    `current`: the node's runtime fingerprint if the caller has just read it."""
+    old = current_fingerprint(conn, layout) if current is None else current
     if old == fingerprint:
         return ProvisionResult(fingerprint, skipped=True)
     entries = [FileEntry(w.name, w.stat().st_size, sha256_file(w)) for w in wheels]

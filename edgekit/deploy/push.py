@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from edgekit.deploy import transfer, versions
 from edgekit.deploy.bundle import Bundle, manifest_entry
 from edgekit.deploy.layout import NodeLayout
+from edgekit.deploy.survey import Survey
 from edgekit.remote.ssh import Connection
 
 
@@ -32,10 +33,22 @@ def keep_list(history: list[str], version: str, keep_versions: int) -> list[str]
 
 
 def push_node(conn: Connection, layout: NodeLayout, bundle: Bundle, *, history: list[str],
-              keep_versions: int, progress: transfer.Progress | None = None) -> PushResult:
+              keep_versions: int, progress: transfer.Progress | None = None,
+              seen: Survey | None = None) -> PushResult:
+    """`seen`: the node's survey from this deploy's first round trip (blob hashes, active
+    version); when it shows the version complete, active and every blob intact, nothing
+    else is sent or run."""
     entries = [*bundle.files, manifest_entry(bundle)]
     blobs = {e.sha256: transfer.Blob(e.sha256, e.bytes, bundle.path / e.path) for e in entries}
-    rep = transfer.ensure_blobs(conn, layout, list(blobs.values()), progress)
+    known = None
+    if seen is not None:
+        known = {s: seen.hashes[f"blobs/{s}"] for s in blobs if f"blobs/{s}" in seen.hashes}
+    rep = transfer.ensure_blobs(conn, layout, list(blobs.values()), progress, known)
+    if seen is not None and seen.complete and seen.active == bundle.version:
+        # the version is in place; a corrupted blob was rewritten in place (same inode), which
+        # repaired the version folder that links it
+        return PushResult(bundle.version, bundle.version, rep.sent_bytes, rep.sent_files,
+                          rep.present_files, rep.resumed_files, len(rep.replaced_corrupt))
     versions.materialize(conn, layout, bundle.name, bundle.version, entries)
     previous = versions.active(conn, layout, bundle.name)
     versions.switch(conn, layout, bundle.name, bundle.version)

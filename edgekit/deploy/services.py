@@ -7,6 +7,7 @@ Secrets reach a node only over SFTP into files created 0600 in a 0700 folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from dataclasses import dataclass
@@ -62,23 +63,42 @@ def write_secret(conn: Connection, layout: NodeLayout, token: bytes) -> None:
         sftp.close()
 
 
+def supervisor_files(layout: NodeLayout, node: str, ray_config: dict) -> dict[str, bytes]:
+    """What the supervisor path writes, by path under the root (ray.json and one spec per
+    service; a spec carries the config's generation, so a new runtime or head restarts it)."""
+    files = {"run/ray.json": json.dumps(ray_config, indent=1).encode()}
+    for spec in node_specs(layout, node):
+        text = json.loads(spec.to_json())
+        text["config_changed"] = ray_config.get("generation", 0)
+        files[f"services/{spec.name}.json"] = json.dumps(text).encode()
+    return files
+
+
+def unchanged(layout: NodeLayout, node: str, ray_config: dict, token: bytes,
+              seen_hashes: dict[str, str], supervisor_running: bool) -> bool:
+    """True when the node runs its supervisor from exactly these files (nothing to do)."""
+    want = {**supervisor_files(layout, node, ray_config), "secrets/ray-token": token}
+    return supervisor_running and all(
+        seen_hashes.get(path) == hashlib.sha256(data).hexdigest() for path, data in want.items())
+
+
 def install(conn: Connection, layout: NodeLayout, node: str, ray_config: dict,
-            systemd: bool) -> str:
-    """Write ray.json and the service definitions, then (re)start what changed.
+            systemd: bool, token: bytes | None = None) -> str:
+    """Write the Ray token, ray.json and the service definitions, then (re)start what changed.
 
     Returns "systemd" or "supervisor" (how the services run)."""
     q = shlex.quote
+    if token is not None:
+        write_secret(conn, layout, token)
     conn.run(f"mkdir -p {q(layout.run)} {q(layout.logs)} {q(layout.services)}", check=True)
     sftp = conn.sftp()
     try:
-        changed = put_file(sftp, f"{layout.run}/ray.json",
-                           json.dumps(ray_config, indent=1).encode())
+        files = supervisor_files(layout, node, ray_config)
+        changed = put_file(sftp, f"{layout.run}/ray.json", files.pop("run/ray.json"))
         if systemd:
             return _install_systemd(conn, sftp, layout, node, changed)
-        for spec in node_specs(layout, node):
-            text = json.loads(spec.to_json())
-            text["config_changed"] = ray_config.get("generation", 0)  # restarts on change
-            put_file(sftp, f"{layout.services}/{spec.name}.json", json.dumps(text).encode())
+        for path, data in files.items():
+            put_file(sftp, f"{layout.root}/{path}", data)
     finally:
         sftp.close()
     conn.run(f"{q(layout.python)} -m edgekit.node.supervisor ensure {q(layout.root)}",

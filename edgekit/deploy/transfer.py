@@ -73,22 +73,26 @@ def hash_on_node(conn: Connection, paths: list[str]) -> dict[str, str]:
 
 
 def ensure_blobs(conn: Connection, layout: NodeLayout, blobs: list[Blob],
-                 progress: Progress | None = None) -> TransferReport:
-    """Make every blob present and verified in the node's store; returns what was sent."""
+                 progress: Progress | None = None,
+                 known: dict[str, str] | None = None) -> TransferReport:
+    """Make every blob present and verified in the node's store; returns what was sent.
+
+    `known`: sha256 -> hash the node just computed for the blobs it holds (the deploy's
+    survey did that in its one round trip); without it the store is listed and hashed here.
+    """
     rep = TransferReport()
     wanted = {b.sha256: b for b in blobs}
+    if known is None:
+        known = _stored_hashes(conn, layout, wanted)
+    rep.replaced_corrupt = [s for s in wanted if s in known and known[s] != s]
+    todo = [b for s, b in wanted.items() if known.get(s) != s]
+    rep.present_files = len(wanted) - len(todo)
+    if not todo:  # everything there and verified: no further command
+        return rep
     conn.run(f"mkdir -p {shlex.quote(layout.partial)}", check=True)
     sftp = conn.sftp()
     try:
-        present = _listing(sftp, layout.blobs)
         partial = _listing(sftp, layout.partial)
-        stored = [s for s, b in wanted.items() if present.get(s) == b.bytes]
-        hashes = hash_on_node(conn, [layout.blob(s) for s in stored])
-        for s in stored:
-            if hashes.get(layout.blob(s)) != s:  # corrupted on the node: send it again
-                rep.replaced_corrupt.append(s)
-        todo = [b for s, b in wanted.items() if s not in stored or s in rep.replaced_corrupt]
-        rep.present_files = len(wanted) - len(todo)
         _check_room(conn, layout, todo, partial)
         for attempt in range(2):
             for b in todo:
@@ -107,6 +111,19 @@ def ensure_blobs(conn: Connection, layout: NodeLayout, blobs: list[Blob],
     finally:
         sftp.close()
     return rep
+
+
+def _stored_hashes(conn: Connection, layout: NodeLayout,
+                   wanted: dict[str, Blob]) -> dict[str, str]:
+    """sha256 -> the node's hash of that blob, for the wanted blobs the node holds."""
+    sftp = conn.sftp()
+    try:
+        present = _listing(sftp, layout.blobs)
+    finally:
+        sftp.close()
+    stored = [s for s in wanted if s in present]
+    hashes = hash_on_node(conn, [layout.blob(s) for s in stored])
+    return {s: hashes.get(layout.blob(s), "") for s in stored}
 
 
 def _check_room(conn: Connection, layout: NodeLayout, todo: list[Blob],

@@ -23,10 +23,13 @@ MARKER = ".complete"
 _MATERIALIZE = r"""
 set -eu
 final="$1"; tmp="$1.tmp.$$"; blobs="$2"
+# read the listing (stdin) whatever happens: a command that exits before its stdin is sent
+# closes the channel under the sender ("Socket is closed")
+listing=$(cat)
 if [ -f "$final/.complete" ]; then exit 0; fi
 rm -rf "$final"
 mkdir -p "$tmp"
-while IFS=' ' read -r sha rel; do
+printf '%s\n' "$listing" | while IFS=' ' read -r sha rel; do
   [ -n "$sha" ] || continue
   mkdir -p "$tmp/$(dirname "$rel")"
   ln "$blobs/$sha" "$tmp/$rel"

@@ -8,6 +8,7 @@ second deploy builds nothing.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,10 @@ from pathlib import Path
 
 import edgekit
 from edgekit.errors import EdgekitError, InputError
+
+#: a prebuilt edgekit wheel to install on the nodes instead of building this checkout's (CI and
+#: the tests pin one, so colleagues editing the tree mid-run do not change the node runtime)
+NODE_WHEEL_ENV = "EDGEKIT_NODE_WHEEL"
 
 #: glibc versions a 64-bit Raspberry Pi OS / Debian 12 node accepts (bookworm: glibc 2.36)
 GLIBC_MINORS = range(17, 37)
@@ -58,6 +63,33 @@ def source_digest() -> str:
         if p.is_file() and p.suffix in (".py", ".sh", ".typed") and "__pycache__" not in p.parts:
             h.update(str(p.relative_to(pkg)).encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
+
+
+def node_wheel(cache: Path) -> Path:
+    """The edgekit wheel the nodes get: $EDGEKIT_NODE_WHEEL, or one built from this checkout."""
+    pinned = os.environ.get(NODE_WHEEL_ENV)
+    if pinned:
+        path = Path(pinned)
+        if not path.is_file() or not path.name.endswith(".whl"):
+            raise InputError(f"{NODE_WHEEL_ENV} is not a wheel file", where=pinned)
+        return path
+    return edgekit_wheel(cache)
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) for this process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 def edgekit_wheel(cache: Path) -> Path:
@@ -119,6 +151,10 @@ def _pip(*args: str) -> None:
 
 def fingerprint(requirements: list[str], wheel_digest: str, python: str, arch: str,
                 offline: bool) -> str:
+    """Identity of a node runtime: exactly what gets installed (the pinned requirement set, the
+    sha256 of edgekit's wheel file) and where (the node's Python version and architecture, index
+    or wheelhouse). The source tree is not part of it: an unchanged wheel is an unchanged
+    runtime, whatever is being edited in the checkout meanwhile."""
     text = "\n".join([*sorted(requirements), wheel_digest, python, arch,
                       "offline" if offline else "index"])
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -22,6 +22,9 @@ from pathlib import Path
 #: Ray refuses a node whose Python differs from the head's in the patch level (3.11.2 on
 #: Debian/Pi OS bookworm vs 3.11.x on the host); pickles are compatible within 3.11.
 PYTHON_MATCH_ENV = {"RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL": "minor"}
+#: set for Ray (and so for every worker process it starts): the node's deploy root, under
+#: which apps/<model>/current/ holds the pushed, verified bundle (docs/DEPLOY.md)
+ROOT_ENV = "EDGEKIT_NODE_ROOT"
 #: longest temp dir that leaves room for "/session_<date>_<pid>/sockets/plasma_store"
 MAX_TEMP_DIR_CHARS = 40
 
@@ -75,6 +78,8 @@ def main(argv: list[str]) -> int:
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cfg["token_path"])
     env.update(PYTHON_MATCH_ENV)
+    if cfg.get("root"):  # Ray's workers inherit it: where this node's deployed bundles are
+        env[ROOT_ENV] = cfg["root"]
     args = command(cfg)
     os.execve(args[0], args, env)
     return 1  # not reached

@@ -35,7 +35,22 @@ def ek_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if cache:
         Path(cache).mkdir(parents=True, exist_ok=True)
         (home / "wheelhouse").symlink_to(cache)
+    # one edgekit wheel for the whole session: colleagues editing the checkout mid-run must
+    # not change the node runtime between two deploys of a test
+    from edgekit.deploy import wheels
+
+    pinned = home / "node-wheel"
+    pinned.mkdir()
+    built = wheels.edgekit_wheel(home / "wheelhouse")
+    wheel = pinned / built.name
+    wheel.write_bytes(built.read_bytes())
+    old_wheel = os.environ.get(wheels.NODE_WHEEL_ENV)
+    os.environ[wheels.NODE_WHEEL_ENV] = str(wheel)
     yield home
+    if old_wheel is None:
+        os.environ.pop(wheels.NODE_WHEEL_ENV, None)
+    else:
+        os.environ[wheels.NODE_WHEEL_ENV] = old_wheel
     settings.EDGEKIT_HOME = old_setting
     if old_env is None:
         os.environ.pop("EDGEKIT_HOME", None)

@@ -55,3 +55,16 @@ def sub_inventory(src: Path, dest: Path, names: list[str], extra: dict[str, str]
     out = [lines[n] + (f" {extra[n]}" if extra and n in extra else "") for n in names]
     dest.write_text("\n".join(out) + "\n")
     return dest
+
+
+def padded_bundle(src: Path, folder: Path, pad_bytes: int, seed: int) -> Path:
+    """A new version of bundle `src` (same model, same name): its files plus `pad_bytes` of
+    random padding (pad.bin) that the workers never read, to make a push take a while."""
+    from edgekit.model.bundle import verify
+
+    manifest = verify(src)
+    payload: dict[str, bytes | Path] = {f.path: src / f.path for f in manifest.files
+                                        if f.path != "pad.bin"}
+    payload["pad.bin"] = np.random.default_rng(seed).bytes(pad_bytes)
+    write_bundle(folder, manifest, payload, overwrite=True)
+    return folder

@@ -1,0 +1,111 @@
+"""The systemd path of `edgekit deploy` (nodes with systemd): the rendered user units and the
+exact command sequence, against a recording fake of the SSH connection. This is the only check
+of that path here: the virtual cluster has no systemd, so it was never run on a real one
+(docs/DEPLOY.md says so)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+from edgekit.deploy import assets, services
+from edgekit.deploy.layout import NodeLayout
+
+ROOT = "/home/pi/.edgekit"
+HOME = "/home/pi"
+
+
+@dataclass
+class _Result:
+    stdout: str = ""
+    ok: bool = True
+
+
+class _File(io.BytesIO):
+    def __init__(self, store: dict[str, bytes], path: str, mode: str):
+        super().__init__(store.get(path, b"") if "r" in mode else b"")
+        self.store, self.path, self.mode = store, path, mode
+
+    def chmod(self, mode: int) -> None:
+        self.store.setdefault(f"mode:{self.path}", b"%o" % mode)
+
+    def close(self) -> None:
+        if "w" in self.mode:
+            self.store[self.path] = self.getvalue()
+        super().close()
+
+
+@dataclass
+class _Sftp:
+    files: dict[str, bytes]
+
+    def open(self, path: str, mode: str) -> _File:
+        if "r" in mode and path not in self.files:
+            raise FileNotFoundError(path)
+        return _File(self.files, path, mode)
+
+    def chmod(self, path: str, mode: int) -> None:
+        pass
+
+    def posix_rename(self, src: str, dst: str) -> None:
+        self.files[dst] = self.files.pop(src)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _Conn:
+    commands: list[str] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    def run(self, command: str, **_: object) -> _Result:
+        self.commands.append(command)
+        return _Result(HOME if "$HOME" in command else "")
+
+    def sftp(self) -> _Sftp:
+        return _Sftp(self.files)
+
+
+def test_rendered_units():
+    text = assets.render_unit("ray-worker", python=f"{ROOT}/runtime/bin/python", root=ROOT,
+                              node="pi1")
+    assert f"ExecStart={ROOT}/runtime/bin/python -m edgekit.node.raynode {ROOT}/run/ray.json" \
+        in text
+    assert "Restart=always" in text and "KillMode=control-group" in text
+    assert f"StandardOutput=append:{ROOT}/logs/ray-worker.log" in text
+    assert "WantedBy=default.target" in text and "${" not in text
+    agent = assets.render_unit("agent", python="/p/python", root=ROOT, node="pi1")
+    assert f"ExecStart=/p/python -m edgekit.node.agent {ROOT} pi1" in agent
+
+
+def test_install_and_stop_command_sequence():
+    lay = NodeLayout(ROOT)
+    conn = _Conn()
+    cfg = {"address": "10.0.0.1:6379", "generation": "a"}
+    how = services.install(conn, lay, "pi1", cfg, systemd=True, token=b"s3cret")  # type: ignore[arg-type]
+    assert how == "systemd"
+    units = f"{HOME}/.config/systemd/user"
+    assert set(conn.files) >= {f"{units}/edgekit-ray-worker.service",
+                               f"{units}/edgekit-agent.service", f"{ROOT}/run/ray.json",
+                               lay.ray_token}
+    assert conn.files[f"mode:{lay.ray_token}.tmp"] == b"600"
+    assert all("s3cret" not in c for c in conn.commands)  # the token is never a command
+    start = conn.commands[-1]
+    assert start == ('(loginctl enable-linger "$(id -un)" 2>/dev/null || true) && '
+                     "systemctl --user daemon-reload && "
+                     "systemctl --user enable edgekit-ray-worker.service edgekit-agent.service"
+                     " && systemctl --user restart edgekit-ray-worker.service "
+                     "edgekit-agent.service")
+    # same files again: started (a no-op when running), not restarted
+    services.install(conn, lay, "pi1", cfg, systemd=True, token=b"s3cret")  # type: ignore[arg-type]
+    assert conn.commands[-1].endswith("systemctl --user start edgekit-ray-worker.service "
+                                      "edgekit-agent.service")
+    # a new generation (new runtime or head) restarts
+    services.install(conn, lay, "pi1", {**cfg, "generation": "b"}, systemd=True)  # type: ignore[arg-type]
+    assert "systemctl --user restart" in conn.commands[-1]
+    conn.commands.clear()
+    services.stop(conn, lay, systemd=True)  # type: ignore[arg-type]
+    assert conn.commands[0].startswith(
+        "systemctl --user disable --now edgekit-ray-worker.service edgekit-agent.service")
+    assert "rm -f $HOME/.config/systemd/user/edgekit-*.service" in conn.commands[0]
