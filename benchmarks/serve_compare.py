@@ -1,0 +1,210 @@
+"""Serving overhead, throughput, Ray Serve baseline and pipelining, all on this machine.
+
+    .venv/bin/python benchmarks/serve_compare.py [--duration 15] [--requests 400] [--json F]
+
+A token-auth Ray cluster of emulated Pi nodes (`LocalCluster`, 1 CPU each) and `edgekit
+serve` as a subprocess, with real models from `edgekit.model.samples`:
+
+(a) latency overhead of the whole path (Client -> HTTP -> router -> Ray worker -> ORT ->
+    back), ppocr-cls 1x3x48x192, sequential requests, against bare `session.run` here;
+(b) saturated throughput, ppocr-rec 1x3x48x320 on 2 one-thread replicas (pi1, pi2) against 2
+    one-thread bare ORT sessions side by side (the same 2 cores);
+(c) the same models behind a plain Ray Serve deployment (default router, JSON ingress);
+(d) ppocr-rec cut into 3 stages by `edgekit bundle create --stages 3`, one stage per node
+    (pi1..pi3), against the slowest stage alone.
+
+Everything, load generator included, shares this machine's cores; the table says how many.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ["RAY_AUTH_MODE"] = "token"
+
+import serve_baselines as base
+
+from edgekit.client import Client
+from edgekit.model import samples
+from edgekit.serve.loadgen import run_bench
+from edgekit.serve.localcluster import LocalCluster, _free_port
+
+TOKEN = "bench-" + os.urandom(6).hex()
+
+
+def pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 3)
+
+
+class Server:
+    """`edgekit serve` as a subprocess (the way deploy runs it)."""
+
+    def __init__(self, cluster: LocalCluster, models: list[str], nodes: str, extra=()):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**cluster.env(), "EDGEKIT_SERVE_TOKEN": TOKEN}
+        args = [sys.executable, "-m", "edgekit.cli.main", "serve", "--ray-address",
+                cluster.address, "--port", str(self.port), "--nodes", nodes, "--threads", "1",
+                "--max-queue", "4", "--json", *extra]
+        for m in models:
+            args += ["--model", m]
+        self.log = Path(tempfile.mkstemp(suffix=".log", prefix="ek-serve-")[1])
+        self.proc = subprocess.Popen(args, env=env, stdout=self.log.open("w"),
+                                     stderr=subprocess.STDOUT)
+        self.client = Client(self.url, token=TOKEN)
+        deadline = time.monotonic() + 240
+        while not self._ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"edgekit serve did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.5)
+
+    def _ready(self) -> bool:
+        try:
+            return self.client.ready()
+        except Exception:  # not listening yet
+            return False
+
+    def bench(self, model: str, feeds, concurrency: int, duration_s: float) -> dict:
+        rep = asyncio_run(run_bench(self.url, model, feeds, duration_s, concurrency, token=TOKEN))
+        return rep.summary()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def asyncio_run(coro):
+    import asyncio
+
+    return asyncio.run(coro)
+
+
+def build_pipeline(model: Path, out: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "edgekit.cli.main", "bundle", "create", str(model),
+                    "-o", str(out), "--stages", "3", "--shape", "x=1,3,48,320", "--force"],
+                   check=True, capture_output=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=15.0, help="seconds per throughput run")
+    ap.add_argument("--requests", type=int, default=400, help="sequential latency samples")
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    a = ap.parse_args()
+    rng = np.random.default_rng(0)
+    cls_path, rec_path = samples.path("ppocr-cls"), samples.path("ppocr-rec")
+    cls_x = {"x": rng.random((1, 3, 48, 192), dtype=np.float32)}
+    rec_x = {"x": rng.random((1, 3, 48, 320), dtype=np.float32)}
+    work = Path(tempfile.mkdtemp(prefix="ek-bench-"))
+    pipe = build_pipeline(rec_path, work / "rec3")
+    res: dict = {"cores": os.cpu_count(), "duration_s": a.duration,
+                 "concurrency": a.concurrency}
+
+    # bare ORT ---------------------------------------------------------------------------
+    s = base.session(cls_path, 1)
+    bare = base.latency_ms(lambda: s.run(None, cls_x), a.requests)
+    res["bare_cls_ms"] = {"p50": pct(bare, 50), "p99": pct(bare, 99)}
+    res["bare_rec_per_s"] = round(base.bare_throughput(rec_path, rec_x, 2, a.duration), 2)
+    stage_ms = []
+    feeds = dict(rec_x)
+    for i in range(3):
+        st = base.session(pipe / f"stage_{i}.onnx", 1)
+        names = [o.name for o in st.get_outputs()]
+        need = {n.name: feeds[n.name] for n in st.get_inputs()}
+        stage_ms.append(pct(base.latency_ms(lambda st=st, need=need: st.run(None, need), 60), 50))
+        feeds.update(zip(names, st.run(None, need), strict=True))
+    res["stage_ms_bare"] = stage_ms
+    res["slowest_stage_per_s"] = round(1000.0 / max(stage_ms), 2)
+
+    cluster = LocalCluster(nodes=["pi1", "pi2", "pi3"]).start()
+    try:
+        cluster.apply_env()
+        # (a) + (b): edgekit ---------------------------------------------------------------
+        srv = Server(cluster, [f"cls={cls_path}", f"rec={rec_path}"], "pi1,pi2")
+        try:
+            c = srv.client
+            full = base.latency_ms(lambda: c.infer("cls", cls_x), a.requests)
+            res["edgekit_cls_ms"] = {"p50": pct(full, 50), "p99": pct(full, 99)}
+            hdr = {"Authorization": f"Bearer {TOKEN}"}
+            res["edgekit_rec"] = srv.bench("rec", rec_x, a.concurrency, a.duration)
+            jb = base.json_body(rec_x)
+            res["edgekit_rec_json"] = base.http_throughput(
+                f"{srv.url}/v2/models/rec/infer", jb, {"Authorization": hdr["Authorization"]},
+                a.concurrency, a.duration)
+        finally:
+            srv.stop()
+        # (d): 3-stage pipeline --------------------------------------------------------------
+        srv = Server(cluster, [f"rec3={pipe}"], "pi1,pi2,pi3")
+        try:
+            res["pipeline"] = srv.bench("rec3", rec_x, a.concurrency, a.duration)
+        finally:
+            srv.stop()
+        # (c): plain Ray Serve ---------------------------------------------------------------
+        import ray
+        from ray import serve
+
+        ray.init(address=cluster.address, namespace="bench", log_to_driver=False)
+        port = _free_port()
+        base.start_ray_serve({"cls": cls_path, "rec": rec_path}, port, replicas=2)
+        lat = base.http_latency_ms(f"http://127.0.0.1:{port}/cls", base.json_body(cls_x),
+                                   {"Content-Type": "application/json"}, a.requests)
+        res["rayserve_cls_ms"] = {"p50": pct(lat, 50), "p99": pct(lat, 99)}
+        res["rayserve_rec"] = base.http_throughput(
+            f"http://127.0.0.1:{port}/rec", base.json_body(rec_x),
+            {"Content-Type": "application/json"}, a.concurrency, a.duration)
+        serve.shutdown()
+        ray.shutdown()
+    finally:
+        cluster.stop()
+    report(res)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2))
+
+
+def report(r: dict) -> None:
+    ov50 = r["edgekit_cls_ms"]["p50"] - r["bare_cls_ms"]["p50"]
+    ov99 = r["edgekit_cls_ms"]["p99"] - r["bare_cls_ms"]["p99"]
+    ek = r["edgekit_rec"]["throughput_per_s"]
+    rows = [
+        ("(a) ppocr-cls latency p50/p99 ms",
+         f"{r['edgekit_cls_ms']['p50']}/{r['edgekit_cls_ms']['p99']}",
+         f"bare {r['bare_cls_ms']['p50']}/{r['bare_cls_ms']['p99']}",
+         f"overhead {ov50:.2f}/{ov99:.2f} ms (target p50 < 3)"),
+        ("(b) ppocr-rec saturated req/s", f"{ek}", f"bare ORT {r['bare_rec_per_s']}",
+         f"{ek / r['bare_rec_per_s']:.0%} of bare (target >= 85%)"),
+        ("(c) Ray Serve JSON ppocr-rec req/s", f"{ek}",
+         f"Ray Serve {r['rayserve_rec']['per_s']:.2f}",
+         f"x{ek / r['rayserve_rec']['per_s']:.2f}; "
+         f"edgekit JSON {r['edgekit_rec_json']['per_s']:.2f}"),
+        ("(c) Ray Serve ppocr-cls p50/p99 ms",
+         f"{r['edgekit_cls_ms']['p50']}/{r['edgekit_cls_ms']['p99']}",
+         f"Ray Serve {r['rayserve_cls_ms']['p50']}/{r['rayserve_cls_ms']['p99']}", ""),
+        ("(d) 3-stage ppocr-rec req/s", f"{r['pipeline']['throughput_per_s']}",
+         f"slowest stage {r['slowest_stage_per_s']}",
+         f"{r['pipeline']['throughput_per_s'] / r['slowest_stage_per_s']:.0%}; stages ms "
+         f"{r['stage_ms_bare']}"),
+    ]
+    print(f"{'measure':38} {'edgekit':>14} {'baseline':>22}  note   [{r['cores']} cores]")
+    for name, ours, theirs, note in rows:
+        print(f"{name:38} {ours:>14} {theirs:>22}  {note}")
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
