@@ -21,6 +21,7 @@ wholly fp32 (ORT's ``nodes_to_exclude``) for patterns ORT cannot quantize.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -105,10 +106,14 @@ def quantize_model(
         tmp = Path(tmp_name)
         pre = tmp / "preprocessed.onnx"
         source = _at_least_opset13(model, src, tmp)
-        try:
-            quant_pre_process(str(source), str(pre), skip_symbolic_shape=False)
-        except Exception:  # symbolic shape inference fails on some graphs; retry without
-            quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+        # ORT's symbolic shape inference dumps "sym_shape_infer_temp.onnx" and a <uuid>.data
+        # copy of the weights into the *current directory* when it cannot infer every shape;
+        # run it from the temp dir so nothing lands in the user's folder (CLI: one thread).
+        with contextlib.chdir(tmp):
+            try:
+                quant_pre_process(str(source), str(pre), skip_symbolic_shape=False)
+            except Exception:  # symbolic shape inference fails on some graphs; retry without
+                quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
         pre_model = onnx.load(str(pre))
         _name_nodes(pre_model)
         onnx.save(pre_model, str(pre))
