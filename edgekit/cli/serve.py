@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
+from edgekit.cli._endpoint import NODES_OPTION, resolve
 from edgekit.cli._output import console, emit_json, err_console, json_option
 from edgekit.errors import InputError
 
-_URL = click.option("--url", default="http://127.0.0.1:8000", show_default=True,
-                    help="edgekit API server.")
+_URL = click.option("--url", default=None,
+                    help="edgekit API server (default: http://127.0.0.1:8000, or the one "
+                    "deployed for --nodes).")
 _TOKEN = click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
                       help="File holding the bearer token (else $EDGEKIT_SERVE_TOKEN).")
 
@@ -120,13 +122,15 @@ def _image(path: Path, spec: dict):
               help=".npy (single input), .npz (by name) or an image.")
 @click.option("--top-k", default=5, show_default=True, type=int)
 @_TOKEN
+@NODES_OPTION
 @json_option
-def infer(url, model, input_path, top_k, token_file, as_json) -> None:
+def infer(url, model, input_path, top_k, token_file, nodes_file, as_json) -> None:
     """Send one request and print the outputs (top-k classes for a classifier)."""
     import numpy as np
 
     from edgekit.client import Client
 
+    url, token_file = resolve(url, token_file, nodes_file)
     client = Client(url, token=_read_token(token_file))
     feeds = _load_input(input_path, client.metadata(model))
     out = client.infer(model, feeds)
@@ -168,8 +172,9 @@ def infer(url, model, input_path, top_k, token_file, as_json) -> None:
 @click.option("--rate", default=None, type=float, help="Open loop: requests per second.")
 @click.option("--duration", default=10.0, show_default=True, type=float, help="Seconds.")
 @_TOKEN
+@NODES_OPTION
 @json_option
-def bench(url, model, input_path, shape, concurrency, rate, duration, token_file,
+def bench(url, model, input_path, shape, concurrency, rate, duration, token_file, nodes_file,
           as_json) -> None:
     """Load-test a served model: throughput, p50/p95/p99/max, errors, per-node share."""
     import asyncio
@@ -182,6 +187,7 @@ def bench(url, model, input_path, shape, concurrency, rate, duration, token_file
     from edgekit.serve.loadgen import run_bench
     from edgekit.serve.tensors import OIP_TO_NUMPY
 
+    url, token_file = resolve(url, token_file, nodes_file)
     token = _read_token(token_file)
     meta = Client(url, token=token).metadata(model)
     if input_path is not None:
