@@ -36,11 +36,27 @@ def _write(path: Path, data: dict) -> None:
 
 
 def _service(root: Path, name: str, argv: list[str], generation: str,
-             env: dict[str, str] | None = None) -> None:
+             env: dict[str, str] | None = None) -> bool:
+    """Write the service's spec if it differs (the supervisor then restarts it)."""
     spec = {"argv": argv, "generation": generation, "env": env or {}}
     path = root / "services" / f"{name}.json"
     if not path.exists() or json.loads(path.read_text()) != spec:
         _write(path, spec)
+        return True
+    return False
+
+
+def _wait_restarted(root: Path, name: str, after: float, timeout_s: float = 60.0) -> None:
+    """Until the supervisor reports `name` started after `after` (time.time()): the process
+    answering from then on runs the new spec, not the one it replaces."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        svc = supervisor.status(root).get("services", {}).get(name) or {}
+        if svc.get("running") and (svc.get("since") or 0) >= after:
+            return
+        time.sleep(0.2)
+    raise ClusterError(f"the head's {name} service was not restarted with its new config",
+                       where=str(root / "logs" / f"{name}.log"), hint=tail(root, name))
 
 
 def start_ray(root: Path, ip: str, port: int, token_path: Path) -> str:
@@ -65,13 +81,16 @@ def start_ray(root: Path, ip: str, port: int, token_path: Path) -> str:
 
 def start_api(root: Path, config: dict) -> None:
     """(Re)start the API server with `config` (restarted by the supervisor when it changes)."""
+    t0 = time.time()
     _write(root / "run" / "api.json", config)
-    _service(root, "api", [sys.executable, "-m", "edgekit.deploy.head", "api",
+    changed = _service(root, "api", [sys.executable, "-m", "edgekit.deploy.head", "api",
                            str(root / "run" / "api.json")], json.dumps(config, sort_keys=True),
              # Ray reads these when it is imported: they must be set before the process starts
              {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": config["ray_token_path"],
               **PYTHON_MATCH_ENV})
     supervisor.ensure(root)
+    if changed:  # else verify could be answered by the API still serving the old config
+        _wait_restarted(root, "api", t0)
 
 
 def stop(root: Path) -> None:
