@@ -9,8 +9,8 @@ root="$1"; fp="$2"; py="$3"; house="$4"; mode="$5"; keep="$6"; shift 6
 venv="$root/runtime-$fp"
 rm -rf "$venv"
 "$py" -m venv "$venv"
-# --no-compile: byte-compiling every module of Ray and its dependencies is most of pip's CPU
-# time on a Pi; Python compiles (and caches) only the modules a service actually imports
+# --no-compile: pip would byte-compile every module of Ray and its dependencies; Python
+# compiles (and caches) only the modules a service actually imports
 pip="$venv/bin/python -m pip --disable-pip-version-check -q"
 inst="install --no-compile"
 whl=$(ls "$house"/edgekit-*.whl)
