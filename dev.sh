@@ -69,6 +69,8 @@ case "${1:-}" in
   setup) setup ;;
   demo)  setup; shift; exec "$VENV/bin/edgekit" demo "$@" ;;
   test)  setup; shift
+         # the deploy tests build an offline wheelhouse for the virtual nodes: keep it between runs
+         export EDGEKIT_TEST_WHEEL_CACHE="${EDGEKIT_TEST_WHEEL_CACHE:-$HOME/.cache/edgekit/test-wheelhouse}"
          "$VENV/bin/ruff" check edgekit tests benchmarks
          exec "$VENV/bin/python" -m pytest -q -ra "$@" ;;
   *) sed -n '2,8p' "$0"; exit 2 ;;

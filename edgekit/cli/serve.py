@@ -38,6 +38,8 @@ def _read_token(path: Path | None) -> str | None:
 @click.option("--threads", default=None, type=int,
               help="Runtime threads per worker (default: the node's Ray CPUs).")
 @click.option("--compress", is_flag=True, help="int8-compress tensors between pipeline stages.")
+@click.option("--node-bundles", is_flag=True,
+              help="Workers load the copy `edgekit deploy` pushed to their node (sha256-checked).")
 @click.option("--batch", "batches", multiple=True,
               help="MODEL=MAX_BATCH[:MAX_WAIT_MS] dynamic batching (repeatable).")
 @click.option("--controller", "controllers", multiple=True,
@@ -45,7 +47,7 @@ def _read_token(path: Path | None) -> str | None:
 @click.option("--max-body-mb", default=64, show_default=True, type=int)
 @json_option
 def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads, compress,
-          batches, controllers, max_body_mb, as_json) -> None:
+          node_bundles, batches, controllers, max_body_mb, as_json) -> None:
     """Place workers on the Ray nodes and serve the inference API until stopped."""
     from edgekit.serve.server import ServeConfig, run
 
@@ -61,7 +63,8 @@ def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads
         models=list(models), ray_address=ray_address,
         nodes=[n for n in nodes.split(",") if n] if nodes else None, host=host, port=port,
         token_file=token_file, max_body_bytes=max_body_mb * 1024 * 1024, max_queue=max_queue,
-        threads=threads, compress=compress, batching=batching, controllers=list(controllers))
+        threads=threads, compress=compress, batching=batching, controllers=list(controllers),
+        node_bundles=node_bundles)
     if host not in ("127.0.0.1", "localhost", "::1") and config.token() is None:
         err_console.print(f"[yellow]warning:[/] serving on {host} without a bearer token")
 

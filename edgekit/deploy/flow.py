@@ -246,7 +246,10 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
     st.apps = {bundle.name: state.AppState(
         bundle=str(bundle.path), version=bundle.version, plan=p.to_dict(),
         history=history[-opts.keep_versions:],
-        active={n: res.node(n).version for n in p.nodes if res.node(n).version})}
+        active={n: res.node(n).version for n in p.nodes if res.node(n).version},
+        bundles={v: b for v, b in {**(app.bundles if app else {}),
+                                    bundle.version: str(bundle.path)}.items()
+                 if v in history[-opts.keep_versions:]})}
 
 
 def _each(pool: Pool, names: list[str], fn: Callable[[Connection], T]) -> dict[str, Outcome[T]]:
@@ -270,7 +273,8 @@ def _serve_and_verify(st: state.DeployState, dep: Path, bundle: bundle_mod.Bundl
     head.start_api(dep / "head", {
         "models": [f"{bundle.name}={bundle.path}"], "ray_address": st.head.ray_address,
         "nodes": nodes, "host": "127.0.0.1", "port": port,
-        "api_token_path": str(api_token), "ray_token_path": str(ray_token)})
+        "api_token_path": str(api_token), "ray_token_path": str(ray_token),
+        "node_bundles": True})  # workers load their node's verified `current` copy
     st.head.api_port, st.head.api_url = port, f"http://127.0.0.1:{port}"
     res.head["api_url"] = st.head.api_url
     for n in nodes:

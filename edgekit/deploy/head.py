@@ -113,7 +113,8 @@ def _run_api(config_path: Path) -> None:
     cfg = json.loads(config_path.read_text())
     run(ServeConfig(models=cfg["models"], ray_address=cfg["ray_address"], nodes=cfg["nodes"],
                     host=cfg.get("host", "127.0.0.1"), port=int(cfg["port"]),
-                    token_file=Path(cfg["api_token_path"])))
+                    token_file=Path(cfg["api_token_path"]),
+                    node_bundles=bool(cfg.get("node_bundles", False))))
 
 
 def main(argv: list[str]) -> int:

@@ -86,9 +86,34 @@ def rollback(inventory_path: Path, model: str | None, to: str | None,
                     app.active[node] = out.value[1]
                 else:
                     r.fail("rollback", out.error or "")
+        switched = {r.version for r in res.nodes.values() if r.ok and r.version}
+        if len(switched) == 1:
+            _reload_api(dep, st, name, switched.pop(), res)
         state.save(dep, st)
     res.seconds = time.monotonic() - t0
     return res
+
+
+def _reload_api(dep: Path, st: state.DeployState, name: str, version: str,
+                res: RunResult) -> None:
+    """Restart the API so its workers load the rolled-back files from their nodes."""
+    config_path = dep / "head" / "run" / "api.json"
+    if not config_path.exists():
+        return
+    import json
+
+    app = st.apps[name]
+    cfg = json.loads(config_path.read_text())
+    folder = app.bundles.get(version, app.bundle)  # the head reads metadata from it
+    cfg["models"] = [f"{name}={folder}"]
+    cfg["version"] = version  # a changed config is what makes the supervisor restart it
+    head.start_api(dep / "head", cfg)
+    app.version, app.bundle = version, folder
+    h = verify.wait(st.head.api_url, (dep / "api-token").read_text().strip(), [name],
+                    sorted(app.active), 120.0)
+    res.head["api_url"] = st.head.api_url
+    for node in app.active:
+        res.node(node).healthy = node in h.alive_nodes
 
 
 def undeploy(inventory_path: Path, purge: bool = False,

@@ -41,6 +41,7 @@ class AppState:
     plan: dict[str, Any]
     history: list[str] = field(default_factory=list)  # versions, newest last
     active: dict[str, str] = field(default_factory=dict)  # node -> active version
+    bundles: dict[str, str] = field(default_factory=dict)  # version -> host bundle folder
 
 
 @dataclass

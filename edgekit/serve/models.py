@@ -25,6 +25,8 @@ class StageSpec:
     inputs: list[str] = field(default_factory=list)  # empty: take all model inputs
     outputs: list[str] = field(default_factory=list)
     mem_bytes: int = 0
+    relpath: str = ""  # path inside the bundle (what deploy pushed under apps/<model>/current)
+    sha256: str = ""  # from the manifest; empty for a bare model file
 
 
 @dataclass
@@ -66,6 +68,7 @@ def load_model_spec(name: str, path: Path) -> ModelSpec:
         raise ModelError("no such model file or bundle folder (manifest.json)", where=str(path))
     manifest = _read_manifest(path)
     runtime = manifest.get("runtime", "onnxruntime")
+    digests = {f["path"]: f.get("sha256", "") for f in manifest.get("files", [])}
     stages = [
         StageSpec(
             int(s.get("index", i)),
@@ -73,6 +76,8 @@ def load_model_spec(name: str, path: Path) -> ModelSpec:
             [_name(t) for t in s.get("inputs", [])],
             [_name(t) for t in s.get("outputs", [])],
             int(s.get("mem_bytes", 0)),
+            s["file"],
+            digests.get(s["file"], ""),
         )
         for i, s in enumerate(manifest.get("stages") or [])
     ]
@@ -86,7 +91,7 @@ def load_model_spec(name: str, path: Path) -> ModelSpec:
             raise ModelError(
                 "manifest has no stages and not exactly one model file", where=str(path)
             )
-        stages = [StageSpec(0, path / files[0])]
+        stages = [StageSpec(0, path / files[0], relpath=files[0], sha256=digests[files[0]])]
     stages.sort(key=lambda s: s.index)
     for s in stages:
         if not s.file.is_file():

@@ -25,6 +25,7 @@ from ray import exceptions as rex
 from edgekit.errors import ClusterError
 from edgekit.serve.health import HealthMonitor, StageActor, actors_of
 from edgekit.serve.models import ModelSpec
+from edgekit.serve.nodefiles import NodeFile
 from edgekit.serve.router import NoCapacity, Replica, Router, Saturated
 from edgekit.serve.runtime import open_runtime
 from edgekit.serve.settings import Tunables
@@ -99,8 +100,11 @@ class WorkerPool:
         compress: bool = False,
         threads: int | None = None,
         tunables: Tunables | None = None,
+        node_bundles: bool = False,
     ):
         self.router = router
+        #: workers load the files deploy pushed to their node instead of bytes from the head
+        self.node_bundles = node_bundles
         self.max_queue = max_queue
         self.compress = compress
         self.threads = threads
@@ -133,7 +137,11 @@ class WorkerPool:
                     f"model '{spec.name}' has {k} stages but only {len(names)} nodes",
                     where=spec.name,
                 )
-            blobs = [ray.put(s.file.read_bytes()) for s in spec.stages]
+            blobs = [
+                NodeFile(spec.name, s.relpath or s.file.name, s.sha256) if self.node_bundles
+                else ray.put(s.file.read_bytes())
+                for s in spec.stages
+            ]
             for p in range(len(names) // k):
                 group = tuple(names[p * k : (p + 1) * k])
                 stages = []

@@ -52,6 +52,7 @@ class ServeConfig:
     max_queue: int = 4  # requests in flight per replica before it counts as full
     threads: int | None = None  # runtime threads per worker (default: the node's Ray CPUs)
     compress: bool = False  # int8-compress float tensors crossing pipeline cuts
+    node_bundles: bool = False  # workers load the node's deployed copy (edgekit deploy)
     batching: dict[str, tuple[int, float]] = field(default_factory=dict)  # model->(max, wait ms)
     controllers: list[Controller | str] = field(default_factory=list)
     tunables: Tunables = field(default_factory=Tunables)  # health/retry timings
@@ -98,6 +99,7 @@ class ServerState:
             config.compress,
             config.threads,
             config.tunables,
+            config.node_bundles,
         )
         self.controllers = [load_controller(c) for c in config.controllers]
         self.batchers: dict[str, Batcher] = {}

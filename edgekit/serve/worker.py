@@ -22,6 +22,7 @@ import numpy as np
 import ray
 
 from edgekit.native import codec
+from edgekit.serve.nodefiles import NodeFile, read_verified
 from edgekit.serve.runtime import open_runtime, timed_run
 
 
@@ -45,13 +46,15 @@ class Worker:
         node: str,
         where: str,
         runtime: str,
-        model: bytes,
+        model: bytes | NodeFile,
         threads: int,
         keep: list[str] | None = None,
         compress: bool = False,
     ):
         self.node = node
         self.where = where
+        if isinstance(model, NodeFile):  # the copy `edgekit deploy` pushed to this node
+            model = read_verified(model, node)
         self.runtime = open_runtime(runtime, model, threads, where)
         self.threads = threads
         #: for a stage: names the carry keeps after this stage (None: plain model, no carry)
