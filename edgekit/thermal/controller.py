@@ -52,7 +52,11 @@ class _Node:
     decision: policy.Decision | None = None
     applied: tuple[str, float] | None = None
     energy_j: float = 0.0
-    energy_win: deque[tuple[float, float, int]] = field(default_factory=lambda: deque(maxlen=600))
+    dyn_energy_j: float = 0.0  # above the board's idle power: what routing can change
+    #: (head time, energy_j, completed requests, dyn_energy_j)
+    energy_win: deque[tuple[float, float, int, float]] = field(
+        default_factory=lambda: deque(maxlen=600)
+    )
 
 
 def _parse_cap(text: str) -> float:
@@ -65,6 +69,12 @@ def _parse_cap(text: str) -> float:
             f"power cap must be a positive number of watts, got {text!r}", where=POWER_CAP_ENV
         )
     return cap
+
+
+def _idle_w(board: str | None) -> float:
+    name = next((b for b in config.board_power_w if (board or "").startswith(b)),
+                config.default_board)
+    return config.board_power_w[name][0]
 
 
 def _val(sample: dict[str, Any] | None, key: str) -> Any:
@@ -244,7 +254,9 @@ class ThermalController:
         watts = _val(node.last, "power_w")
         if watts is not None and 0 < dt < 10 * self._poll_interval_s:
             node.energy_j += watts * dt
-        node.energy_win.append((now, node.energy_j, st.completed_total if st else 0))
+            node.dyn_energy_j += max(0.0, watts - _idle_w((node.last or {}).get("board"))) * dt
+        done = st.completed_total if st else 0
+        node.energy_win.append((now, node.energy_j, done, node.dyn_energy_j))
         while node.energy_win and node.energy_win[0][0] < now - _ENERGY_WINDOW_S:
             node.energy_win.popleft()
 
@@ -255,8 +267,10 @@ class ThermalController:
             self.recorder.telemetry({"t_head_s": now, **row})
 
     def _apply(self) -> None:
+        # marginal J/inference: idle power is paid wherever requests go, and counting it would
+        # make a node that gets fewer requests look less efficient and starve it further
         factors = (
-            policy.efficiency_factors({n: self._jpi(v) for n, v in self._nodes.items()})
+            policy.efficiency_factors({n: self._jpi(v, 3) for n, v in self._nodes.items()})
             if self._limit is not None
             else {}
         )
@@ -297,11 +311,13 @@ class ThermalController:
 
     # --- read side -----------------------------------------------------------------------
     @staticmethod
-    def _jpi(node: _Node) -> float | None:
+    def _jpi(node: _Node, energy_index: int = 1) -> float | None:
+        """J per inference over the window: total energy (index 1) or above idle (index 3)."""
         if len(node.energy_win) < 2:
             return None
-        (_, e0, c0), (_, e1, c1) = node.energy_win[0], node.energy_win[-1]
-        return round((e1 - e0) / (c1 - c0), 4) if c1 > c0 else None
+        first, last = node.energy_win[0], node.energy_win[-1]
+        done = last[2] - first[2]
+        return round((last[energy_index] - first[energy_index]) / done, 4) if done > 0 else None
 
     def node_power_w(self) -> dict[str, float | None]:
         """Latest measured/estimated power per node (W); None when unknown or stale.

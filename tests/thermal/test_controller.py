@@ -125,3 +125,25 @@ def test_policy_off_watches_but_does_not_steer(tmp_path: Path, no_vcgencmd) -> N
         step(ctl, clock, roots, {"pi3": 70 + i}, busy=1000 + 100 * (i + 1))
     assert control.calls == []
     assert any("policy off" in d["reason"] for d in ctl.status()["decisions"])
+
+
+def test_power_cap_weighs_marginal_energy_so_a_quiet_node_is_not_starved(
+    tmp_path: Path, no_vcgencmd
+) -> None:
+    """Same boards, same CPU per inference; pi3 gets a fifth of the requests. Its total J per
+    inference is high (its idle power is spread over few requests) but its marginal cost is the
+    same, so under a cap its weight is not cut (it was: the feedback starved it further)."""
+    roots, _, control, clock, ctl = cluster(tmp_path)
+    ctl.power_cap_w = 10.0  # 4.6 + 4.6 + 3.4 W estimated: over the cap
+    share = {"pi1": 10, "pi2": 10, "pi3": 2}  # requests and 5 % util per request, per tick
+    for i in range(1, 12):
+        for n, root in roots.items():
+            set_temp(root, 50.0)
+            set_stat(root, busy=1000 + 50 * share[n] * i, idle=1000 + (100 - 5 * share[n]) * 10 * i)
+            control.stats[n].completed_total = share[n] * i
+        ctl.tick()
+        clock.t += 1.0
+    rows = ctl.status()["nodes"]
+    assert control.limit is not None
+    assert rows["pi3"]["j_per_inference"] > 3 * rows["pi1"]["j_per_inference"]  # total: idle too
+    assert control.stats["pi3"].weight >= 0.9
