@@ -63,6 +63,8 @@ def _finish(res, as_json: bool) -> None:  # type: ignore[no-untyped-def]
         emit_json(res.to_dict())
     else:
         _summary(res)
+        if res.head.get("warning"):
+            err_console.print(f"[yellow]warning:[/] {res.head['warning']}")
     if not res.ok:
         raise SystemExit(EXIT_NODES_FAILED)
 

@@ -215,6 +215,10 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
                           state.secret(dep, "ray-token"))
     st.head.ray_address = addr
     res.head = {"where": "host", "ray_address": addr}
+    if inv.head is not None:  # said, not silently ignored: see docs/DEPLOY.md "Known limits"
+        res.head["warning"] = (f"role=head on {inv.head.name} is not supported yet: the Ray "
+                               f"head and the API run on this host; {inv.head.name} serves as "
+                               "a worker")
 
     def start(c: Connection) -> str:
         name = c.node.name
