@@ -63,8 +63,11 @@ class RayOnNodes:
             fh.write(secrets.token_hex(32))
         self.port = raynode.free_port()
         base = {"node_ip": "127.0.0.1", "object_store_bytes": 80 * 2**20}
+        # a 0.4-core node on a busy host misses heartbeats for seconds: do not declare it dead
+        # after Ray's default 5 missed checks (a 30-load spike killed a node that way)
         self._spawn({**base, "head": True, "port": self.port, "num_cpus": 0,
-                     "temp_dir": str(self.root / "head")}, self.env())
+                     "temp_dir": str(self.root / "head")},
+                    self.env({"RAY_health_check_failure_threshold": "60"}))
         self._wait_port()
         for rec in self.vc.nodes:
             sysroot = self.vc.sysroot(rec.name)
