@@ -183,6 +183,12 @@ def power_cap_step(
             f"power cap below the nodes' idle power {idle_floor_w:.1f} W ({facts})",
         )
     if total_w > cap_w:
+        if prev_limit == cfg.cap_min_in_flight:  # nothing left to cut while still serving
+            return CapDecision(
+                prev_limit,
+                f"over power cap at the minimum in-flight limit {prev_limit}: the cap is below "
+                f"what the nodes draw while serving at all ({facts})",
+            )
         base = prev_limit if prev_limit is not None else max(in_flight, cfg.cap_min_in_flight)
         limit = max(cfg.cap_min_in_flight, math.floor(base * cfg.cap_backoff))
         return CapDecision(limit, f"over power cap: in-flight limit {limit} ({facts})")

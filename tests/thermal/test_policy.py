@@ -83,6 +83,8 @@ def test_power_cap_aimd() -> None:
     assert policy.power_cap_step(63, 15.0, 10.0, 1, 9.3, CFG).limit is None
     assert policy.power_cap_step(None, None, 30.0, 5, 9.3, CFG).limit is None
     assert "idle power" in policy.power_cap_step(None, 5.0, 9.0, 5, 9.3, CFG).reason
+    floor = policy.power_cap_step(1, 13.6, 14.1, 1, 9.3, CFG)  # benchmark: 1 in flight, 14.1 W
+    assert floor.limit == 1 and "minimum in-flight limit" in floor.reason
 
 
 def test_efficiency_factors() -> None:
