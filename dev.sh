@@ -50,7 +50,8 @@ pick_python() {
 
 install_python() {
   local stamp="$VENV/.edgekit-install-stamp" want
-  want=$(cat pyproject.toml setup.py native/*.[ch] native/*/*.[ch] 2>/dev/null | sha256sum | cut -c1-16)
+  want=$( { cat pyproject.toml setup.py; find native -name '*.[ch]' -type f | sort | xargs cat; } \
+          | sha256sum | cut -c1-16)
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
     "$(pick_python)" -m venv "$VENV"
