@@ -58,6 +58,14 @@ class RayOnNodes:
                                            start_new_session=True))
 
     def start(self) -> RayOnNodes:
+        """Head, then one node per virtual node; whatever started is stopped if a step fails."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> RayOnNodes:
         fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
