@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ray_auth import token_auth
 
 from tests.native.test_prune_ort import _model
 
@@ -20,10 +21,11 @@ pytest.importorskip("onnxruntime_extensions")
 @pytest.fixture
 def ray_local():
     ray_tmp = tempfile.mkdtemp(prefix="eknat-")  # AF_UNIX paths must stay under 107 bytes
-    ray.init(num_cpus=1, resources={"edgekit-node-pi1": 1}, include_dashboard=False,
-             namespace="edgekit-native-test", _temp_dir=ray_tmp, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with token_auth(Path(ray_tmp)):
+        ray.init(num_cpus=1, resources={"edgekit-node-pi1": 1}, include_dashboard=False,
+                 namespace="edgekit-native-test", _temp_dir=ray_tmp, log_to_driver=False)
+        yield
+        ray.shutdown()
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import make_sysroot
 from fakes import FakeControl, ManualClock
+from ray_auth import token_auth
 
 from edgekit.thermal.agent import start_agent_actor, stop_agent_actor
 from edgekit.thermal.controller import ThermalController
@@ -23,16 +24,17 @@ def ray_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vcgencmd_dir: Path
     root = make_sysroot(tmp_path / "pi1", temp_mc=66600)
     monkeypatch.setenv("EDGEKIT_SYSROOT", str(root))  # the raylet and its workers inherit it
     ray_tmp = tempfile.mkdtemp(prefix="ekth-")  # AF_UNIX paths must stay under 107 bytes
-    ray.init(
-        num_cpus=1,
-        resources={"edgekit-node-pi1": 1},
-        include_dashboard=False,
-        namespace="edgekit",
-        _temp_dir=ray_tmp,
-        log_to_driver=False,
-    )
-    yield root
-    ray.shutdown()
+    with token_auth(Path(ray_tmp)):
+        ray.init(
+            num_cpus=1,
+            resources={"edgekit-node-pi1": 1},
+            include_dashboard=False,
+            namespace="edgekit",
+            _temp_dir=ray_tmp,
+            log_to_driver=False,
+        )
+        yield root
+        ray.shutdown()
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
