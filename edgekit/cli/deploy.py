@@ -84,6 +84,10 @@ def _finish(res, as_json: bool) -> None:  # type: ignore[no-untyped-def]
 @click.option("--timeout", "verify_timeout_s", type=float, default=240.0, show_default=True,
               help="Seconds to wait for every worker's health check.")
 @click.option("--port", "api_port", type=int, default=None, help="API port on the head.")
+@click.option("--thermal/--no-thermal", default=True, show_default=True,
+              help="Steer routing by node temperature and power (edgekit.thermal).")
+@click.option("--power-cap", "power_cap_w", type=float, default=None,
+              help="Cluster power cap in watts (admission control + routing weights).")
 @json_option
 def deploy(nodes_file: str, accept_new_host_keys: bool, target: Path, as_json: bool,
            **opts: object) -> None:

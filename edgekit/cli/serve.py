@@ -45,9 +45,11 @@ def _read_token(path: Path | None) -> str | None:
 @click.option("--controller", "controllers", multiple=True,
               help="Routing controller: 'thermal' or module:Class (repeatable).")
 @click.option("--max-body-mb", default=64, show_default=True, type=int)
+@click.option("--power-cap", "power_cap_w", type=float, default=None,
+              help="Cluster power cap in watts (turns on the thermal controller).")
 @json_option
 def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads, compress,
-          node_bundles, batches, controllers, max_body_mb, as_json) -> None:
+          node_bundles, batches, controllers, max_body_mb, power_cap_w, as_json) -> None:
     """Place workers on the Ray nodes and serve the inference API until stopped."""
     from edgekit.serve.server import ServeConfig, run
 
@@ -59,6 +61,11 @@ def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads
             batching[name] = (int(size), float(wait or 2.0))
         except ValueError:
             raise InputError(f"--batch expects MODEL=MAX_BATCH[:MAX_WAIT_MS], got '{b}'") from None
+    if power_cap_w is not None:  # the thermal controller reads it when it is built
+        import os
+
+        os.environ["EDGEKIT_POWER_CAP_W"] = str(power_cap_w)
+        controllers = (*controllers, "thermal") if "thermal" not in controllers else controllers
     config = ServeConfig(
         models=list(models), ray_address=ray_address,
         nodes=[n for n in nodes.split(",") if n] if nodes else None, host=host, port=port,

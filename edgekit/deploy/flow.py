@@ -53,6 +53,8 @@ class DeployOptions:
     keep_versions: int = 3
     verify_timeout_s: float = 240.0
     api_port: int | None = None
+    thermal: bool = True  # steer routing by temperature/power (edgekit.thermal controller)
+    power_cap_w: float | None = None  # cluster power cap enforced by that controller
     extra: dict = field(default_factory=dict)
 
 
@@ -278,7 +280,9 @@ def _serve_and_verify(st: state.DeployState, dep: Path, bundle: bundle_mod.Bundl
         "models": [f"{bundle.name}={bundle.path}"], "ray_address": st.head.ray_address,
         "nodes": nodes, "host": "127.0.0.1", "port": port,
         "api_token_path": str(api_token), "ray_token_path": str(ray_token),
-        "node_bundles": True})  # workers load their node's verified `current` copy
+        "node_bundles": True,  # workers load their node's verified `current` copy
+        # the thermal controller starts each node's agent and steers routing (docs/THERMAL.md)
+        "controllers": ["thermal"] if opts.thermal else [], "power_cap_w": opts.power_cap_w})
     st.head.api_port, st.head.api_url = port, f"http://127.0.0.1:{port}"
     res.head["api_url"] = st.head.api_url
     for n in nodes:

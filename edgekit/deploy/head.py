@@ -10,6 +10,7 @@ The API server is edgekit.serve.server.run; Ray token and HTTP bearer token are 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -111,10 +112,13 @@ def _run_api(config_path: Path) -> None:
     from edgekit.serve.server import ServeConfig, run
 
     cfg = json.loads(config_path.read_text())
+    if cfg.get("power_cap_w"):  # read by edgekit.thermal.controller when it is built
+        os.environ["EDGEKIT_POWER_CAP_W"] = str(cfg["power_cap_w"])
     run(ServeConfig(models=cfg["models"], ray_address=cfg["ray_address"], nodes=cfg["nodes"],
                     host=cfg.get("host", "127.0.0.1"), port=int(cfg["port"]),
                     token_file=Path(cfg["api_token_path"]),
-                    node_bundles=bool(cfg.get("node_bundles", False))))
+                    node_bundles=bool(cfg.get("node_bundles", False)),
+                    controllers=list(cfg.get("controllers", []))))
 
 
 def main(argv: list[str]) -> int:
