@@ -8,8 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# systemd: each virtual node runs a systemd user manager, as a Pi does (docs/VIRTUAL-CLUSTER.md)
 APT_PACKAGES=(openssh-server openssh-client qemu-user gcc g++ gcc-aarch64-linux-gnu
-              libc6-dev-arm64-cross iproute2 python3 python3-venv python3-dev tmux procps)
+              libc6-dev-arm64-cross iproute2 python3 python3-venv python3-dev tmux procps
+              systemd)
 VENV=.venv
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

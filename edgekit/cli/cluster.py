@@ -1,4 +1,4 @@
-"""`edgekit cluster up|down|status|heat`: the virtual Raspberry Pi cluster on this machine."""
+"""`edgekit cluster up|down|status|heat|reboot`: the virtual Raspberry Pi cluster here."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from edgekit.errors import InputError
 
 BOARD_CHOICES = ("pi4", "pi5")
 COOLING_CHOICES = ("none", "heatsink", "fan")
+INIT_CHOICES = ("systemd", "none")
 
 
 def _per_node(values: tuple[str, ...], n: int, default: list[str], what: str,
@@ -40,6 +41,9 @@ def cluster() -> None:
 @click.option("--ambient", type=float, default=None, help="Room temperature in °C (default 25).")
 @click.option("--linux32", "linux32", multiple=True, metavar="NODE",
               help="Make NODE (e.g. pi3) report a 32-bit machine (uname -m: i686).")
+@click.option("--init", "init", multiple=True,
+              help="systemd (a systemd user manager, as on a Pi) or none (deploy uses edgekit's "
+                   "supervisor), per node (repeat or comma list). Default: systemd if available.")
 @click.option("--cpu-budget", type=float, default=None,
               help="Cores all nodes may use together (default 0.9 x this machine's cores).")
 @click.option("--link", default=None, metavar="RATE",
@@ -47,8 +51,8 @@ def cluster() -> None:
                    "(e.g. 1gbit, with 0.2 ms delay); nodes then listen on 10.237.S.x:22.")
 @json_option
 def up(n: int, board: tuple[str, ...], cooling: tuple[str, ...], ram: str | None,
-       ambient: float | None, linux32: tuple[str, ...], cpu_budget: float | None,
-       link: str | None, as_json: bool) -> None:  # fmt: skip
+       ambient: float | None, linux32: tuple[str, ...], init: tuple[str, ...],
+       cpu_budget: float | None, link: str | None, as_json: bool) -> None:  # fmt: skip
     """Start N virtual nodes and write their inventory."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
@@ -58,6 +62,7 @@ def up(n: int, board: tuple[str, ...], cooling: tuple[str, ...], ram: str | None
 
     boards_per = _per_node(board, n, ["pi4", "pi5"], "board", BOARD_CHOICES)
     cooling_per = _per_node(cooling, n, ["heatsink"], "cooling", COOLING_CHOICES)
+    init_per = _per_node(init, n, [""], "init", INIT_CHOICES)
     try:
         ram_bytes = parse_size(ram) if ram else None
     except ValueError as exc:
@@ -73,6 +78,7 @@ def up(n: int, board: tuple[str, ...], cooling: tuple[str, ...], ram: str | None
             ambient_c=boards.ambient_c if ambient is None else ambient,
             ram_bytes=ram_bytes,
             linux32=f"pi{i + 1}" in linux32,
+            init=init_per[i] or None,
         )
         for i in range(n)
     ]
@@ -150,17 +156,38 @@ def heat(node: str, cooling: str | None, ambient: float | None, as_json: bool) -
         console.print(f"{node}: " + ", ".join(f"{k}={v}" for k, v in result.items() if k != "name"))
 
 
+@cluster.command()
+@click.argument("node")
+@click.option("--hard", is_flag=True, help="Pull the plug: no orderly stop of the services.")
+@json_option
+def reboot(node: str, hard: bool, as_json: bool) -> None:
+    """Power-cycle NODE: every process and SSH session ends; enabled systemd units come back."""
+    from edgekit.errors import ClusterError
+    from edgekit.virtual.cluster import VirtualCluster
+
+    vc = VirtualCluster.current()
+    if vc is None:
+        raise ClusterError("no virtual cluster is running", hint="edgekit cluster up --nodes 3")
+    with err_console.status(f"rebooting {node}"):
+        rec = vc.reboot(node, graceful=not hard)
+    if as_json:
+        emit_json({"name": rec.name, "init": rec.init, "port": rec.port,
+                   "sshd_pid": rec.sshd_pid, "manager_pid": rec.manager_pid})
+    else:
+        console.print(f"{node}: rebooted (init {rec.init})")
+
+
 def _table(rows: list[dict], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("node", "user", "port", "board", "cooling", "ambient", "temp", "clock",
+    for col in ("node", "user", "port", "board", "init", "cooling", "ambient", "temp", "clock",
                 "throttled", "cap", "quota", "util"):  # fmt: skip
         table.add_column(col)
     for r in rows:
         table.add_row(
             r["name"], r["user"], str(r["port"]),
-            r["board"] + (" (32-bit)" if r.get("linux32") else ""),
+            r["board"] + (" (32-bit)" if r.get("linux32") else ""), str(r.get("init", "-")),
             str(r.get("cooling")), f"{r.get('ambient_c', 0):.0f} °C",
             f"{r['temp_c']:.1f} °C" if "temp_c" in r else "-",
             f"{r['freq_mhz']} MHz" if "freq_mhz" in r else "-",

@@ -76,12 +76,15 @@ class NodeGroup:
         return [d / "cgroup.procs" for d in self.dirs]
 
     def pids(self) -> set[int]:
+        """Every process in the group or below it (a node's user manager and its units sit
+        in child groups on cgroup v2)."""
         found: set[int] = set()
-        for f in self.procs_files():
-            try:
-                found.update(int(x) for x in f.read_text().split())
-            except FileNotFoundError:
-                continue
+        for d in self.dirs:
+            for f in [d / "cgroup.procs", *(d.glob("*/**/cgroup.procs") if d.is_dir() else ())]:
+                try:
+                    found.update(int(x) for x in f.read_text().split())
+                except FileNotFoundError:
+                    continue
         return found
 
     def kill_all(self, timeout_s: float = 10.0) -> None:
@@ -98,6 +101,8 @@ class NodeGroup:
     def remove(self) -> None:
         """Remove the node's group dirs and the cluster's parents once they are empty."""
         for d in self.dirs:
+            for sub in _subdirs(d):
+                sub.rmdir()
             for path in (d, d.parent, d.parent.parent):
                 try:
                     path.rmdir()
@@ -150,3 +155,27 @@ class NodeGroup:
             return int((self.mem / name).read_text())
         except (FileNotFoundError, ValueError):
             return 0
+
+
+def _subdirs(d: Path) -> list[Path]:
+    """Child groups of `d`, deepest first (the order rmdir needs)."""
+    if not d.is_dir():
+        return []
+    found = [p for p in d.rglob("*") if p.is_dir()]
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def rmdir_tree(d: Path, timeout_s: float = 5.0) -> None:
+    """Remove an empty group and its empty children (retried briefly: a group whose last
+    process was just killed stays busy until the kernel has reaped it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            for sub in [*_subdirs(d), d]:
+                with contextlib.suppress(FileNotFoundError):
+                    sub.rmdir()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -10,6 +10,7 @@ with VirtualCluster.up(specs, home=tmp) as vc:
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import shutil
 import subprocess
@@ -21,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import inventory
-from edgekit.errors import ClusterError
-from edgekit.virtual import boards, netlink, provision, state, teardown, thermal
+from edgekit.errors import ClusterError, InputError
+from edgekit.virtual import boards, netlink, power, provision, state, teardown, thermal, usermanager
 from edgekit.virtual.cgroups import NodeGroup
 from edgekit.virtual.sysroot import Reading, build, publish, write_atomic
 
@@ -36,6 +37,8 @@ class NodeSpec:
     linux32: start its sshd under `setarch linux32`, so `uname -m` in its sessions reports a
     32-bit machine (i686) - a board the probe must refuse.
     start_temp_c: start hot instead of at the idle temperature (quick heating in tests).
+    init: "systemd" (a systemd user manager, as on a Pi: deploy runs services as user units)
+    or "none" (deploy falls back to edgekit's supervisor); None: systemd where the host can.
     """
 
     board: str = "pi4"
@@ -44,6 +47,10 @@ class NodeSpec:
     ram_bytes: int | None = None
     linux32: bool = False
     start_temp_c: float | None = None
+    init: str | None = None
+
+
+INITS = ("systemd", "none")
 
 
 def require_root() -> None:
@@ -138,7 +145,7 @@ class VirtualCluster:
                 "name": n.name, "user": n.user, "address": n.address, "port": n.port,
                 "board": n.board, "link": n.shaper or None,
                 "cooling": n.cooling, "ambient_c": n.ambient_c, "ram_bytes": n.ram_bytes,
-                "cap_cores": n.cap_cores, "linux32": n.linux32,
+                "cap_cores": n.cap_cores, "linux32": n.linux32, "init": n.init,
             }  # fmt: skip
             row.update(measured.get(n.name, {}))
             rows.append(row)
@@ -161,6 +168,16 @@ class VirtualCluster:
                 entry["ambient_c"] = float(ambient_c)
             write_atomic(path, _dumps(data))
         return {"name": node, **entry}
+
+    def reboot(self, node: str, graceful: bool = True) -> state.NodeRecord:
+        """Power-cycle one node (power.py): every process goes, enabled units come back."""
+        with state.locked(self.home):
+            rec = self.record.node(node)
+            try:
+                power.reboot(self.record, rec, graceful)
+            finally:
+                state.save(self.record, self.home)
+        return rec
 
     def down(self) -> list[str]:
         with state.locked(self.home):
@@ -208,6 +225,7 @@ def plan(
     board_list = [boards.board(s.board) for s in specs]
     for s in specs:
         boards.cooling(s.board, s.cooling)
+    inits = resolve_inits(specs)
     caps = boards.split_caps(board_list, budget_cores)
     while True:
         cid = secrets.token_hex(2)
@@ -228,10 +246,25 @@ def plan(
             start_temp_c=s.start_temp_c,
             link=netlink.parse_rate(link) if link else "",
             netns=netlink.names(cid, i + 1)[0] if link else "",
+            init=inits[i],
         )
         for i, s in enumerate(specs)
     ]
     return state.ClusterRecord(id=cid, run_dir=state.RUN_ROOT / cid, nodes=nodes)
+
+
+def resolve_inits(specs: list[NodeSpec]) -> list[str]:
+    """Each node's init: as asked, default systemd where this host can run user managers."""
+    why_not = usermanager.unavailable()
+    out = []
+    for s in specs:
+        if s.init not in (None, *INITS):
+            raise InputError(f"bad init {s.init!r}: use one of {', '.join(INITS)}")
+        if s.init == "systemd" and why_not:
+            raise ClusterError(f"nodes cannot run systemd here: {why_not}",
+                               hint="use init none (edgekit cluster up --init none)")
+        out.append(s.init or ("none" if why_not else "systemd"))
+    return out
 
 
 def create(rec: state.ClusterRecord, home: Path, say: Progress) -> None:
@@ -260,6 +293,7 @@ def create_node(rec: state.ClusterRecord, node: state.NodeRecord, identity_pub: 
         d.chmod(0o755)
     (rec.run_dir / "home").mkdir(mode=0o755, exist_ok=True)
     provision.create_user(node.user, home_dir)
+    node.uid = pwd.getpwnam(node.user).pw_uid
     board = boards.board(node.board)
     sysroot = node.sysroot(rec.run_dir)
     build(sysroot, board, node.ram_bytes, serial=f"10000000{secrets.token_hex(4)}")
@@ -273,25 +307,22 @@ def create_node(rec: state.ClusterRecord, node: state.NodeRecord, identity_pub: 
     group.set_memory(node.ram_bytes)
     write_atomic(ndir / "authorized_keys", identity_pub + "\n")
     host_pub = provision.keygen(ndir / "ssh_host_ed25519_key", f"{rec.name}-{node.name}")
-    prefix: tuple[str, ...] = ()
     if node.netns:  # its own network: a Pi's address and port 22, behind a shaped link
         node.address, node.shaper = netlink.create(rec.id, int(node.name[2:]), node.link)
-        prefix = tuple(netlink.enter(node.netns))
+    runtime = usermanager.runtime_dir(node.uid) if node.init == "systemd" else None
     for attempt in range(3):  # another program may grab the free port before sshd binds it
         node.port = 22 if node.netns else provision.free_port()
         config = provision.sshd_config(
             port=node.port, user=node.user, host_key=ndir / "ssh_host_ed25519_key",
             pid_file=ndir / "sshd.pid", authorized_keys=ndir / "authorized_keys", sysroot=sysroot,
-            address=node.address,
+            address=node.address, runtime_dir=runtime,
         )  # fmt: skip
         write_atomic(ndir / "sshd_config", config)
         try:
-            node.sshd_pid = provision.start_sshd(
-                ndir / "sshd_config", ndir / "sshd.log", ndir / "sshd.pid",
-                group.procs_files(), node.linux32, prefix,
-            )  # fmt: skip
+            power.boot(rec, node)
             break
         except ClusterError:
+            group.kill_all()  # a half-booted node (sshd without a manager) starts over
             if attempt == 2:
                 raise
     key_type, key_b64 = host_pub.split()[:2]

@@ -81,6 +81,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def node_path(sysroot: Path) -> str:
+    """The node's PATH: its firmware tools (vcgencmd) first."""
+    return f"{sysroot}/usr/bin:/usr/local/bin:/usr/bin:/bin"
+
+
 def sshd_config(
     *,
     port: int,
@@ -90,8 +95,13 @@ def sshd_config(
     authorized_keys: Path,
     sysroot: Path,
     address: str = "127.0.0.1",
+    runtime_dir: Path | None = None,
 ) -> str:
-    path = f"{sysroot}/usr/bin:/usr/local/bin:/usr/bin:/bin"
+    """runtime_dir: the node user's XDG_RUNTIME_DIR where a systemd user manager runs (what
+    pam_systemd gives SSH sessions on a Pi; this sshd runs without PAM)."""
+    env = f"EDGEKIT_SYSROOT={sysroot} PATH={node_path(sysroot)}"
+    if runtime_dir is not None:
+        env += f" XDG_RUNTIME_DIR={runtime_dir}"
     return f"""\
 # sshd of one edgekit virtual node (written by `edgekit cluster up`)
 Port {port}
@@ -109,7 +119,7 @@ StrictModes yes
 PrintMotd no
 X11Forwarding no
 Subsystem sftp internal-sftp
-SetEnv EDGEKIT_SYSROOT={sysroot} PATH={path}
+SetEnv {env}
 """
 
 
@@ -120,16 +130,21 @@ def start_sshd(
     procs_files: list[Path],
     linux32: bool,
     prefix: tuple[str, ...] = (),
+    boot: tuple[str, str] | None = None,
 ) -> int:
     """Start sshd inside the node's cgroup(s); return its pid once it listens.
 
     A small shell joins the groups and then execs sshd, so the daemon and everything it
     forks start inside them. sshd binds its port before it daemonizes, so when the launcher
-    returns the port is open.
+    returns the port is open. boot: shell run (before, after) sshd starts, in a mount
+    namespace of the node's own that sshd shares (usermanager.launcher).
     """
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege-separation directory
     joins = "; ".join(f"echo $$ > {shlex.quote(str(f))}" for f in procs_files)
     argv = [SSHD, "-f", str(config), "-E", str(log)]
+    if boot is not None:
+        script = f"{boot[0]}\n{shlex.join(argv)} || exit $?\n{boot[1]}\n"
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
     if linux32:  # a 32-bit personality: `uname -m` says i686 in every session
         argv = ["setarch", "linux32", *argv]
     argv = [*prefix, *argv]  # e.g. nsenter into the node's network namespace

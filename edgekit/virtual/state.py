@@ -57,6 +57,9 @@ class NodeRecord:
     link: str = ""  # with `--link`: the shaped rate, and the node's network namespace
     netns: str = ""
     shaper: str = ""  # the tc qdisc actually in place
+    init: str = "none"  # "systemd": a systemd user manager runs for the node user (usermanager.py)
+    uid: int = 0  # the node user's uid (to clean /run/user/<uid> after the user is gone)
+    manager_pid: int = 0
 
     def home(self, run_dir: Path) -> Path:
         return run_dir / "home" / self.user

@@ -1,7 +1,9 @@
 """Undo everything a cluster record says exists, in an order that always works: stop the
 supervisor, kill every process in each node's cgroup (sshd and all it started, daemons
-included), then remove groups, users, known_hosts lines, files. Safe to repeat, and safe on
-the record of an `up` that died half-way (every step tolerates things that were never made).
+included, the node's systemd user manager and its units too), then remove groups (the
+manager's delegated ones and /run/user/<uid> as well), users, known_hosts lines, files.
+Safe to repeat, and safe on the record of an `up` that died half-way (every step tolerates
+things that were never made).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import psutil
 
 from edgekit.errors import ClusterError
-from edgekit.virtual import netlink, provision, state
+from edgekit.virtual import netlink, provision, state, usermanager
 from edgekit.virtual.cgroups import NodeGroup
 
 STATE_FILES = (
@@ -79,6 +81,13 @@ def kill_user_processes(user: str) -> None:
     raise ClusterError(f"processes of user {user} survive SIGKILL")
 
 
+def _uid(user: str) -> int:
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return 0
+
+
 def kill_sshd(pid: int, config: Path) -> None:
     """The node's sshd if it is still there (e.g. it never joined its group)."""
     try:
@@ -106,6 +115,8 @@ def teardown(home: Path, rec: state.ClusterRecord) -> list[str]:
             kill_user_processes(node.user)
             if node.netns:
                 netlink.remove(rec.id, int(node.name[2:]))
+            if node.init == "systemd":  # its manager died with the group: its cgroups, /run/user
+                usermanager.cleanup(group, node.uid or _uid(node.user))
             group.remove()
             provision.delete_user(node.user)
             done.append(f"{node.name}: processes, cgroup and user {node.user} removed")

@@ -15,7 +15,7 @@ from vcluster_helpers import connect, needs_cluster, run
 
 from edgekit import inventory
 from edgekit.errors import ClusterError
-from edgekit.virtual import state
+from edgekit.virtual import state, usermanager
 from edgekit.virtual.cgroups import NodeGroup
 from edgekit.virtual.cluster import NodeSpec, VirtualCluster
 
@@ -42,8 +42,15 @@ def leftovers(vc: VirtualCluster) -> list[str]:
                 found.append(f"process {p.pid}: {p.info['cmdline']}")
         if NodeGroup(vc.record.id, n.name).exists():
             found.append(f"cgroup of {n.name}")
+        if n.init == "systemd":  # the user manager's cgroups and runtime dir
+            found += [str(d) for d in usermanager.delegated(NodeGroup(vc.record.id, n.name),
+                                                            n.uid) if d.exists()]
+            if usermanager.runtime_dir(n.uid).exists():
+                found.append(str(usermanager.runtime_dir(n.uid)))
     if vc.record.run_dir.exists():
         found.append(str(vc.record.run_dir))
+    if "edgekit-run-systemd" in Path("/proc/self/mounts").read_text():
+        found.append("a node's /run/systemd tmpfs is visible outside its mount namespace")
     kh = vc.known_hosts_path
     if kh.exists() and any(n.host_key_line in kh.read_text() for n in vc.nodes):
         found.append("known_hosts lines")
@@ -60,6 +67,8 @@ def test_up_then_down_leaves_nothing(tmp_path: Path):
     with connect(vc, "pi1") as c:
         run(c, "setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!")
         run(c, "nohup sh -c 'while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &")
+        if vc.record.node("pi1").init == "systemd":  # a unit of its systemd user manager
+            assert run(c, "systemd-run --user --unit=ek-sleep sleep 600")[0] == 0
     before = leftovers(vc)
     assert any("process" in x for x in before) and any("cgroup" in x for x in before)
     vc.down()
@@ -203,6 +212,9 @@ def test_cli_up_status_down(tmp_path: Path):
         assert status["running"] and len(status["nodes"]) == 2
         heat = cli("heat", "pi1", "--cooling", "none", "--ambient", "30", "--json")
         assert json.loads(heat.stdout)["cooling"] == "none"
+        reboot = cli("reboot", "pi2", "--json")
+        assert reboot.returncode == 0, reboot.stderr
+        assert json.loads(reboot.stdout)["port"] == data["nodes"][1]["port"]
     finally:
         down = cli("down", "--json")
     assert down.returncode == 0 and json.loads(down.stdout)["removed"]
