@@ -19,6 +19,8 @@ SIXTY_FOUR_BIT_ARCHES = {"aarch64", "arm64", "x86_64", "amd64"}
 SIMD_FLAGS = ("asimd", "asimddp", "asimdhp", "i8mm", "sve")
 MIN_PYTHON = (3, 11)
 MIN_DISK_FREE_KB = 1024 * 1024  # 1 GiB for the runtime venv and two model versions
+#: `systemctl --user is-system-running` answers meaning no usable user manager ("": no answer)
+USER_MANAGER_DOWN = ("", "offline", "unknown")
 
 
 @dataclass
@@ -47,7 +49,8 @@ class NodeReport:
     throttled: str = ""
     throttled_flags: list[str] = field(default_factory=list)
     native: str = ""
-    systemd: bool = False
+    systemd: bool = False  # services can run as systemd user units (see probe.sh)
+    systemd_user: str = ""  # the user manager's state (running, degraded, ...)
     user: str = ""
     seconds: float = 0.0
 
@@ -118,7 +121,12 @@ def judge(node: Node, facts: dict[str, str]) -> NodeReport:
     rep.max_freq_mhz = max_freq // 1000 if max_freq else None
     rep.throttled = facts.get("throttled", "")
     rep.native = facts.get("native", "")
-    rep.systemd = facts.get("systemd") == "yes"
+    rep.systemd_user = facts.get("systemd_user", "")
+    rep.systemd = facts.get("systemd") == "yes" and rep.systemd_user not in USER_MANAGER_DOWN
+    if facts.get("systemd") == "yes" and not rep.systemd:
+        rep.warnings.append("systemd runs but this user's systemd manager does not answer "
+                            "(no XDG_RUNTIME_DIR? sshd without PAM?): services will run under "
+                            "edgekit's supervisor")
     rep.user = facts.get("user", "")
 
     long_bit = facts.get("long_bit", "")

@@ -25,7 +25,14 @@ if command -v vcgencmd >/dev/null 2>&1; then
 else
   kv vcgencmd no
 fi
-kv systemd "$( [ -d /run/systemd/system ] && echo yes || echo no)"
+# booted with systemd (sd_booted), and this user's manager answering (what deploy's user
+# units need; over SSH pam_systemd starts it and sets XDG_RUNTIME_DIR)
+if [ -d /run/systemd/system ]; then
+  kv systemd yes
+  kv systemd_user "$(systemctl --user is-system-running 2>/dev/null | head -n 1)"
+else
+  kv systemd no
+fi
 kv user "$(id -un 2>/dev/null)"
 RT="$HOME/.edgekit/runtime/bin/python"
 if [ -x "$RT" ]; then

@@ -44,3 +44,12 @@ def test_parse_probe_ignores_noise() -> None:
     assert parse_probe("a=1\nnoise\nb = 2\nmodel=Raspberry Pi=x\n") == {
         "a": "1", "model": "Raspberry Pi=x"
     }
+
+
+def test_systemd_counts_only_with_a_user_manager_that_answers() -> None:
+    assert judge(NODE, {**PI4, "systemd": "yes", "systemd_user": "running"}).systemd
+    assert judge(NODE, {**PI4, "systemd": "yes", "systemd_user": "degraded"}).systemd
+    assert not judge(NODE, {**PI4, "systemd": "no"}).systemd
+    rep = judge(NODE, {**PI4, "systemd": "yes", "systemd_user": ""})
+    assert rep.ready and not rep.systemd
+    assert any("supervisor" in w for w in rep.warnings)

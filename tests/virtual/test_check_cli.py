@@ -1,6 +1,7 @@
 """Acceptance of the foundation: `edgekit cluster up --nodes 3`, then `edgekit nodes check` on
-the inventory it wrote shows 3 ready Pi 4 / Pi 5 nodes over real SSH, and `cluster down`
-leaves nothing running. Everything through the CLI a user types."""
+the inventory it wrote shows 3 ready Pi 4 / Pi 5 nodes over real SSH (systemd where a node
+runs a user manager, as a Pi does), and `cluster down` leaves nothing running. Everything
+through the CLI a user types."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import psutil
 import pytest
 from vcluster_helpers import needs_cluster
 
+from edgekit.virtual import usermanager
+
 pytestmark = [needs_cluster, pytest.mark.cluster]
 
 
@@ -25,7 +28,10 @@ def edgekit(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_up_check_down_through_the_cli(tmp_path: Path) -> None:
     home = tmp_path / "ekhome"
-    up = edgekit(home, "cluster", "up", "--nodes", "3", "--board", "pi4,pi4,pi5", "--json")
+    systemd = usermanager.unavailable() is None
+    init = "systemd,none,systemd" if systemd else "none"
+    up = edgekit(home, "cluster", "up", "--nodes", "3", "--board", "pi4,pi4,pi5", "--init", init,
+                 "--json")
     assert up.returncode == 0, up.stderr
     inventory = home / "virtual" / "inventory.txt"
     users = [line.split("@")[0] for line in inventory.read_text().splitlines()
@@ -41,6 +47,8 @@ def test_up_check_down_through_the_cli(tmp_path: Path) -> None:
         assert ["asimddp" in n["simd"] for n in nodes] == [False, False, True]
         assert all(n["cores"] == 4 and n["temp_c"] and n["throttled"] == "0x0" for n in nodes)
         assert all(n["user"] == u for n, u in zip(nodes, users, strict=True))
+        assert [n["systemd"] for n in nodes] == [systemd, False, systemd]
+        assert nodes[1]["systemd_user"] == ""  # the probe asks the user manager only if booted
     finally:
         down = edgekit(home, "cluster", "down", "--json")
     assert down.returncode == 0, down.stderr
