@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from edgekit.errors import ClusterError
+from edgekit.node.raynode import system_config_arg
 
 
 def _free_port() -> int:
@@ -83,6 +84,7 @@ class LocalCluster:
             "--include-dashboard=false",
             f"--ray-client-server-port={_free_port()}",
             "--disable-usage-stats",
+            system_config_arg(),
             *self._ports(),
         )
         for name in self.nodes:
