@@ -63,6 +63,35 @@ def bare_throughput(path: Path, feeds: dict[str, np.ndarray], cores: int, durati
     return sum(counts) / (time.perf_counter() - start)
 
 
+def ray_actor_latency_ms(path: Path, node: str, feeds: dict[str, np.ndarray], n: int):
+    """The Ray floor under (a): an ORT actor pinned to `node`, called with plain
+    `ray.get(actor.run.remote(feeds))` from this driver (no HTTP, no router, no asyncio)."""
+    import ray
+
+    @ray.remote(num_cpus=1, resources={f"edgekit-node-{node}": 0.01})
+    class Plain:
+        def __init__(self, model: bytes):
+            self.s = session_from_bytes(model)
+
+        def run(self, f):
+            return self.s.run(None, f)
+
+    actor = Plain.remote(path.read_bytes())
+    try:
+        return latency_ms(lambda: ray.get(actor.run.remote(feeds)), n)
+    finally:
+        ray.kill(actor)
+
+
+def session_from_bytes(model: bytes, threads: int = 1):
+    import onnxruntime as ort
+
+    from edgekit.serve.runtime import ort_session_options
+
+    return ort.InferenceSession(model, ort_session_options(threads),
+                                providers=["CPUExecutionProvider"])
+
+
 def json_body(feeds: dict[str, np.ndarray]) -> bytes:
     return json.dumps(
         {
