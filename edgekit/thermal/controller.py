@@ -19,14 +19,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import InputError
-from edgekit.serve.control import DRAINED, SERVING, NodeControl, NodeStats
-from edgekit.thermal import config, policy
+from edgekit.serve.control import DRAINED, NodeControl, NodeStats
+from edgekit.thermal import config, nodeview, policy
 from edgekit.thermal.config import PolicyConfig
+from edgekit.thermal.nodeview import NodeView, account_energy, jpi, val
 from edgekit.thermal.recorder import Recorder, default_run_dir
 from edgekit.thermal.sources import TelemetrySource
 
@@ -35,28 +35,7 @@ log = logging.getLogger("edgekit.thermal")
 POLICY_ENV = "EDGEKIT_THERMAL_POLICY"  # "off" = watch and record only
 POWER_CAP_ENV = "EDGEKIT_POWER_CAP_W"  # cluster power cap in W
 
-_HISTORY_LEN = 120  # temperature points kept per node for slope and sparkline
-_ENERGY_WINDOW_S = 30.0  # J/inference over this sliding window
 _WEIGHT_STEP = 0.05  # weight changes smaller than this are not pushed to the router
-
-
-@dataclass
-class _Node:
-    name: str
-    last: dict[str, Any] | None = None
-    seq: int = 0
-    recv_head_s: float | None = None
-    skew_s: float | None = None
-    temps: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=_HISTORY_LEN))
-    pstate: policy.NodeState = field(default_factory=policy.NodeState)
-    decision: policy.Decision | None = None
-    applied: tuple[str, float] | None = None
-    energy_j: float = 0.0
-    dyn_energy_j: float = 0.0  # above the board's idle power: what routing can change
-    #: (head time, energy_j, completed requests, dyn_energy_j)
-    energy_win: deque[tuple[float, float, int, float]] = field(
-        default_factory=lambda: deque(maxlen=600)
-    )
 
 
 def _parse_cap(text: str) -> float:
@@ -69,18 +48,6 @@ def _parse_cap(text: str) -> float:
             f"power cap must be a positive number of watts, got {text!r}", where=POWER_CAP_ENV
         )
     return cap
-
-
-def _idle_w(board: str | None) -> float:
-    name = next((b for b in config.board_power_w if (board or "").startswith(b)),
-                config.default_board)
-    return config.board_power_w[name][0]
-
-
-def _val(sample: dict[str, Any] | None, key: str) -> Any:
-    if not sample or not isinstance(sample.get(key), dict):
-        return None
-    return sample[key].get("value")
 
 
 class ThermalController:
@@ -111,7 +78,7 @@ class ThermalController:
             run_dir = default_run_dir()
         self._clock = clock
         self._poll_interval_s = poll_interval_s
-        self._nodes = {n: _Node(n) for n in (source.nodes() if source else [])}
+        self._nodes = {n: NodeView(n) for n in (source.nodes() if source else [])}
         self._control: NodeControl | None = None
         self._stats: dict[str, NodeStats] = {}
         self._limit: int | None = None
@@ -150,7 +117,7 @@ class ThermalController:
                 start_agent_actor(node)
             except Exception as exc:  # that node shows as stale; the others are steered
                 log.warning("cannot start thermal agent on %s: %s", node, exc)
-            self._nodes.setdefault(node, _Node(node))
+            self._nodes.setdefault(node, NodeView(node))
         return RayAgentSource(nodes)
 
     def attach(self, control: NodeControl) -> None:
@@ -178,12 +145,12 @@ class ThermalController:
         with self._lock:
             self._stats = stats
             for name in set(polled) | set(stats):
-                self._nodes.setdefault(name, _Node(name))
+                self._nodes.setdefault(name, NodeView(name))
             dt = now - self._last_tick_s if self._last_tick_s is not None else 0.0
             self._last_tick_s = now
             for name, node in self._nodes.items():
                 self._ingest(node, polled.get(name), sent, now)
-                self._account_energy(node, stats.get(name), now, dt)
+                account_energy(node, stats.get(name), now, dt, self._poll_interval_s)
                 self._decide(node, now)
             self._power_cap(stats)
             self._apply()
@@ -191,11 +158,12 @@ class ThermalController:
             set_extra = getattr(self._control, "set_extra", None)
             if set_extra is not None:
                 for name, node in self._nodes.items():
-                    watts = None if self._stale(node, now) else _val(node.last, "power_w")
+                    watts = None if self._stale(node, now) else val(node.last, "power_w")
                     if watts is not None:
                         set_extra(name, "power_w", watts)
 
-    def _ingest(self, node: _Node, reply: dict[str, Any] | None, sent: float, now: float) -> None:
+    def _ingest(self, node: NodeView, reply: dict[str, Any] | None, sent: float,
+                now: float) -> None:
         if not reply:
             return
         samples = [s for s in reply.get("samples", []) if s.get("seq", 0) > node.seq]
@@ -203,19 +171,19 @@ class ThermalController:
             node.skew_s = round(reply["now_node"] - (sent + now) / 2, 3)
         for s in samples:
             node.seq, node.last, node.recv_head_s = s["seq"], s, now
-            temp = _val(s, "temp_c")
+            temp = val(s, "temp_c")
             if temp is None:
                 continue
             if node.temps and s["t_node"] <= node.temps[-1][0]:
                 node.temps.clear()  # node clock stepped back: the old series is meaningless
             node.temps.append((s["t_node"], temp))
 
-    def _stale(self, node: _Node, now: float) -> bool:
+    def _stale(self, node: NodeView, now: float) -> bool:
         return node.recv_head_s is None or now - node.recv_head_s > config.stale_after_s
 
-    def _decide(self, node: _Node, now: float) -> None:
-        thr = _val(node.last, "throttled") or {}
-        uv = bool(thr.get("under_voltage_now")) or bool(_val(node.last, "under_voltage"))
+    def _decide(self, node: NodeView, now: float) -> None:
+        thr = val(node.last, "throttled") or {}
+        uv = bool(thr.get("under_voltage_now")) or bool(val(node.last, "under_voltage"))
         stale = self._stale(node, now)
         inp = policy.NodeInput(
             node.name,
@@ -233,7 +201,7 @@ class ThermalController:
         if self.power_cap_w is None:
             return
         powers = [
-            _val(n.last, "power_w")
+            val(n.last, "power_w")
             for n in self._nodes.values()
             if not self._stale(n, self._last_tick_s or 0)
         ]
@@ -250,16 +218,6 @@ class ThermalController:
             self._log_decision("cluster", "admission", float(cap.limit or 0), cap.reason)
         self._limit, self._cap_reason = cap.limit, cap.reason
 
-    def _account_energy(self, node: _Node, st: NodeStats | None, now: float, dt: float) -> None:
-        watts = _val(node.last, "power_w")
-        if watts is not None and 0 < dt < 10 * self._poll_interval_s:
-            node.energy_j += watts * dt
-            node.dyn_energy_j += max(0.0, watts - _idle_w((node.last or {}).get("board"))) * dt
-        done = st.completed_total if st else 0
-        node.energy_win.append((now, node.energy_j, done, node.dyn_energy_j))
-        while node.energy_win and node.energy_win[0][0] < now - _ENERGY_WINDOW_S:
-            node.energy_win.popleft()
-
     def _record(self, now: float) -> None:
         if self.recorder is None:
             return
@@ -270,7 +228,7 @@ class ThermalController:
         # marginal J/inference: idle power is paid wherever requests go, and counting it would
         # make a node that gets fewer requests look less efficient and starve it further
         factors = (
-            policy.efficiency_factors({n: self._jpi(v, 3) for n, v in self._nodes.items()})
+            policy.efficiency_factors({n: jpi(v, 3) for n, v in self._nodes.items()})
             if self._limit is not None
             else {}
         )
@@ -310,67 +268,20 @@ class ThermalController:
             self.recorder.decision(entry)
 
     # --- read side -----------------------------------------------------------------------
-    @staticmethod
-    def _jpi(node: _Node, energy_index: int = 1) -> float | None:
-        """J per inference over the window: total energy (index 1) or above idle (index 3)."""
-        if len(node.energy_win) < 2:
-            return None
-        first, last = node.energy_win[0], node.energy_win[-1]
-        done = last[2] - first[2]
-        return round((last[energy_index] - first[energy_index]) / done, 4) if done > 0 else None
-
     def node_power_w(self) -> dict[str, float | None]:
         """Latest measured/estimated power per node (W); None when unknown or stale.
         Serving copies it into `NodeStats.extra["power_w"]` for energy per inference."""
         with self._lock:
             now = self._last_tick_s or self._clock()
             return {
-                n: (None if self._stale(v, now) else _val(v.last, "power_w"))
+                n: (None if self._stale(v, now) else val(v.last, "power_w"))
                 for n, v in self._nodes.items()
             }
 
     def _node_rows(self, now: float) -> dict[str, dict[str, Any]]:
-        rows = {}
-        for name, node in self._nodes.items():
-            s, st, d = node.last, self._stats.get(name), node.decision
-            thr = _val(s, "throttled")
-            state, weight = node.applied if node.applied else (SERVING, 1.0)
-            if not self.enabled and st is not None:  # policy off: show what the router does
-                state, weight = st.state, st.weight
-            rows[name] = {
-                "node": name,
-                "board": (s or {}).get("board"),
-                "temp_c": _val(s, "temp_c"),
-                "temp_source": (s or {}).get("temp_c", {}).get("source"),
-                "freq_mhz": _val(s, "freq_mhz"),
-                "max_freq_mhz": _val(s, "max_freq_mhz"),
-                "throttled": thr,
-                "throttled_now": bool(thr and thr.get("any_now")) if thr else None,
-                "throttled_raw": hex(thr["raw"]) if thr else None,
-                "power_w": _val(s, "power_w"),
-                "power_source": (s or {}).get("power_w", {}).get("source"),
-                "util": _val(s, "util"),
-                "mem_available_mb": _val(s, "mem_available_mb"),
-                "load_1m": _val(s, "load_1m"),
-                "fan_rpm": _val(s, "fan_rpm"),
-                "agent_cpu_frac": (s or {}).get("agent_cpu_frac"),
-                "state": state,
-                "weight": weight,
-                "reason": d.reason if d else "no data yet",
-                "predicted_c": d.predicted_c if d else None,
-                "slope_c_per_s": d.slope_c_per_s if d else None,
-                "threads_frac": d.threads_frac if d else 1.0,
-                "stale": self._stale(node, now),
-                "age_s": round(now - node.recv_head_s, 2) if node.recv_head_s else None,
-                "skew_s": node.skew_s,
-                "requests_per_s": st.requests_per_s if st else None,
-                "completed_total": st.completed_total if st else None,
-                "p50_ms": st.p50_ms if st else None,
-                "p95_ms": st.p95_ms if st else None,
-                "energy_j": round(node.energy_j, 2),
-                "j_per_inference": self._jpi(node),
-            }
-        return rows
+        return {name: nodeview.row(node, self._stats.get(name), enabled=self.enabled,
+                                   stale=self._stale(node, now), now=now)
+                for name, node in self._nodes.items()}
 
     def status(self) -> dict[str, Any]:
         """JSON-able state for `/edgekit/status` (key "thermal") and `edgekit monitor`."""
