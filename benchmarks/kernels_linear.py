@@ -17,9 +17,11 @@ from edgekit.native.sparse import prune
 SHAPES = [(128, 384, 1536), (128, 768, 3072), (1, 384, 1536), (1, 768, 3072)]  # M, K, N
 
 
-def best_ms(fns: dict, rounds: int = 16, reps: int = 8) -> dict:
+def best_ms(fns: dict, rounds: int = 48, reps: int = 8) -> dict:
     """Best time of each callable; the callables take turns round by round, so a burst of load
-    from other processes on this shared machine hits all of them rather than one."""
+    from other processes on this shared machine hits all of them rather than one. 384 calls
+    each: a 2-thread call of 0.2 ms needs the second core free for its whole length, and on a
+    shared machine that takes many tries."""
     best = dict.fromkeys(fns, float("inf"))
     for fn in fns.values():
         fn()
@@ -60,7 +62,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     results = []
-    print(f"variant {variant()}, threads {args.threads}; ms (best of 128, configs alternating)")
+    print(f"variant {variant()}, threads {args.threads}; ms (best of 384, configs alternating)")
     hdr = ("M x K x N", "dense i8", "2:4", "1:4", "x2:4", "x1:4", "ORT s8s8", "ORT u8s8", "ORT f32")
     print("{:>16} {:>9} {:>9} {:>9} {:>6} {:>6} {:>9} {:>9} {:>9}".format(*hdr))
     for m, k, n in SHAPES:
