@@ -13,6 +13,7 @@ through a symlink /tmp/edgekit-ray-<uid> (documented in docs/DEPLOY.md).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -73,7 +74,11 @@ def command(cfg: dict) -> list[str]:
             f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
     if cfg.get("head"):
         args += ["--head", f"--port={int(cfg['port'])}", "--include-dashboard=false",
-                 f"--ray-client-server-port={free_port()}", system_config_arg()]
+                 system_config_arg()]
+        # Ray Client's server only where ray[client] (grpcio) is installed, as on the host; a
+        # node runtime has plain `ray`, which refuses the option (and then starts no server)
+        if importlib.util.find_spec("grpc") is not None:
+            args.append(f"--ray-client-server-port={free_port()}")
     else:
         args += [f"--address={cfg['address']}"]
     if cfg.get("resources"):
