@@ -1,7 +1,8 @@
 """The head on the host: Ray's head node and the serving API, both run by edgekit's
 supervisor under <deployment dir>/head (same code path the nodes use without systemd).
+A `role=head` node runs the same API entry point as one of its services (deploy/headnode.py).
 
-    python -m edgekit.deploy.head api CONFIG.json   # what the supervisor runs for the API
+    python -m edgekit.deploy.head api CONFIG.json   # what the supervisor / the unit runs
 
 The API server is edgekit.serve.server.run; Ray token and HTTP bearer token are read from
 0600 files whose paths are in the environment/config, never from arguments.
@@ -9,6 +10,7 @@ The API server is edgekit.serve.server.run; Ray token and HTTP bearer token are 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -109,16 +111,34 @@ def tail(root: Path, service: str, lines: int = 20) -> str:
 
 
 def _run_api(config_path: Path) -> None:
-    from edgekit.serve.server import ServeConfig, run
-
-    cfg = json.loads(config_path.read_text())
+    data = config_path.read_bytes()
+    cfg = json.loads(data)
+    # Ray reads these when it is imported (below): on a head node no unit or spec sets them
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN_PATH", cfg["ray_token_path"])
+    for key, value in PYTHON_MATCH_ENV.items():
+        os.environ.setdefault(key, value)
     if cfg.get("power_cap_w"):  # read by edgekit.thermal.controller when it is built
         os.environ["EDGEKIT_POWER_CAP_W"] = str(cfg["power_cap_w"])
+    if cfg.get("home"):  # on a head node: telemetry stays under the deploy root
+        from edgekit import settings
+
+        os.environ["EDGEKIT_HOME"] = cfg["home"]
+        settings.EDGEKIT_HOME = Path(cfg["home"])
+    from edgekit.serve.server import ServeConfig, run
+
+    def serving(_state: object) -> None:
+        """Tell deploy which config the listening process runs (sha256 of the file)."""
+        mark = config_path.with_suffix(".serving")
+        tmp = mark.with_suffix(".serving.tmp")
+        tmp.write_text(hashlib.sha256(data).hexdigest())
+        tmp.replace(mark)
+
     run(ServeConfig(models=cfg["models"], ray_address=cfg["ray_address"], nodes=cfg["nodes"],
                     host=cfg.get("host", "127.0.0.1"), port=int(cfg["port"]),
                     token_file=Path(cfg["api_token_path"]),
                     node_bundles=bool(cfg.get("node_bundles", False)),
-                    controllers=list(cfg.get("controllers", []))))
+                    controllers=list(cfg.get("controllers", []))), on_ready=serving)
 
 
 def main(argv: list[str]) -> int:
