@@ -2,11 +2,15 @@
 
 `--nodes pis.txt` means "the API that `edgekit deploy --nodes pis.txt` started": its URL and
 token file come from the deployment's host state, so users never copy a random port or a
-secret around. An explicit `--url` / `--token-file` always wins.
+secret around. When that API runs on a role=head node's loopback, the URL is a local end of
+an SSH tunnel to it, open while the command runs. An explicit `--url` / `--token-file` always
+wins.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -21,12 +25,15 @@ NODES_OPTION = click.option(
 )
 
 
-def resolve(url: str | None, token_file: Path | None,
-            nodes_file: Path | None) -> tuple[str, Path | None]:
-    """(url, token file) from explicit options, else the deployment of `nodes_file`."""
+@contextlib.contextmanager
+def endpoint(url: str | None, token_file: Path | None,
+             nodes_file: Path | None) -> Iterator[tuple[str, Path | None]]:
+    """(url, token file) from explicit options, else the deployment of `nodes_file` (through
+    a tunnel to the head node if needed, closed when the block ends)."""
     if nodes_file is None:
-        return url or DEFAULT_URL, token_file
-    from edgekit.deploy import state
+        yield url or DEFAULT_URL, token_file
+        return
+    from edgekit.deploy import headnode, state
     from edgekit.deploy.layout import deployment_dir
 
     folder = deployment_dir(nodes_file)
@@ -35,4 +42,9 @@ def resolve(url: str | None, token_file: Path | None,
         raise ClusterError("nothing is deployed for this inventory", where=str(nodes_file),
                            hint=f"run: edgekit deploy --nodes {nodes_file} MODEL")
     token = folder / "api-token"
-    return url or st.head.api_url, token_file or (token if token.exists() else None)
+    token_file = token_file or (token if token.exists() else None)
+    if url:
+        yield url, token_file
+        return
+    with headnode.reach(st) as reached:
+        yield reached, token_file

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgekit.cli._endpoint import NODES_OPTION, resolve
+from edgekit.cli._endpoint import NODES_OPTION, endpoint
 from edgekit.cli._output import console, emit_json, err_console, json_option
 from edgekit.errors import InputError
 
@@ -140,7 +140,9 @@ def infer(url, model, input_path, top_k, token_file, nodes_file, as_json) -> Non
 
     from edgekit.client import Client
 
-    url, token_file = resolve(url, token_file, nodes_file)
+    # open (a tunnel to a head node's API) until the command ends
+    url, token_file = click.get_current_context().with_resource(
+        endpoint(url, token_file, nodes_file))
     client = Client(url, token=_read_token(token_file))
     feeds = _load_input(input_path, client.metadata(model))
     out = client.infer(model, feeds)
@@ -197,7 +199,9 @@ def bench(url, model, input_path, shape, concurrency, rate, duration, token_file
     from edgekit.serve.loadgen import run_bench
     from edgekit.serve.tensors import OIP_TO_NUMPY
 
-    url, token_file = resolve(url, token_file, nodes_file)
+    # open (a tunnel to a head node's API) until the command ends
+    url, token_file = click.get_current_context().with_resource(
+        endpoint(url, token_file, nodes_file))
     token = _read_token(token_file)
     meta = Client(url, token=token).metadata(model)
     if input_path is not None:

@@ -46,10 +46,11 @@ class AppState:
 
 @dataclass
 class HeadState:
-    where: str = "host"  # "host" or a node name
+    where: str = "host"  # "host" or the name of the role=head node
     ray_address: str = ""
-    api_url: str = ""
+    api_url: str = ""  # on a head node's loopback: reached through an SSH tunnel (headnode)
     api_port: int = 0
+    api_host: str = "127.0.0.1"  # what the API binds (`edgekit deploy --api-host`)
 
 
 @dataclass
