@@ -29,5 +29,7 @@ def node_requirements() -> list[str]:
 
 
 def render_unit(service: str, **values: str) -> str:
-    """systemd/edgekit-<service>.service with ${python}, ${root}, ${node} filled in."""
-    return Template(text(f"systemd/edgekit-{service}.service")).substitute(values)
+    """systemd/edgekit-<service>.service with ${python}, ${root}, ${node}, ${token_path}
+    filled in ('%' doubled: systemd would read it as a specifier)."""
+    escaped = {k: v.replace("%", "%%") for k, v in values.items()}
+    return Template(text(f"systemd/edgekit-{service}.service")).substitute(escaped)

@@ -234,10 +234,9 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
                "temp_dir": f"{f.root}/run/ray", "token_path": lay.ray_token, "root": f.root,
                # a new runtime or head restarts the node's services (the file changes)
                "generation": f"{ns.fingerprint}:{addr}"}
-        if (not ns.systemd and name not in fresh
-                and services.unchanged(lay, name, cfg, ray_token, seen[name].hashes,
-                                       seen[name].supervisor)):
-            return "supervisor (running)"
+        if name not in fresh and services.unchanged(lay, name, cfg, ray_token, seen[name],
+                                                    ns.systemd):
+            return ("systemd" if ns.systemd else "supervisor") + " (running)"
         return services.install(c, lay, name, cfg, ns.systemd, ray_token)
 
     for name, out in _each(pool, ready, start).items():

@@ -28,6 +28,7 @@ from edgekit import settings
 
 UNIT_PREFIX = "edgekit-"
 SERVICES = ("ray-worker", "agent")  # node services; the head adds "ray-head" and "api"
+UNIT_DIR = ".config/systemd/user"  # systemd user units, under the node user's home
 
 
 @dataclass(frozen=True)

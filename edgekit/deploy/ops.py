@@ -48,11 +48,14 @@ def status(inventory_path: Path, accept_new_host_keys: bool = False) -> dict:
         outs = pool.each(one)
     nodes = {}
     for name, out in outs.items():
-        sup = ((out.value or {}).get("services") or {}).get("supervisor") or {}
+        svc = (out.value or {}).get("services") or {}
+        sup = svc.get("supervisor") or {}
+        running = ({k: v == "active" for k, v in svc["units"].items()} if svc.get("units")
+                   else {k: v.get("running") for k, v in sup.get("services", {}).items()})
         nodes[name] = {
             "reachable": out.ok, "error": out.error,
             "active": (out.value or {}).get("active"), "kept": (out.value or {}).get("kept"),
-            "services": {k: v.get("running") for k, v in sup.get("services", {}).items()},
+            "services": running, "systemd": bool(svc.get("units")),
             "healthy": bool(health and name in health.alive_nodes),
         }
     return {"inventory": str(inv.path), "head": vars(st.head),

@@ -1,6 +1,7 @@
-"""Run services on a node: systemd user units where systemd runs, otherwise edgekit's own
-supervisor (edgekit.node.supervisor). Both run the same commands from the node runtime, so the
-virtual cluster (no systemd) exercises the same Ray launcher and agent a Pi runs.
+"""Run services on a node: systemd user units where the probe found a systemd user manager
+(Restart=always, enabled for default.target, so they come back after a reboot), otherwise
+edgekit's own supervisor (edgekit.node.supervisor). Both run the same commands from the node
+runtime; the virtual cluster has nodes of both kinds (docs/VIRTUAL-CLUSTER.md).
 
 Secrets reach a node only over SFTP into files created 0600 in a 0700 folder.
 """
@@ -13,10 +14,11 @@ import shlex
 from dataclasses import dataclass
 
 from edgekit.deploy import assets
-from edgekit.deploy.layout import NodeLayout, unit_name
+from edgekit.deploy.layout import SERVICES, UNIT_DIR, NodeLayout, unit_name
+from edgekit.deploy.survey import Survey
 from edgekit.remote.ssh import Connection
 
-UNIT_DIR = ".config/systemd/user"  # under the node user's home
+UNITS = " ".join(unit_name(s) for s in SERVICES)
 
 
 @dataclass
@@ -74,12 +76,27 @@ def supervisor_files(layout: NodeLayout, node: str, ray_config: dict) -> dict[st
     return files
 
 
-def unchanged(layout: NodeLayout, node: str, ray_config: dict, token: bytes,
-              seen_hashes: dict[str, str], supervisor_running: bool) -> bool:
-    """True when the node runs its supervisor from exactly these files (nothing to do)."""
-    want = {**supervisor_files(layout, node, ray_config), "secrets/ray-token": token}
-    return supervisor_running and all(
-        seen_hashes.get(path) == hashlib.sha256(data).hexdigest() for path, data in want.items())
+def unit_files(layout: NodeLayout, node: str, home: str) -> dict[str, bytes]:
+    """The rendered user units, by absolute path on the node."""
+    return {f"{home}/{UNIT_DIR}/{unit_name(s)}": assets.render_unit(
+        s, python=layout.python, root=layout.root, node=node,
+        token_path=layout.ray_token).encode() for s in SERVICES}
+
+
+def unchanged(layout: NodeLayout, node: str, ray_config: dict, token: bytes, seen: Survey,
+              systemd: bool) -> bool:
+    """True when the node's services run from exactly these files (nothing to do): under
+    its supervisor, or as active and enabled user units."""
+    if systemd:
+        want = {"run/ray.json": supervisor_files(layout, node, ray_config)["run/ray.json"],
+                **unit_files(layout, node, seen.home)}
+        running = bool(seen.home) and seen.units == ["active"] * 2 + ["enabled"] * 2
+    else:
+        want = supervisor_files(layout, node, ray_config)
+        running = seen.supervisor
+    want["secrets/ray-token"] = token
+    return running and all(
+        seen.hashes.get(path) == hashlib.sha256(data).hexdigest() for path, data in want.items())
 
 
 def install(conn: Connection, layout: NodeLayout, node: str, ray_config: dict,
@@ -101,61 +118,76 @@ def install(conn: Connection, layout: NodeLayout, node: str, ray_config: dict,
             put_file(sftp, f"{layout.root}/{path}", data)
     finally:
         sftp.close()
-    conn.run(f"{q(layout.python)} -m edgekit.node.supervisor ensure {q(layout.root)}",
-             timeout_s=60, check=True)
+    # units left from a deploy when the node had systemd would run Ray a second time
+    conn.run(f"{stop_units_command()}; "
+             f"{q(layout.python)} -m edgekit.node.supervisor ensure {q(layout.root)}",
+             timeout_s=120, check=True)
     return "supervisor"
 
 
 def _install_systemd(conn: Connection, sftp, layout: NodeLayout, node: str,
                      config_changed: bool) -> str:
     home = conn.run("printf %s \"$HOME\"", check=True).stdout
-    unit_dir = f"{home}/{UNIT_DIR}"
-    conn.run(f"mkdir -p {shlex.quote(unit_dir)}", check=True)
+    conn.run(f"mkdir -p {shlex.quote(f'{home}/{UNIT_DIR}')}", check=True)
     changed = config_changed
-    for service in ("ray-worker", "agent"):
-        text = assets.render_unit(service, python=layout.python, root=layout.root, node=node)
-        changed |= put_file(sftp, f"{unit_dir}/{unit_name(service)}", text.encode())
-    conn.run(systemd_start_command(changed), timeout_s=120, check=True)
+    for path, data in unit_files(layout, node, home).items():
+        changed |= put_file(sftp, path, data)
+    conn.run(f"{stop_supervisor_command(layout)}; {systemd_start_command(changed)}",
+             timeout_s=120, check=True)
     return "systemd"
 
 
 def systemd_start_command(restart: bool) -> str:
     """Enable lingering (services outlive the SSH session and start at boot), then start."""
-    units = " ".join(unit_name(s) for s in ("ray-worker", "agent"))
     verb = "restart" if restart else "start"
     return ("(loginctl enable-linger \"$(id -un)\" 2>/dev/null || true) && "
             "systemctl --user daemon-reload && "
-            f"systemctl --user enable {units} && systemctl --user {verb} {units}")
+            f"systemctl --user enable {UNITS} && systemctl --user {verb} {UNITS}")
 
 
-def systemd_stop_command() -> str:
-    units = " ".join(unit_name(s) for s in ("ray-worker", "agent"))
-    return (f"systemctl --user disable --now {units} 2>/dev/null; "
-            f"rm -f $HOME/{UNIT_DIR}/edgekit-*.service; systemctl --user daemon-reload; true")
+def stop_units_command() -> str:
+    """Stop, disable and remove edgekit's user units if there are any (always succeeds)."""
+    return (f"if ls $HOME/{UNIT_DIR}/edgekit-*.service >/dev/null 2>&1; then "
+            f"systemctl --user disable --now {UNITS} 2>/dev/null; "
+            f"rm -f $HOME/{UNIT_DIR}/edgekit-*.service; systemctl --user daemon-reload; "
+            f"systemctl --user reset-failed {UNITS} 2>/dev/null; fi; true")
 
 
-def stop(conn: Connection, layout: NodeLayout, systemd: bool) -> None:
-    """Stop every edgekit service on the node (and the supervisor itself)."""
+def stop_supervisor_command(layout: NodeLayout) -> str:
+    """Stop edgekit's supervisor and its services if it runs (always succeeds)."""
     q = shlex.quote
-    if systemd:
-        conn.run(systemd_stop_command(), timeout_s=120)
-    conn.run(f"rm -f {q(layout.services)}/*.json; "
-             f"if [ -x {q(layout.python)} ]; then "
-             f"{q(layout.python)} -m edgekit.node.supervisor stop {q(layout.root)}; fi",
-             timeout_s=120)
+    return (f"rm -f {q(layout.services)}/*.json; "
+            f"if [ -f {q(layout.run)}/supervisor.pid ] && [ -x {q(layout.python)} ]; then "
+            f"{q(layout.python)} -m edgekit.node.supervisor stop {q(layout.root)}; fi; true")
+
+
+def stop(conn: Connection, layout: NodeLayout, systemd: bool = False) -> None:
+    """Stop every edgekit service on the node, whichever way it runs (units, supervisor).
+    `systemd` (what the last deploy used) is not needed: both are looked for."""
+    conn.run(f"{stop_units_command()}; {stop_supervisor_command(layout)}", timeout_s=180)
+
+
+SEP = "@@edgekit-status@@"
 
 
 def status(conn: Connection, layout: NodeLayout) -> dict:
+    """The supervisor's and the agent's state files, and the user units' states if any:
+    {"supervisor": {...} | None, "agent": {...} | None, "units": {"ray-worker": "active"} |
+    None}."""
     q = shlex.quote
-    res = conn.run(f"cat {q(layout.run)}/supervisor.json 2>/dev/null; echo; "
-                   f"cat {q(layout.run)}/agent.json 2>/dev/null", timeout_s=30)
-    parts = res.stdout.split("\n", 1)
+    res = conn.run(f"cat {q(layout.run)}/supervisor.json 2>/dev/null; echo {SEP}; "
+                   f"cat {q(layout.run)}/agent.json 2>/dev/null; echo {SEP}; "
+                   f"if [ -f $HOME/{UNIT_DIR}/{unit_name(SERVICES[0])} ]; then "
+                   f"systemctl --user is-active {UNITS}; fi", timeout_s=30)
+    parts = res.stdout.split(SEP)
     out: dict = {}
     for key, text in zip(("supervisor", "agent"), parts, strict=False):
         try:
             out[key] = json.loads(text) if text.strip() else None
         except ValueError:
             out[key] = None
+    states = parts[2].split() if len(parts) > 2 else []
+    out["units"] = dict(zip(SERVICES, states, strict=False)) if states else None
     return out
 
 

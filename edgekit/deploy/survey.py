@@ -3,8 +3,9 @@
 One `sh -s` carries the node probe (edgekit.remote.probe: is the node fit?) and a survey of
 what is deployed there: the expanded deploy root, the runtime's fingerprint, the active
 version, the sha256 of every bundle blob the node already holds (hashed on the node, so a
-corrupted file is seen), and the sha256 of the files the services are started from. The host
-compares that with what it wants and skips every step already in place.
+corrupted file is seen), the sha256 of the files the services are started from (systemd user
+units included) and whether those units are active and enabled. The host compares that with
+what it wants and skips every step already in place.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from edgekit.deploy.layout import SERVICES, UNIT_DIR, unit_name
 from edgekit.inventory import Node
 from edgekit.remote.probe import NodeReport, judge, parse_probe, probe_script
 from edgekit.remote.ssh import Connection
@@ -21,11 +23,17 @@ MARK = "@@edgekit-survey@@"
 #: files the services run from, relative to the root (compared by sha256 with what is wanted)
 SERVICE_FILES = ("run/ray.json", "services/ray-worker.json", "services/agent.json",
                  "secrets/ray-token")
+UNITS = " ".join(unit_name(s) for s in SERVICES)
 
 _SURVEY = r"""
 echo "__MARK__"
 root=__ROOT__
 printf 'root=%s\n' "$root"
+printf 'home=%s\n' "$HOME"
+if [ -f "$HOME/__UNIT_DIR__/__FIRST_UNIT__" ]; then
+  printf 'units=%s\n' "$(systemctl --user is-active __UNITS__ 2>/dev/null | tr '\n' ' ')\
+$(systemctl --user is-enabled __UNITS__ 2>/dev/null | tr '\n' ' ')"
+fi
 printf 'python=%s\n' "$(command -v __PYTHON__ || true)"
 printf 'fingerprint=%s\n' "$(cat "$root/runtime/.edgekit-fingerprint" 2>/dev/null)"
 printf 'active=%s\n' "$(readlink "$root/apps/$1/current" 2>/dev/null)"
@@ -35,6 +43,7 @@ pid=$(cat "$root/run/supervisor.pid" 2>/dev/null)
 shift 2
 cd "$root" 2>/dev/null || exit 0
 for f in "$@"; do [ -f "$f" ] && sha256sum -- "$f"; done
+for u in __UNITS__; do f="$HOME/__UNIT_DIR__/$u"; [ -f "$f" ] && sha256sum -- "$f"; done
 exit 0
 """
 
@@ -47,6 +56,8 @@ class Survey:
     active: str = ""  # version `current` points at ("" when none)
     complete: bool = False  # the wanted version's folder is complete
     supervisor: bool = False  # edgekit's supervisor runs (no-systemd nodes)
+    home: str = ""
+    units: list[str] = field(default_factory=list)  # is-active per unit, then is-enabled
     hashes: dict[str, str] = field(default_factory=dict)  # path under root -> sha256
 
 
@@ -55,7 +66,8 @@ def script(root: str, python: str, model: str, version: str, blobs: list[str]) -
     root_expr = root if root.startswith("~") and " " not in root else shlex.quote(root)
     files = [f"blobs/{s}" for s in blobs] + list(SERVICE_FILES)
     body = (_SURVEY.replace("__MARK__", MARK).replace("__ROOT__", root_expr)
-            .replace("__PYTHON__", shlex.quote(python)))
+            .replace("__PYTHON__", shlex.quote(python)).replace("__UNIT_DIR__", UNIT_DIR)
+            .replace("__FIRST_UNIT__", unit_name(SERVICES[0])).replace("__UNITS__", UNITS))
     args = " ".join(shlex.quote(a) for a in [model, version, *files])
     # run as a function so its positional arguments and `exit` stay inside it
     return "edgekit_survey() {\n" + body + "\n}\nedgekit_survey " + args + "\n"
@@ -65,8 +77,10 @@ def parse(text: str) -> Survey:
     sv = Survey()
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep and key in ("root", "python", "fingerprint", "active"):
+        if sep and key in ("root", "python", "fingerprint", "active", "home"):
             setattr(sv, key, value.strip())
+        elif sep and key == "units":
+            sv.units = value.split()
         elif line in ("complete=yes", "supervisor=yes"):
             setattr(sv, line.split("=")[0], True)
         elif "  " in line:

@@ -1,6 +1,8 @@
 """One virtual cluster for the deploy tests (real users, sshd, cgroups), always torn down.
 
 pi1-pi3 are healthy Pi 4/Pi 5 boards; pi4 has a 32-bit personality (deploy must refuse it).
+pi1, pi2 (and pi4) run a systemd user manager where this host can (deploy runs their services
+as user units); pi3 has none, so the same deployments also take edgekit's supervisor path.
 EDGEKIT_HOME points at a temp folder for the whole session, so host state, known_hosts and
 the wheel cache never touch the real one.
 """
@@ -63,7 +65,7 @@ def vcluster(ek_home: Path) -> Iterator[VirtualCluster]:
     if SKIP_REASON:
         pytest.skip(SKIP_REASON)
     specs = [NodeSpec("pi4", cooling="fan"), NodeSpec("pi5", cooling="fan"),
-             NodeSpec("pi4", cooling="fan"), NodeSpec("pi4", linux32=True)]
+             NodeSpec("pi4", cooling="fan", init="none"), NodeSpec("pi4", linux32=True)]
     vc = VirtualCluster.up(specs, home=ek_home)
     try:
         yield vc

@@ -66,6 +66,12 @@ def _infer(world, api: str) -> np.ndarray:
         return np.array(json.loads(resp.read())["outputs"][0]["data"], dtype=np.float32)
 
 
+def _how(world, name: str) -> str:
+    """How deploy runs the node's services: user units where it has a systemd user manager
+    (pi1, pi2 where the host can), edgekit's supervisor otherwise (pi3: init none)."""
+    return "systemd" if world["vc"].record.node(name).init == "systemd" else "supervisor"
+
+
 def _conn(world, name: str) -> Connection:
     return Connection(inventory.load(world["vc"].inventory_path).get(name))
 
@@ -98,6 +104,7 @@ def test_deploy_real_model_serves_on_every_node(world):
     res = deploy(_opts(world))
     assert res.ok, res.to_dict()
     assert all(res.nodes[n].healthy for n in WORKERS)
+    assert {n: res.nodes[n].services for n in WORKERS} == {n: _how(world, n) for n in WORKERS}
     got = _infer(world, res.head["api_url"])
     want = ort.InferenceSession(str(world["model"])).run(None, {"x": _image()})[0].ravel()
     assert np.allclose(got, want, atol=1e-4), (got, want)
@@ -113,7 +120,8 @@ def test_second_identical_deploy_sends_nothing(world):
     assert res.ok, res.to_dict()
     assert sum(r.sent_bytes for r in res.nodes.values()) == 0
     assert all(r.runtime == "up to date" for r in res.nodes.values())
-    assert all(r.services == "supervisor (running)" for r in res.nodes.values())
+    assert {n: r.services for n, r in res.nodes.items()} == {
+        n: _how(world, n) + " (running)" for n in WORKERS}
     print(f"\nno-op redeploy of 3 nodes: {elapsed:.2f} s")  # measured, not asserted
 
 
@@ -277,3 +285,4 @@ def test_undeploy_leaves_no_edgekit_process(world):
             assert "ray" not in ps and "edgekit" not in ps, ps
             kept = c.run("ls $HOME/.edgekit").stdout.split()
             assert "runtime" in kept and "apps" not in kept
+            assert "edgekit-" not in c.run("ls $HOME/.config/systemd/user/ 2>/dev/null").stdout

@@ -1,7 +1,6 @@
 """The systemd path of `edgekit deploy` (nodes with systemd): the rendered user units and the
-exact command sequence, against a recording fake of the SSH connection. This is the only check
-of that path here: the virtual cluster has no systemd, so it was never run on a real one
-(docs/DEPLOY.md says so)."""
+exact command sequence, against a recording fake of the SSH connection. The path runs for real
+on the virtual cluster's systemd user managers in test_deploy_systemd.py."""
 
 from __future__ import annotations
 
@@ -69,13 +68,21 @@ class _Conn:
 
 def test_rendered_units():
     text = assets.render_unit("ray-worker", python=f"{ROOT}/runtime/bin/python", root=ROOT,
-                              node="pi1")
+                              node="pi1", token_path=f"{ROOT}/secrets/ray-token")
     assert f"ExecStart={ROOT}/runtime/bin/python -m edgekit.node.raynode {ROOT}/run/ray.json" \
         in text
     assert "Restart=always" in text and "KillMode=control-group" in text
     assert f"StandardOutput=append:{ROOT}/logs/ray-worker.log" in text
     assert "WantedBy=default.target" in text and "${" not in text
-    agent = assets.render_unit("agent", python="/p/python", root=ROOT, node="pi1")
+    # the environment the supervisor path gets from raynode: token auth by path, the root
+    assert f'"RAY_AUTH_TOKEN_PATH={ROOT}/secrets/ray-token"' in text
+    assert '"RAY_AUTH_MODE=token"' in text and f'"EDGEKIT_NODE_ROOT={ROOT}"' in text
+    assert "After=network-online" not in text  # a system unit: a user manager has none
+    odd = assets.render_unit("agent", python="/p/python", root="/r/50%", node="pi1",
+                             token_path="/t")
+    assert "/r/50%%/logs/agent.log" in odd  # '%' would be a systemd specifier
+    agent = assets.render_unit("agent", python="/p/python", root=ROOT, node="pi1",
+                               token_path="/t")
     assert f"ExecStart=/p/python -m edgekit.node.agent {ROOT} pi1" in agent
 
 
@@ -92,11 +99,13 @@ def test_install_and_stop_command_sequence():
     assert conn.files[f"mode:{lay.ray_token}.tmp"] == b"600"
     assert all("s3cret" not in c for c in conn.commands)  # the token is never a command
     start = conn.commands[-1]
-    assert start == ('(loginctl enable-linger "$(id -un)" 2>/dev/null || true) && '
-                     "systemctl --user daemon-reload && "
-                     "systemctl --user enable edgekit-ray-worker.service edgekit-agent.service"
-                     " && systemctl --user restart edgekit-ray-worker.service "
-                     "edgekit-agent.service")
+    # a supervisor left from a deploy without systemd is stopped first
+    assert "edgekit.node.supervisor stop" in start.split("; (loginctl")[0]
+    assert start.endswith('(loginctl enable-linger "$(id -un)" 2>/dev/null || true) && '
+                          "systemctl --user daemon-reload && "
+                          "systemctl --user enable edgekit-ray-worker.service "
+                          "edgekit-agent.service && systemctl --user restart "
+                          "edgekit-ray-worker.service edgekit-agent.service")
     # same files again: started (a no-op when running), not restarted
     services.install(conn, lay, "pi1", cfg, systemd=True, token=b"s3cret")  # type: ignore[arg-type]
     assert conn.commands[-1].endswith("systemctl --user start edgekit-ray-worker.service "
@@ -106,6 +115,27 @@ def test_install_and_stop_command_sequence():
     assert "systemctl --user restart" in conn.commands[-1]
     conn.commands.clear()
     services.stop(conn, lay, systemd=True)  # type: ignore[arg-type]
-    assert conn.commands[0].startswith(
-        "systemctl --user disable --now edgekit-ray-worker.service edgekit-agent.service")
+    assert ("systemctl --user disable --now edgekit-ray-worker.service edgekit-agent.service"
+            in conn.commands[0])
     assert "rm -f $HOME/.config/systemd/user/edgekit-*.service" in conn.commands[0]
+    assert "edgekit.node.supervisor stop" in conn.commands[0]
+
+
+def test_identical_redeploy_to_running_units_needs_no_command():
+    import hashlib
+
+    from edgekit.deploy.survey import Survey
+
+    lay, cfg = NodeLayout(ROOT), {"address": "10.0.0.1:6379", "generation": "a"}
+    files = {**services.unit_files(lay, "pi1", HOME), "secrets/ray-token": b"t",
+             "run/ray.json": services.supervisor_files(lay, "pi1", cfg)["run/ray.json"]}
+    hashes = {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
+    running = ["active", "active", "enabled", "enabled"]
+    sv = Survey(home=HOME, units=running, hashes=hashes)
+    assert services.unchanged(lay, "pi1", cfg, b"t", sv, systemd=True)
+    assert not services.unchanged(lay, "pi1", cfg, b"t", sv, systemd=False)  # no supervisor
+    assert not services.unchanged(lay, "pi1", cfg, b"other", sv, systemd=True)
+    assert not services.unchanged(lay, "pi1", {**cfg, "generation": "b"}, b"t", sv, True)
+    for units in (["failed", "active", "enabled", "enabled"], running[:2] + ["disabled"] * 2):
+        assert not services.unchanged(lay, "pi1", cfg, b"t", Survey(home=HOME, units=units,
+                                                                    hashes=hashes), True)
