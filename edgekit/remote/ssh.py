@@ -27,6 +27,8 @@ from edgekit.remote import hostkeys
 from edgekit.remote.sshconfig import Target, resolve
 
 T = TypeVar("T")
+#: after a command's exit status, how long to wait for the end of its output (see _drain)
+EOF_GRACE_S = 2.0
 # paramiko logs handshake failures with tracebacks; we report them per node instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
@@ -163,8 +165,13 @@ class Connection:
         return result
 
     def _drain(self, channel: paramiko.Channel, deadline: float, command: str):
+        """stdout and stderr until the command has exited *and* its output has ended (EOF):
+        OpenSSH may send the exit status before the last output of a busy session (seen as
+        an empty stdout on a node under its CPU cap). A background process holding the output
+        open gets EOF_GRACE_S, then what arrived is returned."""
         out, err = bytearray(), bytearray()
         channel.settimeout(0.2)
+        exited_at = 0.0
         while True:
             progressed = False
             while channel.recv_ready():
@@ -175,7 +182,10 @@ class Connection:
                 progressed = True
             if channel.exit_status_ready() and not channel.recv_ready() \
                     and not channel.recv_stderr_ready():
-                return bytes(out), bytes(err)
+                exited_at = exited_at or time.monotonic()
+                if channel.eof_received or channel.closed \
+                        or time.monotonic() - exited_at > EOF_GRACE_S:
+                    return bytes(out), bytes(err)
             if time.monotonic() > deadline:
                 raise RemoteCommandError(
                     f"command timed out: {command.split()[0]} ...", where=f"node {self.node.name}"
