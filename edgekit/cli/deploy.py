@@ -84,6 +84,10 @@ def _finish(res, as_json: bool) -> None:  # type: ignore[no-untyped-def]
 @click.option("--timeout", "verify_timeout_s", type=float, default=240.0, show_default=True,
               help="Seconds to wait for every worker's health check.")
 @click.option("--port", "api_port", type=int, default=None, help="API port on the head.")
+@click.option("--api-host", default="127.0.0.1", show_default=True,
+              help="Address the API binds on the head (0.0.0.0: the LAN; the bearer token is "
+                   "always required). On a role=head node's loopback, edgekit's own commands "
+                   "reach it through an SSH tunnel.")
 @click.option("--thermal/--no-thermal", default=True, show_default=True,
               help="Steer routing by node temperature and power (edgekit.thermal).")
 @click.option("--power-cap", "power_cap_w", type=float, default=None,
@@ -116,7 +120,10 @@ def status(nodes_file: str, accept_new_host_keys: bool, as_json: bool) -> None:
     if as_json:
         emit_json(st)
     else:
-        table = Table(title=f"API {st['head'].get('api_url')} ready={st['api_ready']}")
+        hd = st["head"]
+        where = "" if hd.get("where", "host") == "host" else f" on {hd['where']}"
+        via = " (SSH tunnel)" if st.get("tunnel") else ""
+        table = Table(title=f"API {hd.get('api_url')}{where}{via} ready={st['api_ready']}")
         for col in ("node", "reachable", "active", "kept", "services", "healthy"):
             table.add_column(col, overflow="fold")
         for name, n in st["nodes"].items():
@@ -163,7 +170,8 @@ def undeploy(nodes_file: str, accept_new_host_keys: bool, purge: bool, as_json: 
 @json_option
 def logs(nodes_file: str, accept_new_host_keys: bool, node: str, service: str, lines: int,
          as_json: bool) -> None:
-    """Show the tail of a service's log on NODE (`head` for the host's Ray head and API)."""
+    """Show the tail of a service's log on NODE (`head`: where the Ray head and API run; on a
+    role=head node `ray-head` is its ray-worker service, started as the head)."""
     from edgekit.deploy import ops
 
     text = ops.logs(Path(nodes_file), node, service, lines, accept_new_host_keys)

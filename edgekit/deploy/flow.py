@@ -8,6 +8,7 @@ version it had, and a rerun completes it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from edgekit import inventory
 from edgekit.deploy import bundle as bundle_mod
 from edgekit.deploy import (
     head,
+    headnode,
     nodeops,
     provision,
     push,
@@ -53,6 +55,7 @@ class DeployOptions:
     keep_versions: int = 3
     verify_timeout_s: float = 240.0
     api_port: int | None = None
+    api_host: str = "127.0.0.1"  # what the API binds; 0.0.0.0: the LAN (bearer token always on)
     thermal: bool = True  # steer routing by temperature/power (edgekit.thermal controller)
     power_cap_w: float | None = None  # cluster power cap enforced by that controller
     extra: dict = field(default_factory=dict)
@@ -66,6 +69,7 @@ def object_store_bytes(total_ram: int) -> int:
 def capacity(node: inventory.Node, rep: NodeReport) -> NodeCapacity:
     total = (rep.mem_total_mb or 0) * MB
     usable = node.ram_bytes or total - RAY_NODE_RESERVE_BYTES - object_store_bytes(total)
+    usable = headnode.head_capacity(usable, node)  # a role=head node also runs GCS + the API
     return NodeCapacity(node.name, max(usable, 0), node.speed, rep.cores or 1)
 
 
@@ -84,6 +88,10 @@ def deploy(opts: DeployOptions, ui: Reporter | None = None) -> RunResult:
             if opts.strict and not res.ok:
                 bad = ", ".join(n for n, r in res.nodes.items() if not r.ok)
                 res.error = f"--strict: {bad} not fit; no node was touched"
+                return res
+            if inv.head is not None and inv.head.name not in fit:
+                res.error = (f"the head node {inv.head.name} (role=head) is not usable: "
+                             f"{res.node(inv.head.name).detail}; no node was touched")
                 return res
             caps = [capacity(inv.get(n), rep) for n, rep in fit.items()]
             p = plan([s.mem_bytes for s in bundle.stages], caps, replicas=opts.replicas,
@@ -151,6 +159,7 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
              seen: dict[str, survey.Survey], opts: DeployOptions, res: RunResult,
              ui: Reporter, pool: Pool) -> None:
     cache = wheelhouse_dir()
+    head_name = inv.head.name if inv.head is not None else None
     reqs = wheels.pins(bundle.extras)
     whl = wheels.node_wheel(cache)
     whl_sha = wheels.file_digest(whl)
@@ -202,25 +211,33 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
             line=inventory.render([c.node]).strip())
         return pu.version
 
-    for name, out in _each(pool, p.nodes, prepare).items():
+    # the head node gets the bundle even where the plan puts no replica: the API reads it
+    prepared = p.nodes + [n for n in [head_name] if n and n not in p.nodes]
+    for name, out in _each(pool, prepared, prepare).items():
         if not out.ok:
             res.node(name).fail(res.node(name).step or "provision", out.error or "")
             ui.step(name, f"[red]{res.node(name).step} failed")
-    ready = [n for n in p.nodes if res.node(n).ok]
-    if not ready:
-        res.error = "no node could be prepared"
+    ready = [n for n in prepared if res.node(n).ok]
+    if not ready or (head_name and head_name not in ready):
+        res.error = (f"the head node {head_name} could not be prepared"
+                     if ready else "no node could be prepared")
         return
     host_ip = facts[ready[0]].host_ip
-    head_root = dep / "head"
-    port = st.head.ray_address.rsplit(":", 1)[-1] if st.head.ray_address else ""
-    addr = head.start_ray(head_root, host_ip, int(port) if port else head.free_port(),
-                          state.secret(dep, "ray-token"))
-    st.head.ray_address = addr
-    res.head = {"where": "host", "ray_address": addr}
-    if inv.head is not None:  # said, not silently ignored: see docs/DEPLOY.md "Known limits"
-        res.head["warning"] = (f"role=head on {inv.head.name} is not supported yet: the Ray "
-                               f"head and the API run on this host; {inv.head.name} serves as "
-                               "a worker")
+    old_where = st.head.where
+    if head_name is None:
+        hd = headnode.choose(st.head, "host", host_ip, opts.api_host, opts.api_port,
+                             lambda n: [head.free_port() for _ in range(n)])
+        head.start_ray(dep / "head", host_ip, hd.ray_port, state.secret(dep, "ray-token"))
+    else:
+        head.stop(dep / "head")  # a host-side head from a deploy without role=head
+        hf = facts[head_name]
+        hd = headnode.choose(st.head, head_name, hf.node_ip, opts.api_host, opts.api_port,
+                             lambda n: headnode.free_ports(pool[head_name], hf.python, n))
+    addr = hd.ray_address
+    st.head.where, st.head.ray_address = hd.where, addr
+    res.head = {"where": hd.where, "ray_address": addr}
+
+    head_gen: list[str] = []
 
     def start(c: Connection) -> str:
         name = c.node.name
@@ -234,17 +251,38 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
                "temp_dir": f"{f.root}/run/ray", "token_path": lay.ray_token, "root": f.root,
                # a new runtime or head restarts the node's services (the file changes)
                "generation": f"{ns.fingerprint}:{addr}"}
+        if name == head_name:  # its one Ray process is the head (and still serves models)
+            cfg = headnode.ray_config(cfg, hd.ray_port)
+            head_gen.append(headnode.digest(cfg))
+        elif head_name:  # a restarted head node is a new Ray cluster: rejoin it at once
+            cfg["generation"] += ":" + "".join(head_gen)
+        if name == old_where and name != head_name:  # the head moved away: its API goes
+            headnode.remove_api(c, lay)
         if name not in fresh and services.unchanged(lay, name, cfg, ray_token, seen[name],
                                                     ns.systemd):
             return ("systemd" if ns.systemd else "supervisor") + " (running)"
         return services.install(c, lay, name, cfg, ns.systemd, ray_token)
 
-    for name, out in _each(pool, ready, start).items():
-        if out.ok and out.value:
-            res.node(name).services = str(out.value)
-        elif not out.ok:
-            res.node(name).fail("start", out.error or "")
-    _serve_and_verify(st, dep, bundle, p, opts, res, ui, pool, api_token,
+    def start_head(c: Connection) -> str:
+        how = start(c)
+        headnode.wait_ray(c, NodeLayout(facts[c.node.name].root), hd.ip, hd.ray_port)
+        return how
+
+    # the head node first: the others join its Ray head
+    for names, fn in (([head_name] if head_name else [], start_head),
+                      ([n for n in ready if n != head_name], start)):
+        for name, out in _each(pool, names, fn).items():
+            if out.ok and out.value:
+                res.node(name).services = str(out.value)
+            elif not out.ok:
+                res.node(name).fail("start", out.error or "")
+    if head_name and not res.node(head_name).ok:
+        res.error = f"the Ray head on {head_name} did not start"
+        return
+    if old_where not in ("host", head_name, *ready) and old_where in pool.connections:
+        headnode.retire(pool[old_where], st.nodes[old_where])  # was the head, now unplaced
+    hd = dataclasses.replace(hd, generation="".join(head_gen))
+    _serve_and_verify(st, dep, bundle, p, hd, opts, res, ui, pool, api_token,
                       state.secret(dep, "ray-token"))
     if app is None or app.version != bundle.version:
         history = [v for v in history if v != bundle.version] + [bundle.version]
@@ -268,27 +306,39 @@ def serving_nodes(p: Plan, ok: set[str]) -> list[str]:
 
 
 def _serve_and_verify(st: state.DeployState, dep: Path, bundle: bundle_mod.Bundle, p: Plan,
-                      opts: DeployOptions, res: RunResult, ui: Reporter, pool: Pool,
-                      api_token: Path, ray_token: Path) -> None:
+                      hd: headnode.Head, opts: DeployOptions, res: RunResult, ui: Reporter,
+                      pool: Pool, api_token: Path, ray_token: Path) -> None:
     nodes = serving_nodes(p, {n for n in p.nodes if res.node(n).ok})
     if not nodes:
         res.error = "no complete replica could be started"
         return
-    port = opts.api_port or st.head.api_port or head.free_port()
-    head.start_api(dep / "head", {
-        "models": [f"{bundle.name}={bundle.path}"], "ray_address": st.head.ray_address,
-        "nodes": nodes, "host": "127.0.0.1", "port": port,
-        "api_token_path": str(api_token), "ray_token_path": str(ray_token),
-        "node_bundles": True,  # workers load their node's verified `current` copy
-        # the thermal controller starts each node's agent and steers routing (docs/THERMAL.md)
-        "controllers": ["thermal"] if opts.thermal else [], "power_cap_w": opts.power_cap_w})
-    st.head.api_port, st.head.api_url = port, f"http://127.0.0.1:{port}"
+    common = {"ray_address": hd.ray_address, "nodes": nodes, "host": hd.api_host,
+              "port": hd.api_port, "thermal": opts.thermal, "power_cap_w": opts.power_cap_w}
+    if hd.on_node:
+        try:
+            res.head["api"] = headnode.serve(pool[hd.where], st.nodes[hd.where], bundle.name,
+                                             bundle.version, hd.generation,
+                                             api_token.read_bytes(), common,
+                                             opts.verify_timeout_s)
+        except Exception as exc:
+            res.error = f"the API on {hd.where} did not start: {exc}"
+            for n in nodes:
+                res.node(n).fail("verify", "no API")
+            return
+    else:
+        head.start_api(dep / "head", headnode.api_config(
+            model=bundle.name, bundle=str(bundle.path), api_token_path=str(api_token),
+            ray_token_path=str(ray_token), **common))
+    st.head.api_port, st.head.api_host, st.head.api_url = hd.api_port, hd.api_host, hd.api_url
     res.head["api_url"] = st.head.api_url
+    if headnode.needs_tunnel(st.head):
+        res.head["tunnel"] = f"SSH to {hd.where}, then 127.0.0.1:{hd.api_port} there"
     for n in nodes:
         res.node(n).step = "verify"
         ui.step(n, "verify")
-    h = verify.wait(st.head.api_url, api_token.read_text().strip(), [bundle.name], nodes,
-                    opts.verify_timeout_s)
+    with headnode.reach(st, pool[hd.where] if hd.on_node else None) as url:
+        h = verify.wait(url, api_token.read_text().strip(), [bundle.name], nodes,
+                        opts.verify_timeout_s)
     for n in nodes:
         r = res.node(n)
         r.healthy = n in h.alive_nodes
@@ -303,4 +353,5 @@ def _serve_and_verify(st: state.DeployState, dep: Path, bundle: bundle_mod.Bundl
         except Exception as exc:
             r.log_tail = f"(could not read the log: {exc})"
     if not h.ready:
-        res.head["api_log"] = head.tail(dep / "head", "api")
+        res.head["api_log"] = (services.log_tail(pool[hd.where], NodeLayout(
+            st.nodes[hd.where].root), "api") if hd.on_node else head.tail(dep / "head", "api"))

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from edgekit import inventory
-from edgekit.deploy import head, nodeops, services, state, verify
+from edgekit.deploy import head, headnode, nodeops, services, state, verify
 from edgekit.deploy.layout import NodeLayout, deployment_dir
 from edgekit.deploy.report import RunResult
 from edgekit.errors import ClusterError
@@ -34,15 +34,18 @@ def status(inventory_path: Path, accept_new_host_keys: bool = False) -> dict:
     inv, dep, st = _load(inventory_path)
     token = (dep / "api-token").read_text().strip() if (dep / "api-token").exists() else ""
     models = list(st.apps)
-    health = verify.check(st.head.api_url, token, models) if st.head.api_url else None
+    health = _health(st, token, models, accept_new_host_keys) if st.head.api_url else None
 
     def one(c) -> dict:
         ns = st.nodes[c.node.name]
         lay = NodeLayout(ns.root)
         from edgekit.deploy import versions
+        svc = services.status(c, lay)
+        if c.node.name == st.head.where and svc.get("units"):  # the head node's API unit
+            svc["units"][headnode.API] = "active" if headnode.unit_active(c) else "inactive"
         return {"active": {m: versions.active(c, lay, m) for m in models},
                 "kept": {m: versions.listed(c, lay, m) for m in models},
-                "services": services.status(c, lay)}
+                "services": svc}
 
     with Pool(_deployed(inv, st), accept_new_host_keys=accept_new_host_keys) as pool:
         outs = pool.each(one)
@@ -61,7 +64,18 @@ def status(inventory_path: Path, accept_new_host_keys: bool = False) -> dict:
     return {"inventory": str(inv.path), "head": vars(st.head),
             "apps": {m: {"version": a.version, "bundle": a.bundle, "plan": a.plan["nodes"]}
                      for m, a in st.apps.items()},
-            "api_ready": bool(health and health.ready), "nodes": nodes}
+            "api_ready": bool(health and health.ready), "nodes": nodes,
+            "tunnel": headnode.needs_tunnel(st.head), "api_error": health.error if health else ""}
+
+
+def _health(st: state.DeployState, token: str, models: list[str],
+            accept_new_host_keys: bool) -> verify.Health:
+    """The API's answer (through an SSH tunnel when it runs on a head node's loopback)."""
+    try:
+        with headnode.reach(st, accept_new_host_keys=accept_new_host_keys) as url:
+            return verify.check(url, token, models)
+    except Exception as exc:  # the head node is unreachable: say so, the table still shows
+        return verify.Health(False, error=f"cannot reach the API on {st.head.where}: {exc}")
 
 
 def rollback(inventory_path: Path, model: str | None, to: str | None,
@@ -78,7 +92,9 @@ def rollback(inventory_path: Path, model: str | None, to: str | None,
         def one(c) -> tuple[str, str]:
             return nodeops.rollback(c, NodeLayout(st.nodes[c.node.name].root), name, to)
 
-        with Pool([n for n in _deployed(inv, st) if n.name in app.plan["nodes"]],
+        # a head node's API reads the model from its own `current`: switched too
+        with Pool([n for n in _deployed(inv, st)
+                   if n.name in app.plan["nodes"] or n.name == st.head.where],
                   accept_new_host_keys=accept_new_host_keys) as pool:
             for node, out in pool.each(one).items():
                 r = res.node(node)
@@ -86,34 +102,44 @@ def rollback(inventory_path: Path, model: str | None, to: str | None,
                 if out.ok and out.value:
                     r.detail = f"{out.value[0]} -> {out.value[1]}"
                     r.version = out.value[1]
-                    app.active[node] = out.value[1]
+                    if node in app.plan["nodes"]:
+                        app.active[node] = out.value[1]
                 else:
                     r.fail("rollback", out.error or "")
-        switched = {r.version for r in res.nodes.values() if r.ok and r.version}
-        if len(switched) == 1:
-            _reload_api(dep, st, name, switched.pop(), res)
+            switched = {r.version for r in res.nodes.values() if r.ok and r.version}
+            if len(switched) == 1:
+                _reload_api(dep, st, name, switched.pop(), res, pool)
         state.save(dep, st)
     res.seconds = time.monotonic() - t0
     return res
 
 
 def _reload_api(dep: Path, st: state.DeployState, name: str, version: str,
-                res: RunResult) -> None:
+                res: RunResult, pool: Pool) -> None:
     """Restart the API so its workers load the rolled-back files from their nodes."""
-    config_path = dep / "head" / "run" / "api.json"
-    if not config_path.exists():
-        return
     import json
 
     app = st.apps[name]
-    cfg = json.loads(config_path.read_text())
-    folder = app.bundles.get(version, app.bundle)  # the head reads metadata from it
-    cfg["models"] = [f"{name}={folder}"]
-    cfg["version"] = version  # a changed config is what makes the supervisor restart it
-    head.start_api(dep / "head", cfg)
+    folder = app.bundles.get(version, app.bundle)  # the host's copy (metadata for a host API)
+    conn = pool.connections.get(st.head.where)
+    if conn is not None:  # the API on the head node reads the node's switched `current`
+        try:
+            headnode.reload(conn, st.nodes[st.head.where], name, version, 180.0)
+        except Exception as exc:
+            res.error = f"the API on {st.head.where} did not restart: {exc}"
+            return
+    else:
+        config_path = dep / "head" / "run" / "api.json"
+        if st.head.where != "host" or not config_path.exists():
+            return
+        cfg = json.loads(config_path.read_text())
+        cfg["models"] = [f"{name}={folder}"]
+        cfg["version"] = version  # a changed config is what makes the supervisor restart it
+        head.start_api(dep / "head", cfg)
     app.version, app.bundle = version, folder
-    h = verify.wait(st.head.api_url, (dep / "api-token").read_text().strip(), [name],
-                    sorted(app.active), 120.0)
+    with headnode.reach(st, conn) as url:
+        h = verify.wait(url, (dep / "api-token").read_text().strip(), [name],
+                        sorted(app.active), 120.0)
     res.head["api_url"] = st.head.api_url
     for node in app.active:
         res.node(node).healthy = node in h.alive_nodes
@@ -153,8 +179,11 @@ def undeploy(inventory_path: Path, purge: bool = False,
 def logs(inventory_path: Path, node: str, service: str, lines: int,
          accept_new_host_keys: bool = False) -> str:
     inv, dep, st = _load(inventory_path)
-    if node == "head":
+    if node == "head" and st.head.where == "host":
         return head.tail(dep / "head", service if service != "ray-worker" else "ray-head", lines)
+    node = st.head.where if node == "head" else node
+    if node == st.head.where and service == "ray-head":  # the head node's one Ray process
+        service = "ray-worker"
     if node not in st.nodes:
         raise ClusterError(f"nothing deployed on {node}", where=str(inv.path))
     target = next(n for n in _deployed(inv, st) if n.name == node)

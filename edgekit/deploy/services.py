@@ -147,7 +147,10 @@ def systemd_start_command(restart: bool) -> str:
 
 def stop_units_command() -> str:
     """Stop, disable and remove edgekit's user units if there are any (always succeeds)."""
+    api = unit_name("api")  # only on a role=head node (edgekit/deploy/headnode.py)
     return (f"if ls $HOME/{UNIT_DIR}/edgekit-*.service >/dev/null 2>&1; then "
+            f"if [ -f $HOME/{UNIT_DIR}/{api} ]; then "
+            f"systemctl --user disable --now {api} 2>/dev/null; fi; "
             f"systemctl --user disable --now {UNITS} 2>/dev/null; "
             f"rm -f $HOME/{UNIT_DIR}/edgekit-*.service; systemctl --user daemon-reload; "
             f"systemctl --user reset-failed {UNITS} 2>/dev/null; fi; true")
