@@ -9,7 +9,8 @@ serve` as a subprocess, with real models from `edgekit.model.samples`:
     back), ppocr-cls 1x3x48x192, sequential requests, against bare `session.run` here, and
     the share of it a plain `ray.get(actor.run.remote(x))` to a pinned ORT actor costs;
 (b) saturated throughput, ppocr-rec 1x3x48x320 on 2 one-thread replicas (pi1, pi2) against 2
-    one-thread bare ORT sessions side by side (the same 2 cores);
+    one-thread bare ORT sessions side by side (the same 2 cores), and where the CPU went per
+    request (load generator, API server, workers, Ray daemons: they all share these cores);
 (c) the same models behind a plain Ray Serve deployment (default router, JSON ingress);
 (d) ppocr-rec cut into 3 stages by `edgekit bundle create --stages 3`, one stage per node
     (pi1..pi3), against the slowest stage alone; at most --max-queue clients (more would
@@ -91,6 +92,31 @@ class Server:
             self.proc.kill()
 
 
+def cpu_seconds(cluster: LocalCluster, server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by role: this process (load generator), the API server, the
+    cluster's model workers, and the rest of its Ray processes (raylets, GCS, agents)."""
+    import psutil
+
+    out = dict.fromkeys(("load generator", "API server", "workers", "Ray daemons"), 0.0)
+
+    def add(role: str, p: psutil.Process) -> None:
+        try:
+            t = p.cpu_times()
+            out[role] += t.user + t.system
+        except psutil.Error:
+            pass
+
+    add("load generator", psutil.Process())
+    add("API server", psutil.Process(server_pid))
+    for p in cluster._procs(str(cluster.root)):
+        try:
+            worker = "_GroupedWorker" in " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        add("workers" if worker else "Ray daemons", p)
+    return out
+
+
 def asyncio_run(coro):
     import asyncio
 
@@ -146,7 +172,12 @@ def main() -> None:
             full = base.latency_ms(lambda: c.infer("cls", cls_x), a.requests)
             res["edgekit_cls_ms"] = {"p50": pct(full, 50), "p99": pct(full, 99)}
             hdr = {"Authorization": f"Bearer {TOKEN}"}
+            cpu0 = cpu_seconds(cluster, srv.proc.pid)
             res["edgekit_rec"] = srv.bench("rec", rec_x, a.concurrency, a.duration)
+            cpu1 = cpu_seconds(cluster, srv.proc.pid)
+            done = max(1, res["edgekit_rec"]["ok"])
+            res["rec_cpu_ms_per_request"] = {k: round((cpu1[k] - cpu0[k]) * 1000 / done, 2)
+                                             for k in cpu0}
             jb = base.json_body(rec_x)
             res["edgekit_rec_json"] = base.http_throughput(
                 f"{srv.url}/v2/models/rec/infer", jb, {"Authorization": hdr["Authorization"]},
@@ -200,6 +231,8 @@ def report(r: dict) -> None:
          f"Ray alone adds {r['ray_actor_cls_ms']['p50'] - r['bare_cls_ms']['p50']:.2f} ms p50"),
         ("(b) ppocr-rec saturated req/s", f"{ek}", f"bare ORT {r['bare_rec_per_s']}",
          f"{ek / r['bare_rec_per_s']:.0%} of bare (target >= 85%)"),
+        ("(b) CPU ms per ppocr-rec request", "", "",
+         ", ".join(f"{k} {v}" for k, v in r["rec_cpu_ms_per_request"].items())),
         ("(c) Ray Serve JSON ppocr-rec req/s", f"{ek}",
          f"Ray Serve {r['rayserve_rec']['per_s']:.2f}",
          f"x{ek / r['rayserve_rec']['per_s']:.2f}; "
