@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgekit.errors import ClusterError
 from edgekit.node import supervisor
-from edgekit.node.raynode import PYTHON_MATCH_ENV
+from edgekit.node.raynode import PYTHON_MATCH_ENV, temp_link
 
 RAY_HEAD_OBJECT_STORE_BYTES = 100 * 1024 * 1024  # the head runs no models
 
@@ -101,6 +101,7 @@ def stop(root: Path) -> None:
         for p in (root / "services").glob("*.json"):
             p.unlink()
         supervisor.stop(root)
+    Path(temp_link(str(root / "run" / "ray"), os.getuid())).unlink(missing_ok=True)
 
 
 def tail(root: Path, service: str, lines: int = 20) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from edgekit.deploy import services, versions
 from edgekit.deploy.layout import NodeLayout
+from edgekit.node.raynode import temp_link
 from edgekit.remote.ssh import Connection
 
 
@@ -47,8 +48,10 @@ def teardown(conn: Connection, layout: NodeLayout, systemd: bool, purge: bool) -
     services.stop(conn, layout, systemd)
     q = shlex.quote
     keep = "" if purge else "-not -name 'runtime' -not -name 'runtime-*'"
+    link = temp_link(f"{layout.run}/ray", "$(id -u)")  # raynode's short name for run/ray
     conn.run(f"if [ -d {q(layout.root)} ]; then find {q(layout.root)} -mindepth 1 -maxdepth 1 "
-             f"{keep} -exec rm -rf {{}} +; fi; rm -f /tmp/edgekit-ray-$(id -u)", timeout_s=300)
+             f"{keep} -exec rm -rf {{}} +; fi; rm -f {link} /tmp/edgekit-ray-$(id -u)",
+             timeout_s=300)
     if purge:
         conn.run(f"rm -rf {q(layout.root)}", timeout_s=300)
     return leftover_processes(conn, layout)

@@ -8,11 +8,12 @@ file's *path* goes in RAY_AUTH_TOKEN_PATH, the token itself never appears in an 
 the environment. Every port is picked free on this machine, so several Ray nodes can share
 one host (the virtual cluster) without colliding. Ray's Unix sockets live under its temp dir,
 which must stay short (108 bytes with the session folder): a long deploy root is reached
-through a symlink /tmp/edgekit-ray-<uid> (documented in docs/DEPLOY.md).
+through a symlink /tmp/edgekit-ray-<uid>-<hash of the dir> (documented in docs/DEPLOY.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -43,11 +44,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def temp_link(temp_dir: str, uid: int | str) -> str:
+    """The short name of a long temp dir: one per temp dir, not per user (the host's heads of
+    two deployments, or any other Ray of the same user, must not take each other's link)."""
+    return f"/tmp/edgekit-ray-{uid}-{hashlib.sha256(temp_dir.encode()).hexdigest()[:8]}"
+
+
 def short_temp_dir(temp_dir: str) -> str:
     Path(temp_dir).mkdir(parents=True, exist_ok=True)
     if len(temp_dir) <= MAX_TEMP_DIR_CHARS:
         return temp_dir
-    link = Path(f"/tmp/edgekit-ray-{os.getuid()}")
+    link = Path(temp_link(temp_dir, os.getuid()))
     if link.is_symlink() and os.readlink(link) == temp_dir:
         return str(link)
     tmp = link.with_name(link.name + f".{os.getpid()}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass, field
 
 from edgekit import inventory
@@ -216,3 +217,17 @@ def test_the_old_head_node_loses_its_api():
     cmd = conn.commands[0]
     assert f"{ROOT}/services/api.json" in cmd and f"{ROOT}/secrets/api-token" in cmd
     assert "systemctl --user disable --now edgekit-api.service" in cmd
+
+
+def test_each_long_ray_temp_dir_gets_its_own_short_link(tmp_path):
+    from edgekit.node.raynode import MAX_TEMP_DIR_CHARS, short_temp_dir, temp_link
+
+    a, b = tmp_path / ("a" * 40) / "run" / "ray", tmp_path / ("b" * 40) / "run" / "ray"
+    la, lb = short_temp_dir(str(a)), short_temp_dir(str(b))
+    try:
+        assert la != lb and len(la) <= MAX_TEMP_DIR_CHARS  # two heads keep their own sockets
+        assert os.readlink(la) == str(a) and os.readlink(lb) == str(b)
+        assert short_temp_dir(str(a)) == la == temp_link(str(a), os.getuid())
+    finally:
+        for link in (la, lb):
+            os.unlink(link)
