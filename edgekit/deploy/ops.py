@@ -151,24 +151,30 @@ def undeploy(inventory_path: Path, purge: bool = False,
     res = RunResult("undeploy")
     t0 = time.monotonic()
     with state.locked(dep):
-        head.stop(dep / "head")
-        res.head = {"stopped": True}
 
         def one(c) -> list[str]:
             ns = st.nodes[c.node.name]
             return nodeops.teardown(c, NodeLayout(ns.root), ns.systemd, purge)
 
-        with Pool(_deployed(inv, st), accept_new_host_keys=accept_new_host_keys) as pool:
-            for node, out in pool.each(one).items():
-                r = res.node(node)
-                r.step = "undeploy"
-                if not out.ok:
-                    r.fail("undeploy", out.error or "")
-                elif out.value:
-                    r.fail("undeploy", f"processes still running: {out.value}")
-                else:
-                    r.detail = "purged" if purge else "stopped, files removed (runtime kept)"
-                    del st.nodes[node]
+        # Workers first, then the head node, then the host's head: a Ray worker whose head is
+        # already gone hangs in shutdown until its stop timeout (measured 45-60 s per undeploy)
+        nodes = _deployed(inv, st)
+        waves = [[n for n in nodes if n.name != st.head.where],
+                 [n for n in nodes if n.name == st.head.where]]
+        for wave in (w for w in waves if w):
+            with Pool(wave, accept_new_host_keys=accept_new_host_keys) as pool:
+                for node, out in pool.each(one).items():
+                    r = res.node(node)
+                    r.step = "undeploy"
+                    if not out.ok:
+                        r.fail("undeploy", out.error or "")
+                    elif out.value:
+                        r.fail("undeploy", f"processes still running: {out.value}")
+                    else:
+                        r.detail = "purged" if purge else "stopped, files removed (runtime kept)"
+                        del st.nodes[node]
+        head.stop(dep / "head")
+        res.head = {"stopped": True}
         if res.ok:
             st.apps, st.head = {}, state.HeadState()
         state.save(dep, st)
