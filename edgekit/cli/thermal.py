@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from edgekit.cli._endpoint import NODES_OPTION, endpoint
 from edgekit.cli._output import console, emit_json, json_option
 
 
@@ -19,9 +20,8 @@ def _token(token_file: Path | None) -> str | None:
 
 
 @click.command()
-@click.option(
-    "--url", default="http://127.0.0.1:8000", show_default=True, help="Base URL of `edgekit serve`."
-)
+@click.option("--url", default=None, help="Base URL of `edgekit serve` [default: http://127.0.0.1:8000].")
+@NODES_OPTION
 @click.option("--once", is_flag=True, help="Show one frame and exit.")
 @click.option(
     "--interval-s",
@@ -37,12 +37,17 @@ def _token(token_file: Path | None) -> str | None:
 )
 @json_option
 def monitor(
-    url: str, once: bool, interval_s: float, token_file: Path | None, as_json: bool
+    url: str | None, nodes_file: Path | None, once: bool, interval_s: float,
+    token_file: Path | None, as_json: bool
 ) -> None:
     """Live per-node temperature, clock, throttling, power, load and routing state."""
+    with endpoint(url, token_file, nodes_file) as (base, token_path):
+        _monitor(base, once, interval_s, _token(token_file or token_path), as_json)
+
+
+def _monitor(url: str, once: bool, interval_s: float, token: str | None, as_json: bool) -> None:
     from edgekit.thermal.monitor import fetch_status, render, snapshot
 
-    token = _token(token_file)
     if as_json:
         if not once:
             raise click.UsageError("--json prints one snapshot: use it with --once")

@@ -135,6 +135,9 @@ def test_cli_infer_bench_status_logs_through_the_tunnel(hn):
     assert s["api_ready"] and s["tunnel"] and s["head"]["where"] == HEAD
     assert all(s["nodes"][n]["healthy"] for n in NODES)
     assert s["nodes"][HEAD]["services"].get("api") is True, s["nodes"][HEAD]
+    out = _cli("monitor", "--nodes", inv, "--once", "--json")
+    assert out.returncode == 0, out.stderr
+    assert set(json.loads(out.stdout)["nodes"]) == set(NODES)  # the thermal controller's rows
     out = _cli("logs", "--nodes", inv, "head", "--service", "api")
     assert out.returncode == 0 and out.stdout.strip(), out.stderr
     out = _cli("logs", "--nodes", inv, HEAD, "--service", "ray-head")
