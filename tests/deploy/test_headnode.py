@@ -6,10 +6,11 @@ runs on the virtual cluster in test_deploy_headnode.py."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass, field
+
+from fakesftp import FakeSftp
 
 from edgekit import inventory
 from edgekit.deploy import assets, flow, headnode, state
@@ -102,41 +103,6 @@ class _Result:
     ok: bool = True
 
 
-class _File(io.BytesIO):
-    def __init__(self, store: dict[str, bytes], path: str, mode: str):
-        super().__init__(store.get(path, b"") if "r" in mode else b"")
-        self.store, self.path, self.mode = store, path, mode
-
-    def chmod(self, mode: int) -> None:
-        self.store[f"mode:{self.path}"] = b"%o" % mode
-
-    def close(self) -> None:
-        if "w" in self.mode:
-            self.store[self.path] = self.getvalue()
-        super().close()
-
-
-@dataclass
-class _Sftp:
-    files: dict[str, bytes]
-
-    def open(self, path: str, mode: str) -> _File:
-        if "r" in mode and path not in self.files:
-            raise FileNotFoundError(path)
-        return _File(self.files, path, mode)
-
-    def chmod(self, path: str, mode: int) -> None:
-        pass
-
-    def posix_rename(self, src: str, dst: str) -> None:
-        self.files[dst] = self.files.pop(src)
-        if f"mode:{src}" in self.files:
-            self.files[f"mode:{dst}"] = self.files.pop(f"mode:{src}")
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass
 class _Node:
     name: str = "pi1"
@@ -152,8 +118,8 @@ class _Conn:
         self.commands.append(command)
         return _Result(HOME if "$HOME" in command and "printf" in command else "")
 
-    def sftp(self) -> _Sftp:
-        return _Sftp(self.files)
+    def sftp(self) -> FakeSftp:
+        return FakeSftp(self.files)
 
 
 def _cfg(version: str = "v1") -> dict:

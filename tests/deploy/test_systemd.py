@@ -4,8 +4,9 @@ on the virtual cluster's systemd user managers in test_deploy_systemd.py."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
+
+from fakesftp import FakeSftp
 
 from edgekit.deploy import assets, services
 from edgekit.deploy.layout import NodeLayout
@@ -20,39 +21,6 @@ class _Result:
     ok: bool = True
 
 
-class _File(io.BytesIO):
-    def __init__(self, store: dict[str, bytes], path: str, mode: str):
-        super().__init__(store.get(path, b"") if "r" in mode else b"")
-        self.store, self.path, self.mode = store, path, mode
-
-    def chmod(self, mode: int) -> None:
-        self.store.setdefault(f"mode:{self.path}", b"%o" % mode)
-
-    def close(self) -> None:
-        if "w" in self.mode:
-            self.store[self.path] = self.getvalue()
-        super().close()
-
-
-@dataclass
-class _Sftp:
-    files: dict[str, bytes]
-
-    def open(self, path: str, mode: str) -> _File:
-        if "r" in mode and path not in self.files:
-            raise FileNotFoundError(path)
-        return _File(self.files, path, mode)
-
-    def chmod(self, path: str, mode: int) -> None:
-        pass
-
-    def posix_rename(self, src: str, dst: str) -> None:
-        self.files[dst] = self.files.pop(src)
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass
 class _Conn:
     commands: list[str] = field(default_factory=list)
@@ -62,8 +30,8 @@ class _Conn:
         self.commands.append(command)
         return _Result(HOME if "$HOME" in command else "")
 
-    def sftp(self) -> _Sftp:
-        return _Sftp(self.files)
+    def sftp(self) -> FakeSftp:
+        return FakeSftp(self.files)
 
 
 def test_rendered_units():
@@ -96,7 +64,7 @@ def test_install_and_stop_command_sequence():
     assert set(conn.files) >= {f"{units}/edgekit-ray-worker.service",
                                f"{units}/edgekit-agent.service", f"{ROOT}/run/ray.json",
                                lay.ray_token}
-    assert conn.files[f"mode:{lay.ray_token}.tmp"] == b"600"
+    assert conn.files[f"mode:{lay.ray_token}"] == b"600"
     assert all("s3cret" not in c for c in conn.commands)  # the token is never a command
     start = conn.commands[-1]
     # a supervisor left from a deploy without systemd is stopped first
