@@ -20,7 +20,8 @@ def _token(token_file: Path | None) -> str | None:
 
 
 @click.command()
-@click.option("--url", default=None, help="Base URL of `edgekit serve` [default: http://127.0.0.1:8000].")
+@click.option("--url", default=None,
+              help="Base URL of `edgekit serve` [default: http://127.0.0.1:8000].")
 @NODES_OPTION
 @click.option("--once", is_flag=True, help="Show one frame and exit.")
 @click.option(
@@ -42,7 +43,7 @@ def monitor(
 ) -> None:
     """Live per-node temperature, clock, throttling, power, load and routing state."""
     with endpoint(url, token_file, nodes_file) as (base, token_path):
-        _monitor(base, once, interval_s, _token(token_file or token_path), as_json)
+        _monitor(base, once, interval_s, _token(token_path), as_json)
 
 
 def _monitor(url: str, once: bool, interval_s: float, token: str | None, as_json: bool) -> None:
