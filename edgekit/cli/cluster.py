@@ -10,6 +10,7 @@ from edgekit.errors import InputError
 BOARD_CHOICES = ("pi4", "pi5")
 COOLING_CHOICES = ("none", "heatsink", "fan")
 INIT_CHOICES = ("systemd", "none")
+ARCH_CHOICES = ("x86_64", "aarch64")
 
 
 def _per_node(values: tuple[str, ...], n: int, default: list[str], what: str,
@@ -44,6 +45,10 @@ def cluster() -> None:
 @click.option("--init", "init", multiple=True,
               help="systemd (a systemd user manager, as on a Pi) or none (deploy uses edgekit's "
                    "supervisor), per node (repeat or comma list). Default: systemd if available.")
+@click.option("--arch", "arch", multiple=True,
+              help="x86_64 (this machine's userland) or aarch64 (an arm64 Debian userland "
+                   "under qemu-user, as a Pi runs: Cortex-A72 for pi4, A76 for pi5), per node "
+                   "(repeat or comma list). Default x86_64.")
 @click.option("--cpu-budget", type=float, default=None,
               help="Cores all nodes may use together (default 0.9 x this machine's cores).")
 @click.option("--link", default=None, metavar="RATE",
@@ -52,7 +57,8 @@ def cluster() -> None:
 @json_option
 def up(n: int, board: tuple[str, ...], cooling: tuple[str, ...], ram: str | None,
        ambient: float | None, linux32: tuple[str, ...], init: tuple[str, ...],
-       cpu_budget: float | None, link: str | None, as_json: bool) -> None:  # fmt: skip
+       arch: tuple[str, ...], cpu_budget: float | None, link: str | None,
+       as_json: bool) -> None:  # fmt: skip
     """Start N virtual nodes and write their inventory."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
@@ -63,6 +69,7 @@ def up(n: int, board: tuple[str, ...], cooling: tuple[str, ...], ram: str | None
     boards_per = _per_node(board, n, ["pi4", "pi5"], "board", BOARD_CHOICES)
     cooling_per = _per_node(cooling, n, ["heatsink"], "cooling", COOLING_CHOICES)
     init_per = _per_node(init, n, [""], "init", INIT_CHOICES)
+    arch_per = _per_node(arch, n, ["x86_64"], "arch", ARCH_CHOICES)
     try:
         ram_bytes = parse_size(ram) if ram else None
     except ValueError as exc:
@@ -79,6 +86,7 @@ def up(n: int, board: tuple[str, ...], cooling: tuple[str, ...], ram: str | None
             ram_bytes=ram_bytes,
             linux32=f"pi{i + 1}" in linux32,
             init=init_per[i] or None,
+            arch=arch_per[i],
         )
         for i in range(n)
     ]
@@ -181,13 +189,15 @@ def _table(rows: list[dict], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("node", "user", "port", "board", "init", "cooling", "ambient", "temp", "clock",
+    for col in ("node", "user", "port", "board", "arch", "init", "cooling", "ambient", "temp",
+                "clock",
                 "throttled", "cap", "quota", "util"):  # fmt: skip
         table.add_column(col)
     for r in rows:
         table.add_row(
             r["name"], r["user"], str(r["port"]),
-            r["board"] + (" (32-bit)" if r.get("linux32") else ""), str(r.get("init", "-")),
+            r["board"] + (" (32-bit)" if r.get("linux32") else ""), str(r.get("arch", "x86_64")),
+            str(r.get("init", "-")),
             str(r.get("cooling")), f"{r.get('ambient_c', 0):.0f} °C",
             f"{r['temp_c']:.1f} °C" if "temp_c" in r else "-",
             f"{r['freq_mhz']} MHz" if "freq_mhz" in r else "-",

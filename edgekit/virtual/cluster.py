@@ -23,7 +23,18 @@ from typing import Any
 
 from edgekit import inventory
 from edgekit.errors import ClusterError, InputError
-from edgekit.virtual import boards, netlink, power, provision, state, teardown, thermal, usermanager
+from edgekit.virtual import (
+    boards,
+    netlink,
+    power,
+    provision,
+    qemu,
+    rootfs,
+    state,
+    teardown,
+    thermal,
+    usermanager,
+)
 from edgekit.virtual.cgroups import NodeGroup
 from edgekit.virtual.sysroot import Reading, build, publish, write_atomic
 
@@ -39,6 +50,9 @@ class NodeSpec:
     start_temp_c: start hot instead of at the idle temperature (quick heating in tests).
     init: "systemd" (a systemd user manager, as on a Pi: deploy runs services as user units)
     or "none" (deploy falls back to edgekit's supervisor); None: systemd where the host can.
+    arch: "x86_64" (the node runs this machine's own userland) or "aarch64" (every process
+    of the node is aarch64: an arm64 Debian userland under qemu-user, CPU model per board;
+    rootfs.py, qemu.py).
     """
 
     board: str = "pi4"
@@ -48,9 +62,11 @@ class NodeSpec:
     linux32: bool = False
     start_temp_c: float | None = None
     init: str | None = None
+    arch: str = "x86_64"
 
 
 INITS = ("systemd", "none")
+ARCHES = ("x86_64", "aarch64")
 
 
 def require_root() -> None:
@@ -145,7 +161,7 @@ class VirtualCluster:
                 "name": n.name, "user": n.user, "address": n.address, "port": n.port,
                 "board": n.board, "link": n.shaper or None,
                 "cooling": n.cooling, "ambient_c": n.ambient_c, "ram_bytes": n.ram_bytes,
-                "cap_cores": n.cap_cores, "linux32": n.linux32, "init": n.init,
+                "cap_cores": n.cap_cores, "linux32": n.linux32, "init": n.init, "arch": n.arch,
             }  # fmt: skip
             row.update(measured.get(n.name, {}))
             rows.append(row)
@@ -225,6 +241,7 @@ def plan(
     board_list = [boards.board(s.board) for s in specs]
     for s in specs:
         boards.cooling(s.board, s.cooling)
+    check_arches(specs)
     inits = resolve_inits(specs)
     caps = boards.split_caps(board_list, budget_cores)
     while True:
@@ -247,6 +264,7 @@ def plan(
             link=netlink.parse_rate(link) if link else "",
             netns=netlink.names(cid, i + 1)[0] if link else "",
             init=inits[i],
+            arch=s.arch,
         )
         for i, s in enumerate(specs)
     ]
@@ -257,14 +275,38 @@ def resolve_inits(specs: list[NodeSpec]) -> list[str]:
     """Each node's init: as asked, default systemd where this host can run user managers."""
     why_not = usermanager.unavailable()
     out = []
-    for s in specs:
+    for i, s in enumerate(specs):
         if s.init not in (None, *INITS):
             raise InputError(f"bad init {s.init!r}: use one of {', '.join(INITS)}")
         if s.init == "systemd" and why_not:
             raise ClusterError(f"nodes cannot run systemd here: {why_not}",
                                hint="use init none (edgekit cluster up --init none)")
+        if s.arch == "aarch64":
+            # the user manager is this machine's x86 systemd outside the node's chroot: the
+            # units it starts would not run in the node's arm64 userland
+            if s.init == "systemd":
+                raise InputError(f"pi{i + 1}: aarch64 virtual nodes run without a systemd "
+                                 "user manager (deploy uses edgekit's supervisor there)",
+                                 hint="use --init none for aarch64 nodes")
+            out.append("none")
+            continue
         out.append(s.init or ("none" if why_not else "systemd"))
     return out
+
+
+def check_arches(specs: list[NodeSpec]) -> None:
+    """Bad arch names, and aarch64 nodes where this host cannot run them, fail before
+    anything is created."""
+    for i, s in enumerate(specs):
+        if s.arch not in ARCHES:
+            raise InputError(f"pi{i + 1}: bad arch {s.arch!r}: use one of {', '.join(ARCHES)}")
+        if s.arch == "aarch64" and s.linux32:
+            raise InputError(f"pi{i + 1}: --linux32 is for x86 nodes (a 32-bit personality)")
+    if any(s.arch == "aarch64" for s in specs):
+        why = qemu.unavailable()
+        if why:
+            raise ClusterError(f"aarch64 virtual nodes cannot run here: {why}",
+                               hint=qemu.INSTALL_HINT)
 
 
 def create(rec: state.ClusterRecord, home: Path, say: Progress) -> None:
@@ -272,6 +314,12 @@ def create(rec: state.ClusterRecord, home: Path, say: Progress) -> None:
     rec.run_dir.mkdir(parents=True, exist_ok=True)
     for d in (state.RUN_ROOT, rec.run_dir):
         d.chmod(0o755)
+    if any(n.arch == "aarch64" for n in rec.nodes):
+        say("qemu-user for aarch64 (binfmt_misc)")
+        qemu.ensure_binfmt()
+        lower = rootfs.ensure(say)
+        for n in rec.nodes:
+            n.rootfs = str(lower) if n.arch == "aarch64" else ""
     say("identity key")
     pub = provision.keygen(sdir / "id_ed25519", f"edgekit-virtual-{rec.id}")
     for node in rec.nodes:
@@ -310,12 +358,16 @@ def create_node(rec: state.ClusterRecord, node: state.NodeRecord, identity_pub: 
     if node.netns:  # its own network: a Pi's address and port 22, behind a shaped link
         node.address, node.shaper = netlink.create(rec.id, int(node.name[2:]), node.link)
     runtime = usermanager.runtime_dir(node.uid) if node.init == "systemd" else None
+    chroot = None
+    if node.arch == "aarch64":
+        chroot = rootfs.prepare_node(ndir, Path(node.rootfs), node.user, home_dir, sysroot)
     for attempt in range(3):  # another program may grab the free port before sshd binds it
         node.port = 22 if node.netns else provision.free_port()
         config = provision.sshd_config(
             port=node.port, user=node.user, host_key=ndir / "ssh_host_ed25519_key",
             pid_file=ndir / "sshd.pid", authorized_keys=ndir / "authorized_keys", sysroot=sysroot,
-            address=node.address, runtime_dir=runtime,
+            address=node.address, runtime_dir=runtime, chroot=chroot,
+            qemu_cpu=qemu.cpu_model(node.board) if chroot else None,
         )  # fmt: skip
         write_atomic(ndir / "sshd_config", config)
         try:

@@ -10,9 +10,10 @@ lingering on.
 from __future__ import annotations
 
 import pwd
+from pathlib import Path
 
 from edgekit.errors import ClusterError
-from edgekit.virtual import netlink, provision, state, teardown, usermanager
+from edgekit.virtual import netlink, provision, rootfs, state, teardown, usermanager
 from edgekit.virtual.cgroups import NodeGroup
 
 
@@ -32,6 +33,9 @@ def boot(rec: state.ClusterRecord, node: state.NodeRecord) -> None:
             sysroot=node.sysroot(rec.run_dir), path=provision.node_path(node.sysroot(rec.run_dir)),
             group=group, log=ndir / "manager.log", pid_file=ndir / "manager.pid",
         )  # fmt: skip
+    if node.arch == "aarch64":  # its chroot is assembled in its own mount namespace
+        boot_sh = (rootfs.mount_script(ndir, Path(node.rootfs), node.home(rec.run_dir),
+                                       node.sysroot(rec.run_dir)), "")
     node.sshd_pid = provision.start_sshd(
         ndir / "sshd_config", ndir / "sshd.log", ndir / "sshd.pid", group.procs_files(),
         node.linux32, prefix, boot_sh,

@@ -96,12 +96,19 @@ def sshd_config(
     sysroot: Path,
     address: str = "127.0.0.1",
     runtime_dir: Path | None = None,
+    chroot: Path | None = None,
+    qemu_cpu: str | None = None,
 ) -> str:
     """runtime_dir: the node user's XDG_RUNTIME_DIR where a systemd user manager runs (what
-    pam_systemd gives SSH sessions on a Pi; this sshd runs without PAM)."""
+    pam_systemd gives SSH sessions on a Pi; this sshd runs without PAM). chroot + qemu_cpu:
+    an aarch64 node, whose sessions live in its arm64 userland (rootfs.py) and whose every
+    process is emulated as that CPU model (qemu-user reads QEMU_CPU)."""
     env = f"EDGEKIT_SYSROOT={sysroot} PATH={node_path(sysroot)}"
     if runtime_dir is not None:
         env += f" XDG_RUNTIME_DIR={runtime_dir}"
+    if qemu_cpu is not None:
+        env += f" QEMU_CPU={qemu_cpu}"
+    extra = f"ChrootDirectory {chroot}\n" if chroot is not None else ""
     return f"""\
 # sshd of one edgekit virtual node (written by `edgekit cluster up`)
 Port {port}
@@ -120,7 +127,7 @@ PrintMotd no
 X11Forwarding no
 Subsystem sftp internal-sftp
 SetEnv {env}
-"""
+{extra}"""
 
 
 def start_sshd(

@@ -60,6 +60,8 @@ class NodeRecord:
     init: str = "none"  # "systemd": a systemd user manager runs for the node user (usermanager.py)
     uid: int = 0  # the node user's uid (to clean /run/user/<uid> after the user is gone)
     manager_pid: int = 0
+    arch: str = "x86_64"  # "aarch64": an arm64 userland under qemu-user (rootfs.py)
+    rootfs: str = ""  # aarch64: the cached userland its overlay is built on
 
     def home(self, run_dir: Path) -> Path:
         return run_dir / "home" / self.user
