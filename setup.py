@@ -2,8 +2,17 @@
 
 Project metadata lives in pyproject.toml. The library is a plain C shared object loaded with
 ctypes (no Python headers needed, so the same sources also build the cross-compiled C test
-harness). Each ISA variant is compiled with its own target flags; without a C compiler the
-package still installs and edgekit.native falls back to numpy with a one-line warning.
+harness). Each ISA variant is compiled with its own target flags; the one library picks the
+best variant at load (native/src/dispatch.c).
+
+Target: the host's architecture, or EDGEKIT_NATIVE_ARCH (x86_64 | aarch64) with the compiler
+from $CC (default for another architecture: its Debian cross compiler, e.g.
+aarch64-linux-gnu-gcc). The wheel is tagged `py3-none-linux_<arch>`: the library has no
+Python ABI, but pip on a node must accept only the wheel built for its CPU.
+
+Without a C compiler a plain `pip install .` still installs and edgekit.native falls back to
+numpy with a one-line warning. With EDGEKIT_NATIVE_ARCH set (how `edgekit deploy` builds the
+node wheels) a failed compile fails the build: a node must never get the fallback silently.
 """
 
 from __future__ import annotations
@@ -19,26 +28,68 @@ from pathlib import Path
 from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
+try:  # setuptools >= 70.1 carries bdist_wheel itself
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # older setuptools: the `wheel` package's
+    from wheel.bdist_wheel import bdist_wheel
+
 ROOT = Path(__file__).resolve().parent
 NATIVE = ROOT / "native"
 LIB_NAME = "libedgekit_native.so"
+ARCH_ENV = "EDGEKIT_NATIVE_ARCH"
 BASE_FLAGS = ["-O3", "-std=c11", "-fPIC", "-pthread", "-ffp-contract=off", "-fno-math-errno"]
 COMMON = ["dispatch.c", "linear.c", "portable.c", "threads.c"]
+#: flags of every source per target (aarch64: Armv8.0 baseline, what a Pi 3/4 runs; x86-64:
+#: the plain baseline, AVX2 is only in the files below and chosen at run time)
+ARCH_FLAGS = {"x86_64": [], "aarch64": ["-march=armv8-a"]}
 PER_ARCH = {
     "x86_64": {name: ["-mavx2", "-mfma", "-mf16c"] for name in ("avx2.c", "avx2_codec.c")},
     "aarch64": {"neon.c": ["-march=armv8-a"], "neon_dot.c": ["-march=armv8.2-a+dotprod"]},
 }
+CROSS_CC = {"aarch64": "aarch64-linux-gnu-gcc", "x86_64": "x86_64-linux-gnu-gcc"}
+ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
-def compile_native(out_dir: Path) -> Path | None:
-    """Compile the library into out_dir; return its path, or None (with a warning) if we can't."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None or sys.platform != "linux":
-        print("edgekit: no C compiler; edgekit.native will use numpy fallbacks", file=sys.stderr)
-        return None
+def host_arch() -> str:
     arch = platform.machine().lower()
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
-    sources = {name: [] for name in COMMON} | PER_ARCH.get(arch, {})
+    return ALIASES.get(arch, arch)
+
+
+def target_arch() -> tuple[str, bool]:
+    """The architecture to build for, and whether it was asked for explicitly."""
+    asked = os.environ.get(ARCH_ENV, "").strip().lower()
+    if not asked:
+        return host_arch(), False
+    arch = ALIASES.get(asked, asked)
+    if arch not in PER_ARCH:
+        sys.exit(f"edgekit: {ARCH_ENV}={asked} is not a supported target "
+                 f"({', '.join(PER_ARCH)})")
+    return arch, True
+
+
+def compiler(arch: str) -> str | None:
+    if os.environ.get("CC"):
+        return os.environ["CC"]
+    if arch != host_arch():
+        return shutil.which(CROSS_CC[arch])
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+def _fail(message: str, strict: bool) -> None:
+    if strict:
+        sys.exit(f"edgekit: {message}")
+    print(f"edgekit: {message}; edgekit.native will use numpy fallbacks", file=sys.stderr)
+
+
+def compile_native(out_dir: Path, arch: str, strict: bool) -> Path | None:
+    """Compile the library for `arch` into out_dir; its path, or None if we can't (an error
+    instead when `strict`)."""
+    cc = compiler(arch)
+    if cc is None or sys.platform != "linux":
+        _fail(f"no C compiler for {arch}" + (f" ({CROSS_CC[arch]})" if arch != host_arch()
+                                               else ""), strict)
+        return None
+    sources = {name: list(ARCH_FLAGS[arch]) for name in COMMON} | PER_ARCH[arch]
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgekit-native-") as tmp:
         objs = []
@@ -53,7 +104,7 @@ def compile_native(out_dir: Path) -> Path | None:
             link = [cc, "-shared", "-pthread", *objs, "-o", str(tmp_lib), "-lm"]
             subprocess.run(link, check=True)
         except (OSError, subprocess.CalledProcessError) as exc:
-            print(f"edgekit: native build failed ({exc}); numpy fallbacks", file=sys.stderr)
+            _fail(f"native build for {arch} with {cc} failed ({exc})", strict)
             return None
         target = out_dir / LIB_NAME
         shutil.copy2(tmp_lib, str(target) + ".tmp")
@@ -66,10 +117,13 @@ class BuildPyWithNative(build_py):
 
     def run(self) -> None:
         super().run()
+        arch, strict = target_arch()
         if getattr(self, "editable_mode", False):
-            compile_native(ROOT / "edgekit" / "native" / "_lib")
+            if arch != host_arch():  # the tree's library is the one this machine loads
+                sys.exit(f"edgekit: an editable install cannot hold a {arch} library")
+            compile_native(ROOT / "edgekit" / "native" / "_lib", arch, strict)
         else:
-            compile_native(Path(self.build_lib) / "edgekit" / "native" / "_lib")
+            compile_native(Path(self.build_lib) / "edgekit" / "native" / "_lib", arch, strict)
 
 
 class BinaryDistribution(Distribution):
@@ -79,5 +133,13 @@ class BinaryDistribution(Distribution):
         return True
 
 
+class PlatformWheel(bdist_wheel):
+    """py3-none-linux_<target arch>: any CPython 3 (ctypes, no ABI), one CPU architecture."""
+
+    def get_tag(self) -> tuple[str, str, str]:
+        return "py3", "none", f"linux_{target_arch()[0]}"
+
+
 if __name__ == "__main__":
-    setup(cmdclass={"build_py": BuildPyWithNative}, distclass=BinaryDistribution)
+    setup(cmdclass={"build_py": BuildPyWithNative, "bdist_wheel": PlatformWheel},
+          distclass=BinaryDistribution)

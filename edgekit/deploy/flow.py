@@ -161,8 +161,6 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
     cache = wheelhouse_dir()
     head_name = inv.head.name if inv.head is not None else None
     reqs = wheels.pins(bundle.extras)
-    whl = wheels.node_wheel(cache)
-    whl_sha = wheels.file_digest(whl)
     ray_token = state.secret(dep, "ray-token").read_bytes()
     api_token = state.secret(dep, "api-token")
     app = st.apps.get(bundle.name)
@@ -179,7 +177,9 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
         f = nodeops.facts_from(c, sv.root, sv.python)
         facts[name] = f
         lay = NodeLayout(f.root)
-        fp = wheels.fingerprint(reqs, whl_sha, rep.python, rep.arch, opts.offline)
+        whl = wheels.node_wheel(cache, rep.arch)  # carries the kernels built for this arch
+        fp = wheels.fingerprint(reqs, wheels.file_digest(whl), rep.python, rep.arch,
+                                opts.offline)
         if sv.fingerprint == fp:
             r.runtime = "up to date"
         else:

@@ -4,12 +4,16 @@ pi1-pi3 are healthy Pi 4/Pi 5 boards; pi4 has a 32-bit personality (deploy must 
 pi1, pi2 (and pi4) run a systemd user manager where this host can (deploy runs their services
 as user units); pi3 has none, so the same deployments also take edgekit's supervisor path.
 EDGEKIT_HOME points at a temp folder for the whole session, so host state, known_hosts and
-the wheel cache never touch the real one.
+the wheel cache never touch the real one. EDGEKIT_NODE_WHEEL pins a folder with one edgekit
+wheel per node architecture (the host's; the other where its cross compiler is installed), each
+carrying the native library built for it.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,17 +41,19 @@ def ek_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if cache:
         Path(cache).mkdir(parents=True, exist_ok=True)
         (home / "wheelhouse").symlink_to(cache)
-    # one edgekit wheel for the whole session: colleagues editing the checkout mid-run must
-    # not change the node runtime between two deploys of a test
+    # one edgekit wheel per node architecture for the whole session: colleagues editing the
+    # checkout mid-run must not change the node runtime between two deploys of a test
     from edgekit.deploy import wheels
 
-    pinned = home / "node-wheel"
+    pinned = home / "node-wheels"
     pinned.mkdir()
-    built = wheels.edgekit_wheel(home / "wheelhouse")
-    wheel = pinned / built.name
-    wheel.write_bytes(built.read_bytes())
+    host = wheels.norm_arch(platform.machine())
+    arches = [a for a in wheels.NODE_ARCHES if a == host or shutil.which(wheels.CROSS_CC[a])]
+    for arch in arches:
+        built = wheels.edgekit_wheel(home / "wheelhouse", arch)
+        (pinned / built.name).write_bytes(built.read_bytes())
     old_wheel = os.environ.get(wheels.NODE_WHEEL_ENV)
-    os.environ[wheels.NODE_WHEEL_ENV] = str(wheel)
+    os.environ[wheels.NODE_WHEEL_ENV] = str(pinned)
     yield home
     if old_wheel is None:
         os.environ.pop(wheels.NODE_WHEEL_ENV, None)
