@@ -41,13 +41,14 @@ def _progress(as_json: bool) -> Progress:
 
 def _summary(res) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=f"{res.command}: {'ok' if res.ok else 'FAILED'} in {res.seconds:.1f} s")
-    for col in ("node", "result", "step", "version", "runtime", "sent", "services", "detail"):
+    for col in ("node", "result", "step", "version", "runtime", "sent", "selftest", "services",
+                "detail"):
         table.add_column(col, overflow="fold")
     for r in res.nodes.values():
         mark = "[green]ok[/]" if r.ok else "[red]failed[/]"
         sent = f"{r.sent_bytes / 1e6:.1f} MB" if r.sent_bytes else "-"
-        table.add_row(r.node, mark, r.step, r.version[:12], r.runtime, sent, r.services,
-                      r.detail)
+        table.add_row(r.node, mark, r.step, r.version[:12], r.runtime, sent,
+                      _selftest_cell(r.selftest), r.services, r.detail)
     console.print(table)
     for r in res.nodes.values():
         if r.log_tail:
@@ -56,6 +57,17 @@ def _summary(res) -> None:  # type: ignore[no-untyped-def]
         console.print(f"head: {res.head}", highlight=False)
     if res.error:
         console.print(f"[red]error:[/] {res.error}")
+
+
+def _selftest_cell(t: dict) -> str:
+    if not t:
+        return "-"
+    if t.get("cached"):
+        return "ok (cached)"
+    if not t.get("ok"):
+        return "[red]failed[/]"
+    cos = t.get("min_cosine")
+    return f"ok {t.get('seconds', 0):.1f} s" + (f", cos {cos:.5f}" if cos is not None else "")
 
 
 def _finish(res, as_json: bool) -> None:  # type: ignore[no-untyped-def]
@@ -83,6 +95,12 @@ def _finish(res, as_json: bool) -> None:  # type: ignore[no-untyped-def]
               help="Versions kept on each node for rollback.")
 @click.option("--timeout", "verify_timeout_s", type=float, default=240.0, show_default=True,
               help="Seconds to wait for every worker's health check.")
+@click.option("--selftest/--no-selftest", default=True, show_default=True,
+              help="Run the model once on each node and compare with the host before it "
+                   "gets traffic (a node that answers wrongly or cannot load it is refused).")
+@click.option("--selftest-timeout", "selftest_timeout_s", type=float, default=600.0,
+              show_default=True, help="Seconds a node's self-test may take (emulated nodes "
+                                      "are slow).")
 @click.option("--port", "api_port", type=int, default=None, help="API port on the head.")
 @click.option("--api-host", default="127.0.0.1", show_default=True,
               help="Address the API binds on the head (0.0.0.0: the LAN; the bearer token is "

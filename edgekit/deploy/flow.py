@@ -23,6 +23,7 @@ from edgekit.deploy import (
     nodeops,
     provision,
     push,
+    selftest,
     services,
     state,
     survey,
@@ -39,6 +40,7 @@ T = TypeVar("T")
 
 RAY_NODE_RESERVE_BYTES = 700 * MB  # OS + Ray worker (~300 MiB) + idle workers + agent
 RESOURCE_PREFIX = "edgekit-node-"
+SELFTEST_TIMEOUT_S = selftest.DEFAULT_TIMEOUT_S  # (a DeployOptions field shadows the module)
 
 
 @dataclass
@@ -54,6 +56,8 @@ class DeployOptions:
     accept_new_host_keys: bool = False
     keep_versions: int = 3
     verify_timeout_s: float = 240.0
+    selftest: bool = True  # run the model once on each node before it gets traffic
+    selftest_timeout_s: float = SELFTEST_TIMEOUT_S
     api_port: int | None = None
     api_host: str = "127.0.0.1"  # what the API binds; 0.0.0.0: the LAN (bearer token always on)
     thermal: bool = True  # steer routing by temperature/power (edgekit.thermal controller)
@@ -205,10 +209,11 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
                             progress=progress, seen=sv)
         r.version, r.sent_bytes = pu.version, pu.sent_bytes
         r.seconds = time.monotonic() - t_node
+        passed = st.nodes[name].selftest if name in st.nodes and name not in fresh else ""
         st.nodes[name] = state.NodeState(
             root=f.root, systemd=rep.systemd, fingerprint=fp, arch=rep.arch,
             cores=rep.cores or 1, ram_bytes=(rep.mem_total_mb or 0) * MB, address=f.node_ip,
-            line=inventory.render([c.node]).strip())
+            line=inventory.render([c.node]).strip(), selftest=passed)
         return pu.version
 
     # the head node gets the bundle even where the plan puts no replica: the API reads it
@@ -222,6 +227,9 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
         res.error = (f"the head node {head_name} could not be prepared"
                      if ready else "no node could be prepared")
         return
+    if opts.selftest:  # before any traffic: a node that answers wrongly gets none
+        selftest.gate(selftest.SelfTest(bundle, opts.selftest_timeout_s), pool, st,
+                      {n: selftest.stages_of(p, n) for n in ready if n in p.nodes}, res, ui)
     host_ip = facts[ready[0]].host_ip
     old_where = st.head.where
     if head_name is None:
@@ -242,7 +250,8 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
     def start(c: Connection) -> str:
         name = c.node.name
         f = facts[name]
-        res.node(name).step = "start"
+        if res.node(name).ok:  # a head node refused by its self-test still runs the head
+            res.node(name).step = "start"
         ui.step(name, "start")
         ns, lay = st.nodes[name], NodeLayout(f.root)
         cfg = {"address": addr, "node_ip": f.node_ip, "num_cpus": ns.cores,
@@ -270,13 +279,13 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
 
     # the head node first: the others join its Ray head
     for names, fn in (([head_name] if head_name else [], start_head),
-                      ([n for n in ready if n != head_name], start)):
+                      ([n for n in ready if n != head_name and res.node(n).ok], start)):
         for name, out in _each(pool, names, fn).items():
             if out.ok and out.value:
                 res.node(name).services = str(out.value)
             elif not out.ok:
                 res.node(name).fail("start", out.error or "")
-    if head_name and not res.node(head_name).ok:
+    if head_name and res.node(head_name).step == "start" and not res.node(head_name).ok:
         res.error = f"the Ray head on {head_name} did not start"
         return
     if old_where not in ("host", head_name, *ready) and old_where in pool.connections:

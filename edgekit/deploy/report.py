@@ -32,6 +32,7 @@ class NodeResult:
     healthy: bool | None = None
     log_tail: str = ""
     seconds: float = 0.0
+    selftest: dict[str, Any] = field(default_factory=dict)  # edgekit.deploy.selftest summary
 
     def fail(self, step: str, detail: str) -> None:
         self.ok, self.step, self.detail = False, step, detail

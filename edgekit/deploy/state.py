@@ -30,6 +30,7 @@ class NodeState:
     ram_bytes: int = 0
     address: str = ""  # this node's IP as the host reaches it
     line: str = ""  # its inventory line, so a node later removed from the inventory is found
+    selftest: str = ""  # key of its last passing self-test (edgekit.deploy.selftest.key)
 
 
 @dataclass
