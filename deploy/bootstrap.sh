@@ -20,7 +20,10 @@ else
   $pip $inst "$@"
 fi
 $pip $inst --no-deps --no-index "$whl"
-"$venv/bin/python" -c "import edgekit.node.supervisor, ray, onnxruntime, numpy, psutil"
+# the import check; a native library that is in the wheel but does not load (wrong arch,
+# missing symbols) fails the install here instead of leaving the node on the numpy fallback
+"$venv/bin/python" -c "import edgekit.node.supervisor, ray, onnxruntime, numpy, psutil
+from edgekit.node.stack import check_loadable; check_loadable()"
 echo "$fp" > "$venv/.edgekit-fingerprint"
 ln -sfn "runtime-$fp" "$root/.runtime.tmp"
 mv -T "$root/.runtime.tmp" "$root/runtime"

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 from rich.table import Table
 
 from edgekit.cli._output import console, emit_json, err_console, json_option
-from edgekit.cli.nodes import ACCEPT_OPTION, NODES_OPTION
+from edgekit.cli.nodes import ACCEPT_OPTION, NODES_OPTION, kernels_cell, runtime_lines
 
 EXIT_NODES_FAILED = 4
 
@@ -142,12 +142,20 @@ def status(nodes_file: str, accept_new_host_keys: bool, as_json: bool) -> None:
         where = "" if hd.get("where", "host") == "host" else f" on {hd['where']}"
         via = " (SSH tunnel)" if st.get("tunnel") else ""
         table = Table(title=f"API {hd.get('api_url')}{where}{via} ready={st['api_ready']}")
-        for col in ("node", "reachable", "active", "kept", "services", "healthy"):
+        for col in ("node", "reachable", "active", "kept", "services", "healthy", "kernels"):
             table.add_column(col, overflow="fold")
         for name, n in st["nodes"].items():
             table.add_row(name, str(n["reachable"]), str(n["active"]), str(n["kept"]),
-                          str(n["services"]), str(n["healthy"]) if n["reachable"] else n["error"])
+                          str(n["services"]), str(n["healthy"]) if n["reachable"] else n["error"],
+                          kernels_cell(n.get("kernels", "")))
         console.print(table)
+        workers = st["nodes"].items()
+        for line in runtime_lines({k: (n["onnxruntime"], n["litert"]) for k, n in workers
+                                   if n.get("kernels")}):
+            console.print(f"workers: {line}")
+        for name, n in workers:
+            if n.get("warning"):
+                console.print(f"[yellow]warning[/] {name}: {n['warning']}")
     if not st["api_ready"] or not all(n["healthy"] for n in st["nodes"].values()):
         raise SystemExit(EXIT_NODES_FAILED)
 

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from edgekit import inventory, settings
 from edgekit.cli._output import console, emit_json, err_console, json_option
+from edgekit.node import stack
 from edgekit.remote.probe import NodeReport, check_nodes
 
 NODES_OPTION = click.option(
@@ -52,6 +53,9 @@ def check(nodes_file: str, accept_new_host_keys: bool, timeout_s: float, as_json
                    "nodes": [r.to_dict() for r in reports]})
     else:
         console.print(_table(reports))
+        for line in runtime_lines({r.name: (r.onnxruntime, r.litert) for r in reports
+                                   if r.native}):
+            console.print(f"node runtime: {line}")
         for rep in reports:
             for warning in rep.warnings:
                 console.print(f"[yellow]warning[/] {rep.name}: {warning}")
@@ -68,8 +72,10 @@ def _board(model: str) -> str:
 def _table(reports: list[NodeReport]) -> Table:
     """Compact enough for an 100-column terminal; `--json` has every field."""
     table = Table(show_lines=False, pad_edge=False)
-    for col in ("node", "board", "arch", "cpu", "RAM free", "disk", "py", "temp", "clock",
-                "thr", "verdict"):
+    # the kernel variant sits under the CPU's SIMD flags it was chosen from (no room for
+    # another column in 100 characters)
+    for col in ("node", "board", "arch", "cpu\nkernels", "RAM free", "disk", "py", "temp",
+                "clock", "thr", "verdict"):
         table.add_column(col, overflow="fold", no_wrap=col not in ("board", "verdict"))
     for r in reports:
         if not r.reachable:
@@ -79,8 +85,26 @@ def _table(reports: list[NodeReport]) -> Table:
         clock = f"{r.freq_mhz}/{r.max_freq_mhz}" if r.freq_mhz else "?"
         temp = f"{r.temp_c:.0f}°C" if r.temp_c is not None else "?"
         cpu = f"{r.cores or '?'}x " + ("+".join(x for x in r.simd if x != "asimdhp") or "-")
+        cpu += "\n" + kernels_cell(r.native)
         disk = f"{r.disk_free_mb / 1024:.0f}G" if r.disk_free_mb is not None else "?"
         verdict = "[green]ready[/]" if r.ready else f"[red]{r.verdict}[/]"
         table.add_row(r.name, _board(r.model), r.arch, cpu, mem, disk, r.python or "-", temp,
                       clock, r.throttled or "?", verdict)
     return table
+
+
+def kernels_cell(variant: str) -> str:
+    """The kernel variant a node runtime runs; the numpy fallback as a yellow "numpy" (its
+    warning line says why; "-": no runtime installed yet, it comes with the first deploy)."""
+    if not variant:
+        return "-"
+    return "[yellow]numpy[/]" if variant == stack.FALLBACK else variant
+
+
+def runtime_lines(versions: dict[str, tuple[str, str]]) -> list[str]:
+    """node -> (onnxruntime, litert) as one line per distinct pair (nodes usually agree)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for node, pair in versions.items():
+        groups.setdefault(pair, []).append(node)
+    return [f"onnxruntime {ort or '-'}, ai-edge-litert {lite or '-'}: {', '.join(nodes)}"
+            for (ort, lite), nodes in groups.items()]

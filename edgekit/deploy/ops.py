@@ -60,12 +60,21 @@ def status(inventory_path: Path, accept_new_host_keys: bool = False) -> dict:
             "active": (out.value or {}).get("active"), "kept": (out.value or {}).get("kept"),
             "services": running, "systemd": bool(svc.get("units")),
             "healthy": bool(health and name in health.alive_nodes),
+            **_worker_stack(health, name),
         }
     return {"inventory": str(inv.path), "head": vars(st.head),
             "apps": {m: {"version": a.version, "bundle": a.bundle, "plan": a.plan["nodes"]}
                      for m, a in st.apps.items()},
             "api_ready": bool(health and health.ready), "nodes": nodes,
             "tunnel": headnode.needs_tunnel(st.head), "api_error": health.error if health else ""}
+
+
+def _worker_stack(health: verify.Health | None, node: str) -> dict:
+    """What the node's workers compute with, as the API reports it: kernel variant,
+    onnxruntime / ai-edge-litert versions, and the numpy-fallback warning ("" when none;
+    all "" for a node without a live worker)."""
+    w = (health.workers if health else {}).get(node, {})
+    return {key: w.get(key, "") for key in ("kernels", "onnxruntime", "litert", "warning")}
 
 
 def _health(st: state.DeployState, token: str, models: list[str],

@@ -21,6 +21,8 @@ class Health:
     alive_nodes: set[str] = field(default_factory=set)
     dead_nodes: set[str] = field(default_factory=set)
     error: str = ""
+    #: node -> what its workers compute with (edgekit.node.stack.describe + "warning")
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _get(url: str, token: str, timeout_s: float = 5.0) -> tuple[int, Any]:
@@ -45,6 +47,7 @@ def check(api_url: str, token: str, models: list[str]) -> Health:
     for r in (status or {}).get("replicas", []):
         (h.alive_nodes if r.get("alive") else h.dead_nodes).update(r.get("nodes", []))
     h.dead_nodes -= h.alive_nodes
+    h.workers = (status or {}).get("workers") or {}
     return h
 
 

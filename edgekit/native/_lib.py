@@ -21,6 +21,9 @@ from edgekit.errors import NativeError
 
 LIB_FILE = Path(__file__).resolve().parent / "_lib" / "libedgekit_native.so"
 DISABLE_ENV = "EDGEKIT_NATIVE_DISABLE"  # "1": use the numpy fallbacks even if the library exists
+DISABLED = f"disabled by {DISABLE_ENV}=1"
+#: why LIB is None ("" when the library loaded): shown by node status reports
+PROBLEM = ""
 
 EK_OK, EK_EINVAL, EK_ENONFINITE, EK_ENOMEM = 0, -1, -2, -3
 FEATURES = {"asimd": 1 << 0, "asimddp": 1 << 1, "i8mm": 1 << 2, "avx2": 1 << 8, "fma": 1 << 9,
@@ -48,15 +51,19 @@ _PROTOTYPES: dict[str, tuple[object, list[object]]] = {
 
 
 def _load() -> ctypes.CDLL | None:
+    global PROBLEM
     if os.environ.get(DISABLE_ENV) == "1":
+        PROBLEM = DISABLED
         return None
     if not LIB_FILE.exists():
+        PROBLEM = f"{LIB_FILE.name} not in the install"
         warnings.warn(f"edgekit.native: {LIB_FILE.name} not built (no C compiler at install?); "
                       "using slower numpy fallbacks", RuntimeWarning, stacklevel=3)
         return None
     try:
         lib = ctypes.CDLL(str(LIB_FILE))  # CDLL (not PyDLL): the GIL is released during calls
     except OSError as exc:
+        PROBLEM = f"cannot load {LIB_FILE}: {exc}"
         warnings.warn(f"edgekit.native: cannot load {LIB_FILE} ({exc}); using numpy fallbacks",
                       RuntimeWarning, stacklevel=3)
         return None

@@ -36,5 +36,6 @@ fi
 kv user "$(id -un 2>/dev/null)"
 RT="$HOME/.edgekit/runtime/bin/python"
 if [ -x "$RT" ]; then
-  kv native "$("$RT" -c 'import edgekit.native as n; print(n.variant())' 2>/dev/null)"
+  # one runtime python: native= (kernel variant), native_problem=, onnxruntime=, litert=
+  "$RT" -m edgekit.node.stack 2>/dev/null
 fi

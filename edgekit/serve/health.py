@@ -51,6 +51,7 @@ class StageActor:
     start_sent_s: float = 0.0
     next_try_s: float = 0.0
     answering: bool = True  # its last ping was answered and none is overdue
+    stack: dict = field(default_factory=dict)  # its kernels and runtime versions (describe)
 
 
 def actors_of(replica: Replica) -> list[StageActor]:
@@ -159,6 +160,7 @@ class HealthMonitor:
         if exc is not None:
             self._failed_start(s, now, f"{type(exc).__name__}")
             return
+        s.stack = (s.starting.result() or {}).get("stack", {})
         s.actor, s.candidate, s.starting = s.candidate, None, None
         s.dead, s.ping, s.ping_sent_s, s.answering = False, None, 0.0, True
         log.warning("worker on %s is back (generation %d)", s.node, s.generation)

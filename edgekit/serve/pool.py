@@ -23,6 +23,7 @@ import ray
 from ray import exceptions as rex
 
 from edgekit.errors import ClusterError
+from edgekit.node import stack
 from edgekit.serve.health import HealthMonitor, StageActor, actors_of
 from edgekit.serve.models import ModelSpec
 from edgekit.serve.nodefiles import NodeFile
@@ -170,13 +171,20 @@ class WorkerPool:
     async def wait_ready(self, timeout_s: float | None = None) -> None:
         """Wait until every worker answers (its model loaded); raises ClusterError if not."""
         timeout_s = timeout_s or self.t.worker_start_timeout_s
-        refs = [s.actor.describe.remote() for r in self.router.replicas for s in actors_of(r)]
+        actors = [s for r in self.router.replicas for s in actors_of(r)]
         try:
-            await asyncio.wait_for(asyncio.gather(*refs), timeout_s)
+            found = await asyncio.wait_for(
+                asyncio.gather(*[s.actor.describe.remote() for s in actors]), timeout_s
+            )
         except TimeoutError as exc:
             raise ClusterError(f"workers did not load their models within {timeout_s} s") from exc
         except rex.RayError as exc:
             raise ClusterError(f"workers did not start: {exc}") from exc
+        for s, info in zip(actors, found, strict=True):
+            s.stack = info.get("stack", {})
+        for node, st in self.stacks().items():
+            if stack.warning(st):  # never silent: the API's log says it too
+                log.warning("worker on %s: %s", node, stack.warning(st))
 
     # --- requests ----------------------------------------------------------------------
     async def infer(self, model: str, feeds: dict[str, np.ndarray]) -> Result:
@@ -240,6 +248,16 @@ class WorkerPool:
 
     async def stop(self) -> None:
         await self.health.stop()
+
+    def stacks(self) -> dict[str, dict[str, Any]]:
+        """node -> what its workers compute with (kernel variant, ORT/LiteRT versions, the
+        numpy-fallback warning); every worker on a node runs the same runtime."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.router.replicas:
+            for s in actors_of(r):
+                if s.stack and not s.dead:
+                    out[s.node] = {**s.stack, "warning": stack.warning(s.stack)}
+        return out
 
     def describe(self) -> list[dict[str, Any]]:
         return [

@@ -167,6 +167,7 @@ class ServerState:
                 for n, i in self.pool.models.items()
             },
             "replicas": self.pool.describe(),
+            "workers": self.pool.stacks(),
             "energy": self.router.energy(),
             "admission_limit": self.router.max_in_flight,
             "events": [

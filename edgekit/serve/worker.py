@@ -22,6 +22,7 @@ import numpy as np
 import ray
 
 from edgekit.native import codec
+from edgekit.node import stack
 from edgekit.serve.nodefiles import NodeFile, read_verified
 from edgekit.serve.runtime import open_runtime, timed_run
 
@@ -61,6 +62,9 @@ class Worker:
         self.keep = set(keep) if keep is not None else None
         self.compress = compress
         self._in_names = [s.name for s in self.runtime.inputs]
+        #: what this process computes with (kernel variant, ORT/LiteRT versions): the API
+        #: shows it per node, so a node left on the numpy fallback is seen
+        self.stack = stack.describe()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -69,6 +73,7 @@ class Worker:
             "threads": self.threads,
             "inputs": self.runtime.inputs,
             "outputs": self.runtime.outputs,
+            "stack": self.stack,
         }
 
     def ping(self) -> str:

@@ -157,6 +157,15 @@ def test_metrics_and_status(server):
     st = json.loads(body)
     assert set(st["nodes"]) == {"pi1", "pi2", "pi3"} and "affine" in st["models"]
     assert st["readiness"]["ready"] and not st["readiness"]["degraded"]
+    # every node's workers say what they compute with: this host's kernels and ORT/LiteRT
+    from edgekit import native
+    from edgekit.node import stack
+
+    want = stack.describe()
+    assert set(st["workers"]) == {"pi1", "pi2", "pi3"}
+    for w in st["workers"].values():
+        assert w["kernels"] == native.variant() and w["onnxruntime"] == want["onnxruntime"]
+        assert w["litert"] == want["litert"] and w["warning"] == stack.warning(want)
 
 
 def test_cli_infer_and_bench_json(server, tmp_path):
