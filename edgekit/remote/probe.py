@@ -13,6 +13,7 @@ from typing import Any
 
 from edgekit import settings
 from edgekit.inventory import Node
+from edgekit.node import stack
 from edgekit.remote.ssh import Connection, Outcome, Pool
 
 SIXTY_FOUR_BIT_ARCHES = {"aarch64", "arm64", "x86_64", "amd64"}
@@ -48,7 +49,10 @@ class NodeReport:
     max_freq_mhz: int | None = None
     throttled: str = ""
     throttled_flags: list[str] = field(default_factory=list)
-    native: str = ""
+    native: str = ""  # kernel variant of the installed node runtime ("": none installed)
+    native_problem: str = ""  # why that runtime has no native library
+    onnxruntime: str = ""  # versions in the node runtime
+    litert: str = ""
     systemd: bool = False  # services can run as systemd user units (see probe.sh)
     systemd_user: str = ""  # the user manager's state (running, degraded, ...)
     user: str = ""
@@ -120,14 +124,7 @@ def judge(node: Node, facts: dict[str, str]) -> NodeReport:
     rep.freq_mhz = freq // 1000 if freq else None
     rep.max_freq_mhz = max_freq // 1000 if max_freq else None
     rep.throttled = facts.get("throttled", "")
-    rep.native = facts.get("native", "")
-    rep.systemd_user = facts.get("systemd_user", "")
-    rep.systemd = facts.get("systemd") == "yes" and rep.systemd_user not in USER_MANAGER_DOWN
-    if facts.get("systemd") == "yes" and not rep.systemd:
-        rep.warnings.append("systemd runs but this user's systemd manager does not answer "
-                            "(no XDG_RUNTIME_DIR? sshd without PAM?): services will run under "
-                            "edgekit's supervisor")
-    rep.user = facts.get("user", "")
+    _software_facts(rep, facts)
 
     long_bit = facts.get("long_bit", "")
     if rep.arch not in SIXTY_FOUR_BIT_ARCHES or long_bit == "32":
@@ -135,6 +132,7 @@ def judge(node: Node, facts: dict[str, str]) -> NodeReport:
             f"32-bit or unsupported OS ({rep.arch or 'unknown arch'}, {long_bit or '?'}-bit): "
             "Ray and edgekit need a 64-bit OS (64-bit Raspberry Pi OS)"
         )
+    rep.problems += _cpu_problems(node, rep.arch, facts.get("features"), rep.warnings)
     if not rep.python:
         rep.problems.append("no python3 on the node")
     elif tuple(int(p) for p in rep.python.split(".")[:2]) < MIN_PYTHON:
@@ -160,6 +158,44 @@ def judge(node: Node, facts: dict[str, str]) -> NodeReport:
         rep.warnings.append("no /proc/device-tree/model: not a Raspberry Pi?")
     rep.ready = not rep.problems
     return rep
+
+
+def _software_facts(rep: NodeReport, facts: dict[str, str]) -> None:
+    """Services (systemd user manager), and what the installed node runtime computes with:
+    its kernel variant and runtime versions; the numpy fallback is a warning."""
+    rep.systemd_user = facts.get("systemd_user", "")
+    rep.systemd = facts.get("systemd") == "yes" and rep.systemd_user not in USER_MANAGER_DOWN
+    if facts.get("systemd") == "yes" and not rep.systemd:
+        rep.warnings.append("systemd runs but this user's systemd manager does not answer "
+                            "(no XDG_RUNTIME_DIR? sshd without PAM?): services will run under "
+                            "edgekit's supervisor")
+    rep.user = facts.get("user", "")
+    rep.native, rep.native_problem = facts.get("native", ""), facts.get("native_problem", "")
+    rep.onnxruntime, rep.litert = facts.get("onnxruntime", ""), facts.get("litert", "")
+    if rep.native == stack.FALLBACK:
+        rep.warnings.append(stack.warning({"kernels": rep.native,
+                                           "native_problem": rep.native_problem}))
+
+
+def _cpu_problems(node: Node, arch: str, features: str | None, warnings: list[str]) -> list[str]:
+    """What the node's CPU lacks for the runtime edgekit installs on its architecture.
+
+    aarch64 needs asimd (Armv8-A Advanced SIMD, "NEON"): edgekit's library is compiled for
+    armv8-a, whose code generation uses it everywhere (not only in the NEON kernels), and
+    numpy's and ONNX Runtime's aarch64 wheels have it as their baseline too, so such a node
+    would fail with SIGILL in every worker rather than merely run slower: refused, not warned.
+    Every 64-bit Raspberry Pi (A53, A72, A76) has it. x86-64 needs nothing beyond the
+    baseline (AVX2 is chosen at run time). An unreadable feature list is only a warning."""
+    if arch not in ("aarch64", "arm64"):
+        return []
+    flags = (features or "").split()
+    if not flags:
+        warnings.append("no Features line in /proc/cpuinfo: cannot confirm the CPU has asimd")
+        return []
+    if "asimd" in flags:
+        return []
+    return [f"{node.name}: the CPU lacks asimd (Armv8-A Advanced SIMD / NEON), which edgekit's "
+            "aarch64 native library, numpy and ONNX Runtime need"]
 
 
 def probe_connection(conn: Connection) -> dict[str, str]:

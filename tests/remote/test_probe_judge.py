@@ -53,3 +53,31 @@ def test_systemd_counts_only_with_a_user_manager_that_answers() -> None:
     rep = judge(NODE, {**PI4, "systemd": "yes", "systemd_user": ""})
     assert rep.ready and not rep.systemd
     assert any("supervisor" in w for w in rep.warnings)
+
+
+def test_aarch64_without_asimd_is_refused_naming_node_and_feature() -> None:
+    rep = judge(NODE, {**PI4, "features": " fp evtstrm crc32 cpuid"})
+    assert not rep.ready
+    assert "pi1: the CPU lacks asimd" in rep.verdict and "NEON" in rep.verdict
+
+
+def test_cpu_features_needed_only_on_aarch64_and_unknown_is_a_warning() -> None:
+    pi5 = judge(NODE, {**PI4, "features": "fp asimd evtstrm aes crc32 asimddp"})
+    assert pi5.ready and pi5.simd == ["asimd", "asimddp"]
+    x86 = judge(NODE, {**PI4, "arch": "x86_64", "features": ""})
+    assert x86.ready and not any("asimd" in w for w in x86.warnings)
+    unknown = judge(NODE, {**PI4, "features": ""})
+    assert unknown.ready and any("cannot confirm the CPU has asimd" in w for w in unknown.warnings)
+
+
+def test_runtime_kernels_and_versions_and_the_numpy_fallback_warning() -> None:
+    probe = parse_probe("native=neon-dotprod\nnative_problem=\nonnxruntime=1.32.0\nlitert=2.3.0\n")
+    rep = judge(NODE, {**PI4, **probe})
+    assert (rep.native, rep.onnxruntime, rep.litert) == ("neon-dotprod", "1.32.0", "2.3.0")
+    assert not any("numpy" in w for w in rep.warnings)
+    assert rep.to_dict()["onnxruntime"] == "1.32.0"
+    rep = judge(NODE, {**PI4, "native": "numpy-fallback",
+                       "native_problem": "libedgekit_native.so not in the install"})
+    assert rep.ready  # slower, still correct: a warning, not a refusal
+    assert "native library missing: numpy fallback (libedgekit_native.so not in the install)" \
+        in rep.warnings
