@@ -9,9 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # systemd: each virtual node runs a systemd user manager, as a Pi does (docs/VIRTUAL-CLUSTER.md)
-APT_PACKAGES=(openssh-server openssh-client qemu-user gcc g++ gcc-aarch64-linux-gnu
+# mmdebstrap + arch-test: the arm64 Debian userland of aarch64 virtual nodes (--arch aarch64)
+APT_PACKAGES=(openssh-server openssh-client gcc g++ gcc-aarch64-linux-gnu
               libc6-dev-arm64-cross iproute2 python3 python3-venv python3-dev tmux procps
-              systemd)
+              systemd mmdebstrap arch-test)
 VENV=.venv
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -36,6 +37,38 @@ install_apt() {
     log "installing apt packages: ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# qemu-user 8.0 or newer, static, for aarch64 virtual nodes: Debian 12's own 7.2 crashes on the
+# aarch64 onnxruntime wheel, so there it comes from bookworm-backports (10.x, static
+# qemu-aarch64 + binfmt entries); Ubuntu 24.04 (8.2) and Debian 13 (10.x) have it themselves.
+install_qemu() {
+  local have
+  have=$(qemu-aarch64 --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1)
+  if [ -n "$have" ] && [ "$have" -ge 8 ]; then return; fi
+  . /etc/os-release
+  if [ "${VERSION_CODENAME:-}" = bookworm ]; then
+    local list=/etc/apt/sources.list.d/edgekit-bookworm-backports.sources
+    if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      # the same mirror as the machine's own bookworm entry
+      local uri
+      uri=$(grep -rhs '^URIs:' /etc/apt/sources.list.d/*.sources | grep -v security | head -1 |
+            awk '{print $2}')
+      [ -n "$uri" ] || uri=$(grep -hs '^deb ' /etc/apt/sources.list | grep -v security |
+                             awk '{print $2}' | head -1)
+      log "adding bookworm-backports ($uri) for qemu-user 10"
+      printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \
+        "$uri" /usr/share/keyrings/debian-archive-keyring.gpg | as_root tee "$list" >/dev/null
+    fi
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports \
+      qemu-user qemu-user-binfmt >/dev/null
+  else
+    as_root apt-get update -qq
+    # Ubuntu: the static build is its own package; Debian 13+: qemu-user is static
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static >/dev/null \
+      || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user >/dev/null
   fi
 }
 
@@ -66,7 +99,7 @@ install_python() {
   fi
 }
 
-setup() { install_apt; install_python; }
+setup() { install_apt; install_qemu; install_python; }
 
 case "${1:-}" in
   setup) setup ;;

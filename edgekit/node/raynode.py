@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 #: Ray refuses a node whose Python differs from the head's in the patch level (3.11.2 on
@@ -36,6 +37,20 @@ ROOT_ENV = "EDGEKIT_NODE_ROOT"
 RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": 8 * 1024 * 1024}
 #: longest temp dir that leaves room for "/session_<date>_<pid>/sockets/plasma_store"
 MAX_TEMP_DIR_CHARS = 40
+#: The raylet waits a fixed ~15 s (no setting for it in Ray 2.60) for the dashboard agent, a
+#: Python process, to write the ports it listens on into the session folder, and aborts the
+#: node past that ("Timed out waiting for file .../dashboard_agent_listen_port_<node id>").
+#: On a busy Pi 4 core, and on an emulated aarch64 node (19-45 s measured), the agent's
+#: imports take longer. Every one of those ports is chosen here, so their values are known
+#: before Ray starts: a short-lived child announces them with Ray's own `persist_port` as soon
+#: as `ray start` has made the session folder (the agent writes the same values later).
+AGENT_PORT_OPTIONS = {"dashboard_agent_listen_port": "--dashboard-agent-listen-port",
+                      "metrics_agent_port": "--dashboard-agent-grpc-port",
+                      "metrics_export_port": "--metrics-export-port",
+                      "runtime_env_agent_port": "--runtime-env-agent-port"}
+#: how `ray start` learns the node id it registers (so the announced files carry it)
+NODE_ID_ENV = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"
+ANNOUNCE_DEADLINE_S = 600.0
 
 
 def free_port() -> int:
@@ -93,6 +108,44 @@ def command(cfg: dict) -> list[str]:
     return args
 
 
+def agent_ports(args: list[str]) -> dict[str, int]:
+    """The agent ports a `command()` chose, by Ray's port-file name."""
+    given = dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    return {name: int(given[opt]) for name, opt in AGENT_PORT_OPTIONS.items()}
+
+
+def announce_ports(temp_dir: str, node_id: str, ports: dict[str, int], since: float,
+                   deadline_s: float = ANNOUNCE_DEADLINE_S) -> bool:
+    """Write the port files into the session folder `ray start` makes (its `session_latest`
+    link, made after `since`); False if none appeared in time."""
+    from ray._raylet import persist_port
+
+    latest = Path(temp_dir) / "session_latest"
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            fresh = latest.lstat().st_mtime >= since
+        except FileNotFoundError:
+            fresh = False
+        if fresh and latest.is_dir():
+            for name, port in ports.items():
+                persist_port(str(latest.resolve()), node_id, name, port)
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def spawn_announcer(temp_dir: str, node_id: str, ports: dict[str, int]) -> None:
+    """Fork the child that announces the ports; this process then becomes `ray start`."""
+    since = time.time() - 1.0
+    if os.fork() == 0:  # child: never returns into main()
+        code = 1
+        try:
+            code = 0 if announce_ports(temp_dir, node_id, ports, since) else 1
+        finally:
+            os._exit(code)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m edgekit.node.raynode CONFIG.json", file=sys.stderr)
@@ -104,6 +157,8 @@ def main(argv: list[str]) -> int:
     if cfg.get("root"):  # Ray's workers inherit it: where this node's deployed bundles are
         env[ROOT_ENV] = cfg["root"]
     args = command(cfg)
+    env[NODE_ID_ENV] = os.urandom(28).hex()  # a Ray NodeID is 28 random bytes
+    spawn_announcer(cfg["temp_dir"], env[NODE_ID_ENV], agent_ports(args))
     os.execve(args[0], args, env)
     return 1  # not reached
 
