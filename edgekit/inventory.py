@@ -9,6 +9,13 @@ Recognised keys are listed in KEYS; a few well-known labels (LABEL_KEYS) may be 
 any other label needs the `label.` prefix. So a typo such as `nmae=pi1` is an error (with a
 suggestion) instead of silently becoming a label. Host aliases from ~/.ssh/config are resolved
 by the SSH layer (edgekit.remote.sshconfig), not here: the inventory keeps what the user wrote.
+
+Every value that reaches a node's shell, a unit file or a path has a strict charset, checked
+here so a hostile line is refused (file:line and the field named) before anything runs:
+names (edgekit.names), users, hosts, labels, `python=` (a command name or an absolute path)
+and `root=` (an absolute path, `~` or `~/...`, plain parts, no `..`). Only `key=`, a file on
+this host that paramiko reads, is free text. Remote commands quote these values all the same
+(edgekit.names.shell_path).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekit import names
 from edgekit.errors import InventoryError
 
 #: attribute -> one-line meaning (shown in errors and docs)
@@ -34,13 +42,17 @@ KEYS: dict[str, str] = {
 LABEL_KEYS = frozenset({"cooling", "board", "zone", "rack", "location", "power", "case"})
 ROLES = ("head", "worker")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _LABEL_RE = re.compile(r"^label\.[a-z][a-z0-9_.-]*$")
+#: every value below reaches a shell, a unit file or a path on some node or on the host, so
+#: each has a strict charset; a user and a host never start with '-' (an option to ssh)
 _ADDR_RE = re.compile(
-    r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@)?"
-    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)"
+    r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]{0,31})@)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9_.-]{0,252})"
     r"(?::(?P<port>[^:\s]*))?$"
 )
+_LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9_.,:/@+-]{1,128}")
+#: python=: a command looked up in PATH, or an absolute path
+_PYTHON_RE = re.compile(r"[A-Za-z0-9_.+-]+|/[A-Za-z0-9_.+/-]+")
 
 
 @dataclass(frozen=True)
@@ -198,10 +210,12 @@ def _build_node(
     where: str,
 ) -> Node:
     name = values.get("name", host)
-    if not _NAME_RE.match(name):
+    if not names.is_name(name):
         raise InventoryError(
-            f"bad node name {name!r}: letters, digits, '.', '_' and '-' only", where=where
+            f"bad node name {name!r}: letters, digits, '.', '_' and '-' only "
+            f"({names.NAME_RULE})", where=where
         )
+    _check_values(values, labels, where)
     role = values.get("role", "worker")
     if role not in ROLES:
         raise InventoryError(f"bad role {role!r}: must be one of {', '.join(ROLES)}", where=where)
@@ -209,7 +223,7 @@ def _build_node(
         speed = float(values.get("speed", "1.0"))
     except ValueError:
         speed = -1.0
-    if not speed > 0:
+    if not 0 < speed < float("inf"):
         raise InventoryError(f"bad speed {values['speed']!r}: a positive number", where=where)
     ram = None
     if "ram" in values:
@@ -231,6 +245,24 @@ def _build_node(
         labels=labels,
         source=where,
     )
+
+
+def _check_values(values: dict[str, str], labels: dict[str, str], where: str) -> None:
+    """The free-form attributes that reach a node's shell or file system: root, python,
+    labels. (`key` is a file on this host, read by paramiko, never by a shell.)"""
+    root = values.get("root")
+    if root is not None and (why := names.root_problem(root)):
+        raise InventoryError(f"bad root {root!r}: {why}", where=where)
+    python = values.get("python")
+    if python is not None and (not _PYTHON_RE.fullmatch(python) or "/../" in f"{python}/"):
+        raise InventoryError(
+            f"bad python {python!r}: a command name (python3) or an absolute path of "
+            f"{names.PATH_RULE}", where=where)
+    for key, value in labels.items():
+        if not _LABEL_VALUE_RE.fullmatch(value):
+            raise InventoryError(
+                f"bad label {key!r} value {value!r}: 1-128 letters, digits or . _ , : / @ + -",
+                where=where)
 
 
 def render(nodes: list[Node] | tuple[Node, ...]) -> str:

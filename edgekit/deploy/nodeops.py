@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from edgekit.deploy import services, versions
 from edgekit.deploy.layout import NodeLayout
+from edgekit.names import shell_path
 from edgekit.node.raynode import temp_link
 from edgekit.remote.ssh import Connection
 
@@ -21,7 +22,7 @@ class NodeFacts:
 
 def facts(conn: Connection, root: str, python: str) -> NodeFacts:
     """Expand the deploy root and find python on the node; the IPs of both link ends."""
-    script = (f'root={root if root.startswith("~") else shlex.quote(root)}; '
+    script = (f'root={shell_path(root)}; '
               f'printf "%s\\n" "$root"; command -v {shlex.quote(python)} || echo')
     out = conn.run(script, check=True).stdout.splitlines()
     sock = conn.client().get_transport().sock  # type: ignore[union-attr]

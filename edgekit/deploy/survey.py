@@ -14,7 +14,9 @@ import shlex
 from dataclasses import dataclass, field
 
 from edgekit.deploy.layout import SERVICES, UNIT_DIR, unit_name
+from edgekit.errors import NodeError
 from edgekit.inventory import Node
+from edgekit.names import expanded_root_problem, shell_path
 from edgekit.remote.probe import NodeReport, judge, parse_probe, probe_script
 from edgekit.remote.ssh import Connection
 
@@ -63,7 +65,7 @@ class Survey:
 
 def script(root: str, python: str, model: str, version: str, blobs: list[str]) -> str:
     """The survey part (runs after the probe in the same shell)."""
-    root_expr = root if root.startswith("~") and " " not in root else shlex.quote(root)
+    root_expr = shell_path(root)  # "$HOME"/'rest': expanded, never split or run
     files = [f"blobs/{s}" for s in blobs] + list(SERVICE_FILES)
     body = (_SURVEY.replace("__MARK__", MARK).replace("__ROOT__", root_expr)
             .replace("__PYTHON__", shlex.quote(python)).replace("__UNIT_DIR__", UNIT_DIR)
@@ -98,4 +100,10 @@ def check_and_survey(conn: Connection, model: str, version: str,
     text = probe_script() + "\n" + script(node.root, node.python, model, version, blobs)
     out = conn.run("sh -s", stdin=text, timeout_s=120, check=True).stdout
     probe_text, _, survey_text = out.partition(MARK)
-    return judge(node, parse_probe(probe_text)), parse(survey_text)
+    seen = parse(survey_text)
+    # the root goes into unit files and commands: the node's $HOME must keep it plain too
+    if survey_text and (why := expanded_root_problem(seen.root)):
+        raise NodeError(f"deploy root {seen.root!r} (root={node.root}) {why}",
+                        where=f"node {node.name}", hint="set root=/an/absolute/path in the "
+                        "inventory")
+    return judge(node, parse_probe(probe_text)), seen
