@@ -37,5 +37,6 @@ kv user "$(id -un 2>/dev/null)"
 RT="$HOME/.edgekit/runtime/bin/python"
 if [ -x "$RT" ]; then
   # one runtime python: native= (kernel variant), native_problem=, onnxruntime=, litert=
-  "$RT" -m edgekit.node.stack 2>/dev/null
+  # (a runtime from an older edgekit has no such module: the probe as a whole never fails)
+  "$RT" -m edgekit.node.stack 2>/dev/null || kv native_problem "runtime python failed ($?)"
 fi
