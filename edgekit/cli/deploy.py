@@ -9,6 +9,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 from rich.table import Table
 
 from edgekit.cli._output import console, emit_json, err_console, json_option
+from edgekit.cli._params import model_name, version_name
 from edgekit.cli.nodes import ACCEPT_OPTION, NODES_OPTION, kernels_cell, runtime_lines
 
 EXIT_NODES_FAILED = 4
@@ -85,7 +86,8 @@ def _finish(res, as_json: bool) -> None:  # type: ignore[no-untyped-def]
 @NODES_OPTION
 @ACCEPT_OPTION
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
-@click.option("--name", default=None, help="Model name (default: the bundle's).")
+@click.option("--name", default=None, callback=model_name,
+              help="Model name (default: the bundle's).")
 @click.option("--replicas", type=int, default=None, help="At most this many replicas.")
 @click.option("--stages", type=int, default=None, help="Bundle a model file as K stages.")
 @click.option("--offline", is_flag=True, help="Install the runtime from a host-built wheelhouse.")
@@ -163,8 +165,10 @@ def status(nodes_file: str, accept_new_host_keys: bool, as_json: bool) -> None:
 @click.command("rollback")
 @NODES_OPTION
 @ACCEPT_OPTION
-@click.option("--model", default=None, help="Model to roll back (default: the deployed one).")
-@click.option("--to", "to", default=None, help="Version id (default: the previous one).")
+@click.option("--model", default=None, callback=model_name,
+              help="Model to roll back (default: the deployed one).")
+@click.option("--to", "to", default=None, callback=version_name,
+              help="Version id (default: the previous one).")
 @json_option
 def rollback(nodes_file: str, accept_new_host_keys: bool, model: str | None, to: str | None,
              as_json: bool) -> None:

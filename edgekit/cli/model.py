@@ -9,7 +9,9 @@ from typing import Any
 
 import click
 
+from edgekit import names
 from edgekit.cli._output import console, emit_json, json_option
+from edgekit.cli._params import model_name, version_name
 from edgekit.cli.quantize import (
     _check_quant,
     _floats,
@@ -187,8 +189,9 @@ def bundle_group() -> None:
 @bundle_group.command("create")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
-@click.option("--name", default=None, help="Bundle name (default: file stem).")
-@click.option("--version", "version", default="1", show_default=True)
+@click.option("--name", default=None, callback=model_name,
+              help="Bundle name (default: file stem).")
+@click.option("--version", "version", default="1", show_default=True, callback=version_name)
 @click.option("--quantize", "do_quantize", is_flag=True, help="int8-quantize first.")
 @click.option("--stages", "k", type=int, default=1, show_default=True)
 @click.option("--tar", "tar_path", type=click.Path(path_type=Path), help="Also write a .tar.")
@@ -208,6 +211,9 @@ def bundle_create(model: Path, output: Path, name: str | None, version: str, do_
     from edgekit.model import assemble, bundle
     from edgekit.model.loader import detect_format
 
+    if name is None and not names.is_name(model.stem):
+        raise InputError(f"the file name {model.stem!r} cannot be a bundle name "
+                         f"({names.NAME_RULE})", where=str(model), hint="pass --name")
     name = name or model.stem
     pre = _preprocess(o["size"], o["mean"], o["std"], o["layout"], o["channels"])
     extra: dict[str, Any] = {"min_edgekit": __version__}

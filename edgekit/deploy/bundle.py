@@ -13,11 +13,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekit import names
 from edgekit.errors import ModelError
 from edgekit.model import bundle as model_bundle
 from edgekit.model.bundle import MANIFEST, FileEntry, sha256_file
 
-__all__ = ["Bundle", "FileEntry", "load", "manifest_entry", "resolve", "sha256_file"]
+__all__ = ["Bundle", "FileEntry", "check_name", "load", "manifest_entry", "resolve", "sha256_file"]
 
 #: runtime -> node packages it needs beyond the base set (onnxruntime, ray, numpy, psutil)
 RUNTIME_EXTRAS = {"litert": ["ai-edge-litert"]}
@@ -62,12 +63,19 @@ def load(folder: Path, name: str | None = None) -> Bundle:
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise ModelError(f"not a bundle folder (no {MANIFEST})", where=str(folder))
+    check_name(name, str(folder))
     m = model_bundle.verify(folder)
     stages = [Stage(s.index, s.file, int(s.mem_bytes)) for s in m.stages]
     extras = list(RUNTIME_EXTRAS.get(m.runtime, []))
     if (m.extra or {}).get("custom_ops"):
         extras.append("onnxruntime-extensions")
     return Bundle(folder, name or m.name, m.runtime, list(m.files), stages, extras)
+
+
+def check_name(name: str | None, where: str) -> None:
+    """A model name given on the command line (`deploy --name`): a plain path component."""
+    if name is not None and not names.is_name(name):
+        raise ModelError(f"bad model name {name!r}: {names.NAME_RULE}", where=where)
 
 
 def manifest_entry(bundle: Bundle) -> FileEntry:
@@ -79,10 +87,14 @@ def manifest_entry(bundle: Bundle) -> FileEntry:
 def resolve(target: Path, cache: Path, name: str | None, stages: int | None) -> Bundle:
     """A bundle folder as is, or a model file bundled once into `cache`."""
     target = Path(target)
+    check_name(name, str(target))  # it names a folder here and on every node
     if target.is_dir():
         return load(target, name)
     if not target.is_file():
         raise ModelError("no such model file or bundle folder", where=str(target))
+    if name is None and not names.is_name(target.stem):
+        raise ModelError(f"the file name {target.stem!r} cannot be a model name "
+                         f"({names.NAME_RULE})", where=str(target), hint="pass --name")
     name = name or target.stem
     key = f"{sha256_file(target)[:16]}-k{stages or 1}"
     out = cache / f"{name}-{key}"

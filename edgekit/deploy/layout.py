@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from edgekit import settings
+from edgekit import names, settings
+from edgekit.errors import InputError
 
 UNIT_PREFIX = "edgekit-"
 SERVICES = ("ray-worker", "agent")  # node services; the head adds "ray-head" and "api"
@@ -38,7 +39,20 @@ class NodeLayout:
     root: str
 
     def _p(self, *parts: str) -> str:
-        return str(PurePosixPath(self.root, *parts))
+        path = str(PurePosixPath(self.root, *parts))
+        if not names.confined(self.root, path):  # a guard: the names are checked first
+            raise InputError(f"{path!r} is not inside the deploy root", where=self.root)
+        return path
+
+    def _named(self, model: str, version: str | None = None) -> None:
+        """Model and version names become folders under apps/: plain names only, so a
+        manifest named `../../x` can never make a prune or a rollback reach outside."""
+        if not names.is_name(model):
+            raise InputError(f"bad model name {model!r}: {names.NAME_RULE}",
+                             where=f"deploy root {self.root}")
+        if version is not None and not names.is_version(version):
+            raise InputError(f"bad version {version!r}: {names.VERSION_RULE}",
+                             where=f"deploy root {self.root}")
 
     @property
     def runtime(self) -> str:
@@ -64,15 +78,19 @@ class NodeLayout:
         return self._p("blobs", sha256)
 
     def app(self, model: str) -> str:
+        self._named(model)
         return self._p("apps", model)
 
     def versions(self, model: str) -> str:
+        self._named(model)
         return self._p("apps", model, "versions")
 
     def version(self, model: str, version: str) -> str:
+        self._named(model, version)
         return self._p("apps", model, "versions", version)
 
     def current(self, model: str) -> str:
+        self._named(model)
         return self._p("apps", model, "current")
 
     @property
@@ -96,6 +114,8 @@ class NodeLayout:
         return self._p("logs")
 
     def log(self, service: str) -> str:
+        if not names.is_name(service):
+            raise InputError(f"bad service name {service!r}: {names.NAME_RULE}")
         return self._p("logs", f"{service}.log")
 
     @property

@@ -89,6 +89,7 @@ def materialize_dir(conn: Connection, layout: NodeLayout, target: str,
 
 def switch(conn: Connection, layout: NodeLayout, model: str, version: str) -> None:
     """Make `version` the active one with one rename."""
+    layout.version(model, version)  # refuses names that are not plain path components
     _sh(conn, _SWITCH, layout.app(model), version)
 
 
@@ -107,6 +108,8 @@ def listed(conn: Connection, layout: NodeLayout, model: str) -> list[str]:
 
 def prune(conn: Connection, layout: NodeLayout, model: str, keep: list[str]) -> None:
     """Remove versions not in `keep` (and leftovers of interrupted builds); drop free blobs."""
+    for v in keep:
+        layout.version(model, v)
     conn.run(f"mkdir -p {shlex.quote(layout.versions(model))} {shlex.quote(layout.blobs)}",
              check=True)
     _sh(conn, _PRUNE, layout.versions(model), layout.blobs, *keep)

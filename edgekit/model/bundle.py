@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit import __version__
+from edgekit import __version__, names
 from edgekit.errors import ModelError
 
 FORMAT_VERSION = 1
@@ -145,7 +145,23 @@ def load_manifest(bundle_dir: Path) -> Manifest:
         raise BundleError(f"manifest has a malformed field: {exc}", where=str(path)) from None
     if manifest.runtime not in RUNTIMES:
         raise BundleError(f"unknown runtime {manifest.runtime!r}", where=str(path))
+    _check_names(manifest, path)
     return manifest
+
+
+def _check_names(manifest: Manifest, path: Path) -> None:
+    """The name, version and file paths become paths on every node (apps/<name>/...) and
+    arguments of its shell commands: strict charsets, nothing that climbs out (`../../x`)."""
+    if not names.is_name(manifest.name):
+        raise BundleError(f"bad name {manifest.name!r}: {names.NAME_RULE}", where=str(path))
+    if not names.is_version(manifest.version):
+        raise BundleError(f"bad version {manifest.version!r}: {names.VERSION_RULE}",
+                          where=str(path))
+    for i, entry in enumerate(manifest.files):
+        if not isinstance(entry.path, str) or entry.path.startswith("/") \
+                or not names.safe_parts(entry.path):
+            raise BundleError(f"files[{i}].path {entry.path!r}: a relative path of "
+                              f"{names.PATH_RULE}", where=str(path))
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

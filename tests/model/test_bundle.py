@@ -80,3 +80,44 @@ def test_existing_output_is_not_clobbered(built, save) -> None:
     with pytest.raises(Exception, match="not empty"):
         bundle.write_bundle(built, manifest, {"stage_0.onnx": b"x"})
     assert verify(built).name == "skip"
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("name", "../../x", "bad name '../../x'"),
+    ("name", "a/b", "bad name"),
+    ("name", "-rf", "bad name"),
+    ("name", "x;rm", "bad name"),
+    ("version", "../v", "bad version"),
+    ("version", "1 2", "bad version"),
+    ("version", 7, None),  # a number is written as its string, which is plain
+])
+def test_verify_refuses_names_that_become_paths(built, monkeypatch, capsys, field, value,
+                                                needle) -> None:
+    """name/version become apps/<name>/versions/... on every node: `../../x` must not pass."""
+    raw = json.loads((built / "manifest.json").read_text())
+    raw[field] = value
+    (built / "manifest.json").write_text(json.dumps(raw))
+    code, _, err = run_cli(["bundle", "verify", str(built)], monkeypatch, capsys)
+    if needle is None:
+        assert code == 0, err
+        return
+    assert code == 3 and needle in err and "manifest.json" in err, err
+
+
+@pytest.mark.parametrize("path", ["../stage_0.onnx", "/etc/passwd", "a/../../b.onnx",
+                                  "a b.onnx", "x$(id).onnx"])
+def test_verify_refuses_file_paths_that_climb_out(built, path) -> None:
+    raw = json.loads((built / "manifest.json").read_text())
+    raw["files"][0]["path"] = path
+    (built / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=r"files\[0\]\.path"):
+        verify(built)
+
+
+@pytest.mark.parametrize("args", [["--name", "../../x"], ["--version", "../1"]])
+def test_create_refuses_bad_name_or_version(tmp_path, save, monkeypatch, capsys, args) -> None:
+    src = save(skip_model())
+    code, _, err = run_cli(["bundle", str(src), "-o", str(tmp_path / "b"), *args],
+                           monkeypatch, capsys)
+    assert code == 2 and "Invalid value" in err, err
+    assert not (tmp_path / "b").exists()

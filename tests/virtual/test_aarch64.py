@@ -90,7 +90,7 @@ def test_nodes_check_reports_aarch64_and_the_boards_features(a64: VirtualCluster
     assert nodes["pi1"]["arch"] == "aarch64" and nodes["pi2"]["arch"] == "aarch64"
     assert nodes["pi3"]["arch"] == "x86_64"
     assert all(n["ready"] for n in nodes.values())
-    assert "asimddp" in nodes["pi2"]["features"] and "asimddp" not in nodes["pi1"]["features"]
+    assert "asimddp" in nodes["pi2"]["simd"] and "asimddp" not in nodes["pi1"]["simd"]
 
 
 @needs_a64
