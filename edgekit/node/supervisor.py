@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -32,6 +33,9 @@ import psutil
 POLL_S = 0.5
 STOP_GRACE_S = 15.0
 MAX_BACKOFF_S = 30.0
+#: how long `ensure` waits for a running daemon to apply changed service files (each stop
+#: may take its grace period)
+APPLY_TIMEOUT_S = 3 * STOP_GRACE_S
 
 
 @dataclass
@@ -130,7 +134,8 @@ class Supervisor:
         _, run, _ = _paths(self.root)
         data = {"pid": os.getpid(), "time": time.time(), "services": {
             n: {"pid": s.proc.pid if s.proc else None, "running": s.proc is not None,
-                "restarts": s.restarts, "last_exit": s.last_exit, "since": s.started}
+                "restarts": s.restarts, "last_exit": s.last_exit, "since": s.started,
+                "spec": spec_digest(s.spec_text)}
             for n, s in self.services.items()}}
         tmp = run / "supervisor.json.tmp"
         tmp.write_text(json.dumps(data, indent=1))
@@ -178,10 +183,35 @@ def run(root: Path) -> None:
         _pidfile(root).unlink(missing_ok=True)
 
 
+def spec_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def applied(root: Path) -> bool | None:
+    """Whether the daemon's last status shows it running exactly the service files on disk
+    (None: a daemon from before status carried spec digests, so it cannot be told)."""
+    sdir, run, _ = _paths(root)
+    try:
+        services = json.loads((run / "supervisor.json").read_text()).get("services", {})
+    except (OSError, ValueError):
+        return False
+    if any("spec" not in svc for svc in services.values()):
+        return None
+    wanted = {p.stem: spec_digest(p.read_text()) for p in sorted(sdir.glob("*.json"))}
+    return {name: svc["spec"] for name, svc in services.items()} == wanted
+
+
 def ensure(root: Path) -> int:
-    """Start the daemon detached (own session, stdio closed) unless it runs; return its pid."""
+    """Start the daemon detached (own session, stdio closed) unless it runs; return its pid.
+
+    A running daemon applies changed service files in its next tick; this waits until it
+    has (old processes stopped, new ones started), so a deploy never verifies against the
+    services it just replaced (a new runtime's Ray worker, say)."""
     pid = running_pid(root)
     if pid:
+        deadline = time.monotonic() + APPLY_TIMEOUT_S
+        while applied(root) is False and time.monotonic() < deadline:
+            time.sleep(0.1)
         return pid
     (root / "run").mkdir(parents=True, exist_ok=True)
     (root / "logs").mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,58 @@
+"""`supervisor ensure` on a running daemon returns only once it runs the service files now on
+disk: a deploy that rewrote a service (a new runtime, a new head) must not verify against the
+process it replaced. Real daemon, real processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from edgekit.node import supervisor
+
+
+def _spec(root: Path, argv: list[str]) -> None:
+    sdir = root / "services"
+    sdir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"argv": argv})
+    (sdir / "svc.json.tmp").write_text(text)
+    (sdir / "svc.json.tmp").replace(sdir / "svc.json")
+
+
+def _ensure(root: Path) -> int:
+    out = subprocess.run([sys.executable, "-m", "edgekit.node.supervisor", "ensure", str(root)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    return int(out.stdout.strip())
+
+
+def _service_pid(root: Path) -> int | None:
+    status = json.loads((root / "run" / "supervisor.json").read_text())
+    return status["services"]["svc"]["pid"]
+
+
+def test_ensure_waits_until_a_changed_service_is_restarted(tmp_path) -> None:
+    root = tmp_path / "root"
+    # the first version takes 2 s to stop (as Ray does, in its own way): without the wait,
+    # ensure would return while it still runs
+    _spec(root, ["sh", "-c", "trap 'sleep 2; exit 0' TERM; sleep 301 & wait"])
+    daemon = _ensure(root)
+    try:
+        deadline = time.monotonic() + 30
+        while supervisor.applied(root) is not True and time.monotonic() < deadline:
+            time.sleep(0.1)
+        old = _service_pid(root)
+        assert old and psutil.Process(old).cmdline()[:2] == ["sh", "-c"]
+        _spec(root, ["sleep", "302"])
+        assert supervisor.applied(root) is False  # the daemon has not seen it yet
+        assert _ensure(root) == daemon  # the same daemon, and now:
+        assert supervisor.applied(root) is True
+        new = _service_pid(root)
+        assert new and new != old and psutil.Process(new).cmdline() == ["sleep", "302"]
+        assert not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie"
+    finally:
+        subprocess.run([sys.executable, "-m", "edgekit.node.supervisor", "stop", str(root)],
+                       capture_output=True, timeout=120, check=False)
