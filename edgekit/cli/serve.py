@@ -20,9 +20,9 @@ _TOKEN = click.option("--token-file", type=click.Path(dir_okay=False, path_type=
 def _read_token(path: Path | None) -> str | None:
     if path is None:
         return None
-    from edgekit.serve.server import ServeConfig
+    from edgekit.tokenfile import read_token
 
-    return ServeConfig(models=[], token_file=path).token()
+    return read_token(path)
 
 
 @click.command()
@@ -52,7 +52,10 @@ def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads
           node_bundles, batches, controllers, max_body_mb, power_cap_w, as_json) -> None:
     """Place workers on the Ray nodes and serve the inference API until stopped."""
     from edgekit.serve.server import ServeConfig, run
+    from edgekit.tokenfile import check_private
 
+    if token_file is not None:  # before Ray or a worker is touched
+        check_private(token_file)
     batching: dict[str, tuple[int, float]] = {}
     for b in batches:
         name, _, spec = b.partition("=")

@@ -15,7 +15,9 @@ from edgekit.cli._output import console, emit_json, json_option
 
 def _token(token_file: Path | None) -> str | None:
     if token_file is not None:
-        return token_file.read_text().strip() or None
+        from edgekit.tokenfile import read_token
+
+        return read_token(token_file)
     return os.environ.get("EDGEKIT_SERVE_TOKEN") or None
 
 

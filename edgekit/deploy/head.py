@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgekit.errors import ClusterError
+from edgekit.errors import ClusterError, InputError
 from edgekit.node import supervisor
 from edgekit.node.raynode import PYTHON_MATCH_ENV, temp_link
 
@@ -114,6 +114,11 @@ def tail(root: Path, service: str, lines: int = 20) -> str:
 def _run_api(config_path: Path) -> None:
     data = config_path.read_bytes()
     cfg = json.loads(data)
+    from edgekit.tokenfile import check_private
+
+    # both tokens are refused if other users can read them (on a head node or the host)
+    check_private(cfg["api_token_path"], "API token file")
+    check_private(cfg["ray_token_path"], "Ray token file")
     # Ray reads these when it is imported (below): on a head node no unit or spec sets them
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.setdefault("RAY_AUTH_TOKEN_PATH", cfg["ray_token_path"])
@@ -146,7 +151,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "api":
         print("usage: python -m edgekit.deploy.head api CONFIG.json", file=sys.stderr)
         return 2
-    _run_api(Path(argv[1]))
+    try:
+        _run_api(Path(argv[1]))
+    except InputError as exc:  # e.g. a token file others can read: one line in the log
+        print(f"edgekit api: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

@@ -13,8 +13,9 @@ On a node everything is under one root (default ~/.edgekit, inventory `root=`):
     logs/<service>.log
 
 Outside the root, and only when needed: systemd user units in ~/.config/systemd/user/
-(edgekit-*.service) where systemd runs, and a symlink /tmp/edgekit-ray-<uid>-<hash> -> run/ray
-when the root's path is too long for Ray's Unix sockets (108 bytes).
+(edgekit-*.service) where systemd runs, and a symlink /tmp/edgekit-<uid>/ray-<hash> -> run/ray
+(in a 0700 folder of the node user) when the root's path is too long for Ray's Unix sockets
+(108 bytes).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from edgekit.deploy import services, versions
 from edgekit.deploy.layout import NodeLayout
 from edgekit.names import shell_path
-from edgekit.node.raynode import temp_link
+from edgekit.node.raynode import link_dir, temp_link
 from edgekit.remote.ssh import Connection
 
 
@@ -50,9 +50,12 @@ def teardown(conn: Connection, layout: NodeLayout, systemd: bool, purge: bool) -
     q = shlex.quote
     keep = "" if purge else "-not -name 'runtime' -not -name 'runtime-*'"
     link = temp_link(f"{layout.run}/ray", "$(id -u)")  # raynode's short name for run/ray
+    # (and the names earlier versions used, straight in /tmp: only ours can be removed)
+    digest = link.rsplit("-", 1)[1]
+    old = f"/tmp/edgekit-ray-$(id -u)-{digest} /tmp/edgekit-ray-$(id -u)"
     conn.run(f"if [ -d {q(layout.root)} ]; then find {q(layout.root)} -mindepth 1 -maxdepth 1 "
-             f"{keep} -exec rm -rf {{}} +; fi; rm -f {link} /tmp/edgekit-ray-$(id -u)",
-             timeout_s=300)
+             f"{keep} -exec rm -rf {{}} +; fi; rm -f {link} {old}; "
+             f"rmdir {link_dir('$(id -u)')} 2>/dev/null; true", timeout_s=300)
     if purge:
         conn.run(f"rm -rf {q(layout.root)}", timeout_s=300)
     return leftover_processes(conn, layout)
@@ -61,7 +64,7 @@ def teardown(conn: Connection, layout: NodeLayout, systemd: bool, purge: bool) -
 def leftover_processes(conn: Connection, layout: NodeLayout) -> list[str]:
     """This user's processes that belong to edgekit (its runtime, Ray, the supervisor)."""
     res = conn.run("ps -u \"$(id -u)\" -o pid=,args=", timeout_s=30)
-    marks = (layout.root, "edgekit.node", "raylet", "gcs_server", "ray::", "/tmp/edgekit-ray-")
+    marks = (layout.root, "edgekit.node", "raylet", "gcs_server", "ray::", "/tmp/edgekit-")
     return [line.strip() for line in res.stdout.splitlines()
             if any(m in line for m in marks) and " ps -u " not in line]
 

@@ -11,6 +11,7 @@ from edgekit.deploy.layout import NodeLayout, deployment_dir
 from edgekit.deploy.report import RunResult
 from edgekit.errors import ClusterError
 from edgekit.remote.ssh import Pool
+from edgekit.tokenfile import read_token
 
 
 def _load(inventory_path: Path) -> tuple[inventory.Inventory, Path, state.DeployState]:
@@ -32,7 +33,7 @@ def _deployed(inv: inventory.Inventory, st: state.DeployState) -> list[inventory
 
 def status(inventory_path: Path, accept_new_host_keys: bool = False) -> dict:
     inv, dep, st = _load(inventory_path)
-    token = (dep / "api-token").read_text().strip() if (dep / "api-token").exists() else ""
+    token = read_token(dep / "api-token", "api-token") if (dep / "api-token").exists() else ""
     models = list(st.apps)
     health = _health(st, token, models, accept_new_host_keys) if st.head.api_url else None
 
@@ -147,7 +148,7 @@ def _reload_api(dep: Path, st: state.DeployState, name: str, version: str,
         head.start_api(dep / "head", cfg)
     app.version, app.bundle = version, folder
     with headnode.reach(st, conn) as url:
-        h = verify.wait(url, (dep / "api-token").read_text().strip(), [name],
+        h = verify.wait(url, read_token(dep / "api-token", "api-token"), [name],
                         sorted(app.active), 120.0)
     res.head["api_url"] = st.head.api_url
     for node in app.active:

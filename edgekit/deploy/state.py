@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import ClusterError
+from edgekit.tokenfile import check_private
 
 STATE_FILE = "state.json"
 
@@ -113,11 +114,13 @@ def locked(folder: Path) -> Iterator[None]:
 
 
 def secret(folder: Path, name: str) -> Path:
-    """A host-generated secret file (0600), created once and reused."""
+    """A host-generated secret file (0600), created once and reused; one that other users
+    can read (someone loosened it) is refused with the fix named, not sent to the nodes."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / name
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
+    check_private(path, name)
     return path

@@ -8,16 +8,19 @@ file's *path* goes in RAY_AUTH_TOKEN_PATH, the token itself never appears in an 
 the environment. Every port is picked free on this machine, so several Ray nodes can share
 one host (the virtual cluster) without colliding. Ray's Unix sockets live under its temp dir,
 which must stay short (108 bytes with the session folder): a long deploy root is reached
-through a symlink /tmp/edgekit-ray-<uid>-<hash of the dir> (documented in docs/DEPLOY.md).
+through a symlink /tmp/edgekit-<uid>/ray-<hash of the dir>, in a folder only this user can
+enter (documented in docs/DEPLOY.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -37,6 +40,8 @@ ROOT_ENV = "EDGEKIT_NODE_ROOT"
 RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": 8 * 1024 * 1024}
 #: longest temp dir that leaves room for "/session_<date>_<pid>/sockets/plasma_store"
 MAX_TEMP_DIR_CHARS = 40
+#: where the short links' private folder is made (a test points it elsewhere)
+LINK_BASE = "/tmp"
 #: The raylet waits a fixed ~15 s (no setting for it in Ray 2.60) for the dashboard agent, a
 #: Python process, to write the ports it listens on into the session folder, and aborts the
 #: node past that ("Timed out waiting for file .../dashboard_agent_listen_port_<node id>").
@@ -59,16 +64,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def link_dir(uid: int | str) -> str:
+    """This user's folder for the short links. A link straight in /tmp had a name anyone
+    could compute: another user could create it first (deploy then failed, since /tmp's
+    sticky bit keeps us from replacing it) or point Ray's sockets into a folder they own.
+    Inside a 0700 folder this user owns, nobody else can create, swap or follow a link."""
+    return f"{LINK_BASE}/edgekit-{uid}"
+
+
 def temp_link(temp_dir: str, uid: int | str) -> str:
     """The short name of a long temp dir: one per temp dir, not per user (the host's heads of
     two deployments, or any other Ray of the same user, must not take each other's link)."""
-    return f"/tmp/edgekit-ray-{uid}-{hashlib.sha256(temp_dir.encode()).hexdigest()[:8]}"
+    return f"{link_dir(uid)}/ray-{hashlib.sha256(temp_dir.encode()).hexdigest()[:8]}"
+
+
+def private_dir(path: str) -> None:
+    """Create `path` 0700, or accept it only if it is a real folder this user owns (made
+    private again if it was not); anything else is refused, naming the fix."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise RuntimeError(f"{path} is not a folder owned by uid {os.getuid()} (someone else "
+                           "made it, or it is a link): Ray's socket links cannot go there; "
+                           f"have root remove it")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
 
 
 def short_temp_dir(temp_dir: str) -> str:
     Path(temp_dir).mkdir(parents=True, exist_ok=True)
     if len(temp_dir) <= MAX_TEMP_DIR_CHARS:
         return temp_dir
+    private_dir(link_dir(os.getuid()))
     link = Path(temp_link(temp_dir, os.getuid()))
     if link.is_symlink() and os.readlink(link) == temp_dir:
         return str(link)
@@ -151,6 +179,14 @@ def main(argv: list[str]) -> int:
         print("usage: python -m edgekit.node.raynode CONFIG.json", file=sys.stderr)
         return 2
     cfg = json.loads(Path(argv[0]).read_text())
+    from edgekit.errors import InputError
+    from edgekit.tokenfile import check_private
+
+    try:  # a token others can read is a token anyone on this machine can join Ray with
+        check_private(cfg["token_path"], "Ray token file")
+    except InputError as exc:
+        print(f"edgekit raynode: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cfg["token_path"])
     env.update(PYTHON_MATCH_ENV)
