@@ -103,6 +103,8 @@ def parse(res: CommandResult, timeout_s: float, seconds: float) -> Verdict:
         name = signal.Signals(code - 128).name
         hint = " (an instruction this CPU lacks)" if name == "SIGILL" else ""
         why = f"the self-test process died of {name}{hint}: {tail or 'no output'}"
+    elif code < 0:
+        why = f"the session ended without an exit status (killed?): {tail or 'no output'}"
     else:
         why = f"exit code {code}: {tail or 'no output'}"
     return Verdict(False, why, report, seconds)
@@ -114,9 +116,12 @@ def run_case(conn: Connection, root: str, payload: bytes, app: str, threads: int
     lay = NodeLayout(root)
     q = shlex.quote
     path = f"{lay.run}/selftest-{app}.npz"
-    cmd = (f"mkdir -p {q(lay.run)} && cat > {q(path)} && exec timeout -k {KILL_AFTER_S} "
+    # `timeout` re-raises a signal that killed the test on itself, and a session killed by a
+    # signal has no exit status: the shell must outlive it (bash execs a last command, hence
+    # the `; exit $?`) and turn that into 128 + signal
+    cmd = (f"mkdir -p {q(lay.run)} && cat > {q(path)} && timeout -k {KILL_AFTER_S} "
            f"{max(1, math.ceil(timeout_s))} {q(lay.python)} -m edgekit.node.selftest {q(path)} "
-           f"--root {q(root)} --node {q(conn.node.name)} --threads {threads}")
+           f"--root {q(root)} --node {q(conn.node.name)} --threads {threads}; exit $?")
     t0 = time.monotonic()
     res = conn.run(cmd, stdin=payload, timeout_s=timeout_s + HOST_MARGIN_S)
     return parse(res, timeout_s, time.monotonic() - t0)

@@ -21,6 +21,7 @@ import io
 import json
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from edgekit.node.agreement import Tolerance, compare
 
 EXIT_WRONG, EXIT_LOAD, EXIT_CASE = 1, 2, 3
 FORMAT = 1
+#: ELF e_machine -> platform.machine() of that CPU
+ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64", 0x28: "armv7l", 0x03: "i686"}
 MARK = "selftest"  # the key that marks the report line among whatever else is printed
 RUNTIME_PACKAGES = {"onnxruntime": ("onnxruntime", "onnxruntime"),
                     "litert": ("ai_edge_litert.interpreter", "ai-edge-litert")}
@@ -166,7 +169,8 @@ def run(case: Case, root: str, node: str, threads: int, t0: float) -> int:
         __import__(module)
     except Exception as exc:  # ImportError, or an OSError from a missing shared library
         report["versions"] = versions(case.runtime)
-        report["error"] = f"{case.runtime} cannot be imported: {type(exc).__name__}: {exc}"
+        report["error"] = (f"{case.runtime} cannot be imported: {type(exc).__name__}: {exc}"
+                           + diagnose(str(exc)))
         return _emit(report, EXIT_LOAD, t0)
     report["import_s"] = round(time.perf_counter() - t, 3)
     report["versions"] = versions(case.runtime)
@@ -182,6 +186,26 @@ def run(case: Case, root: str, node: str, threads: int, t0: float) -> int:
     if wrong:
         report["error"] = "wrong answer: " + "; ".join(wrong)
     return _emit(report, EXIT_WRONG if wrong else 0, t0)
+
+
+def diagnose(message: str) -> str:
+    """For a loader error naming a shared library that is there ("cannot open shared object
+    file: No such file or directory" is also what glibc says for another CPU's library): what
+    is wrong with it, as far as its ELF header tells."""
+    for path in re.findall(r"(/[^\s:]+\.so(?:\.[\d.]+)?)", message):
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(20)
+        except OSError:
+            continue
+        if len(head) < 20 or head[:4] != b"\x7fELF":
+            return f" ({path} is not a shared library: damaged?)"
+        built = ELF_MACHINES.get(int.from_bytes(head[18:20], "little"), "an unknown CPU")
+        here = platform.machine()
+        if built != here:
+            return f" ({path} is built for {built}, this node is {here}: a wheel for another CPU)"
+        return f" ({path} is there and is for {here}: a library it needs is missing?)"
+    return ""
 
 
 def _text(exc: BaseException) -> str:

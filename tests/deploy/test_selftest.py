@@ -279,6 +279,20 @@ def test_node_module_passes_fails_and_names_the_cause(two_stage):
     assert "cannot load stage 1 (stage_1.onnx)" in v.detail and "sha256 mismatch" in v.detail
 
 
+def test_a_library_for_another_cpu_is_named_as_such(tmp_path):
+    import platform
+
+    other = {"x86_64": 0xB7}.get(platform.machine(), 0x3E)
+    lib = tmp_path / "libfoo.so.1"
+    lib.write_bytes(b"\x7fELF" + bytes(14) + other.to_bytes(2, "little") + bytes(44))
+    msg = f"{lib}: cannot open shared object file: No such file or directory"
+    assert "is built for" in node_selftest.diagnose(msg)
+    assert f"this node is {platform.machine()}" in node_selftest.diagnose(msg)
+    (tmp_path / "junk.so").write_bytes(b"not elf at all, long enough to read")
+    assert "not a shared library" in node_selftest.diagnose(f"{tmp_path}/junk.so: bad")
+    assert node_selftest.diagnose("No module named 'onnxruntime'") == ""
+
+
 def test_unreadable_case_file_is_reported(two_stage):
     bad = two_stage["tmp"] / "bad.npz"
     bad.write_bytes(b"not an npz")
@@ -297,6 +311,7 @@ def test_exit_statuses_without_a_report_are_explained():
     assert "SIGSEGV" in seg.detail
     nf = selftest.parse(CommandResult(127, "", "sh: 1: timeout: not found"), 30.0, 0.1)
     assert nf.detail == "exit code 127: sh: 1: timeout: not found"
+    assert "without an exit status" in selftest.parse(CommandResult(-1, "", ""), 30.0, 0.1).detail
     report = {"selftest": 1, "ok": True, "stages": []}
     noisy = "warning: something\n" + json.dumps(report) + "\n"
     assert selftest.parse(CommandResult(0, noisy, ""), 30.0, 1.0).ok
