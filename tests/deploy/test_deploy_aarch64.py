@@ -70,9 +70,9 @@ def _deploy(world, target: Path, name: str) -> dict:
                                verify_timeout_s=VERIFY_S))
     out = res.to_dict()
     out["wall_s"] = round(time.monotonic() - t0, 1)
+    keys = ("ok", "step", "detail", "runtime", "seconds", "selftest")
     print(f"\n[a64] deploy {name}: {out['wall_s']} s; per node:",
-          {n["name"]: {k: n.get(k) for k in ("step", "runtime", "seconds", "selftest")}
-           for n in out["nodes"]})
+          {n["node"]: {k: n.get(k) for k in keys} for n in out["nodes"]})
     assert res.ok, json.dumps(out, indent=1, default=str)[-6000:]
     return out
 
@@ -116,7 +116,7 @@ def test_ppocr_cls_on_aarch64_pi4_pi5_and_x86(a64world):
 
     model = samples.path("ppocr-cls")
     out = _deploy(a64world, model, "ppocr-cls")
-    nodes = {n["name"]: n for n in out["nodes"]}
+    nodes = {n["node"]: n for n in out["nodes"]}
     assert all(nodes[n]["healthy"] for n in NODES)
     assert all(nodes[n]["selftest"].get("ok") for n in NODES), nodes
     st = _status(a64world)
