@@ -21,6 +21,14 @@ ssh_connect_timeout_s = 10.0  # TCP + handshake + auth; a Pi on Wi-Fi can take a
 ssh_command_timeout_s = 60.0  # default per remote command
 ssh_max_parallel = 16  # bounded pool: sshd's MaxStartups default is 10:30:100 per node
 
+# --- logs ---------------------------------------------------------------------------------
+#: every log edgekit writes for a service (node or head) is rotated at this size, keeping
+#: this many old files (edgekit.node.logpipe): at most 3 x 10 MiB per service on an SD card
+log_max_bytes = int(os.environ.get("EDGEKIT_LOG_MAX_BYTES", 10 * 1024 * 1024))
+log_backups = int(os.environ.get("EDGEKIT_LOG_BACKUPS", 2))
+#: recorded thermal runs kept under $EDGEKIT_HOME/telemetry (every API start is a new run)
+telemetry_keep_runs = int(os.environ.get("EDGEKIT_TELEMETRY_KEEP_RUNS", 20))
+
 # --- firmware thresholds (Raspberry Pi 4 / 5) ---------------------------------------------
 throttle_temp_c = 80.0  # firmware starts stepping the ARM clock down
 hard_limit_temp_c = 85.0  # temp_limit: ARM and GPU throttle hard

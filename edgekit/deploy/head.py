@@ -105,10 +105,11 @@ def stop(root: Path) -> None:
 
 
 def tail(root: Path, service: str, lines: int = 20) -> str:
+    """The last lines of a head service's log, across its latest rotation (logpipe)."""
     path = root / "logs" / f"{service}.log"
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    text = "".join(p.read_text(errors="replace")
+                   for p in (path.with_name(path.name + ".1"), path) if p.exists())
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _run_api(config_path: Path) -> None:

@@ -195,8 +195,9 @@ def status(conn: Connection, layout: NodeLayout) -> dict:
 
 
 def log_tail(conn: Connection, layout: NodeLayout, service: str, lines: int = 30) -> str:
-    res = conn.run(f"tail -n {int(lines)} {shlex.quote(layout.log(service))} 2>/dev/null",
-                   timeout_s=30)
+    """The last lines of a service's log, across its latest rotation (edgekit.node.logpipe)."""
+    log = shlex.quote(layout.log(service))
+    res = conn.run(f"cat {log}.1 {log} 2>/dev/null | tail -n {int(lines)}", timeout_s=30)
     return res.stdout
 
 

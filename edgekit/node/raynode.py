@@ -190,6 +190,12 @@ def main(argv: list[str]) -> int:
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cfg["token_path"])
     env.update(PYTHON_MATCH_ENV)
+    # Ray rotates its own session logs at 512 MB x 5 per process by default: too much for an
+    # SD card; the same cap as edgekit's logs (edgekit.node.logpipe), unless set already
+    from edgekit import settings
+
+    env.setdefault("RAY_ROTATION_MAX_BYTES", str(settings.log_max_bytes))
+    env.setdefault("RAY_ROTATION_BACKUP_COUNT", str(settings.log_backups))
     if cfg.get("root"):  # Ray's workers inherit it: where this node's deployed bundles are
         env[ROOT_ENV] = cfg["root"]
     args = command(cfg)

@@ -5,12 +5,13 @@
     python -m edgekit.node.supervisor status ROOT   # JSON: services, pids, restarts
 
 The daemon runs every ROOT/services/<name>.json ({"argv": [...], "env": {...}}) in its own
-session with output appended to ROOT/logs/<name>.log, restarts a service that exits (backoff
-1 s doubling to 30 s, like systemd's Restart=always), restarts it when its file changes, stops
-it when its file goes, and writes ROOT/run/supervisor.json. Written here because the node has
-nothing else to rely on (no systemd; supervisord/runit are not on Raspberry Pi OS by default
-and would need root to install). Stopping kills the whole process tree (Ray's raylet, GCS and
-workers), found with psutil before the signal.
+session with output appended to ROOT/logs/<name>.log (size-capped and rotated by an
+edgekit.node.logpipe reader, so no service can fill the disk), restarts a service that exits
+(backoff 1 s doubling to 30 s, like systemd's Restart=always), restarts it when its file
+changes, stops it when its file goes, and writes ROOT/run/supervisor.json. Written here
+because the node has nothing else to rely on (no systemd; supervisord/runit are not on
+Raspberry Pi OS by default and would need root to install). Stopping kills the whole
+process tree (Ray's raylet, GCS and workers), found with psutil before the signal.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from edgekit.node import logpipe
 
 POLL_S = 0.5
 STOP_GRACE_S = 15.0
@@ -49,6 +52,7 @@ class Service:
     started: float = 0.0
     last_exit: int | None = None
     tree: list[int] = field(default_factory=list)
+    writer: subprocess.Popen | None = None  # the logpipe reader of its output
 
 
 def _paths(root: Path) -> tuple[Path, Path, Path]:
@@ -87,13 +91,16 @@ class Supervisor:
         _, _, logs = _paths(self.root)
         logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **{k: str(v) for k, v in spec.get("env", {}).items()}}
-        with open(logs / f"{svc.name}.log", "ab") as log:
-            log.write(f"--- {time.strftime('%F %T')} starting {svc.name}\n".encode())
-            log.flush()
+        if svc.writer is not None:
+            svc.writer.poll()  # reap the last run's reader if it has finished
+        svc.writer, out = logpipe.start_reader(logs / f"{svc.name}.log", f"starting {svc.name}")
+        try:
             svc.proc = subprocess.Popen(spec["argv"], env=env, stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT,
+                                        stdout=out, stderr=subprocess.STDOUT,
                                         cwd=spec.get("cwd") or str(self.root),
                                         start_new_session=True)
+        finally:
+            os.close(out)  # the service holds the only write end: EOF when it is gone
         svc.started = time.time()
 
     def _stop(self, svc: Service) -> None:
@@ -126,8 +133,7 @@ class Supervisor:
                     svc.last_exit = -1
                     svc.next_start = now + MAX_BACKOFF_S
                     _, _, logs = _paths(self.root)
-                    with open(logs / f"{name}.log", "a") as log:
-                        log.write(f"cannot start {name}: {exc}\n")
+                    logpipe.append(logs / f"{name}.log", f"cannot start {name}: {exc}")
         self._write_status()
 
     def _write_status(self) -> None:
@@ -215,7 +221,7 @@ def ensure(root: Path) -> int:
         return pid
     (root / "run").mkdir(parents=True, exist_ok=True)
     (root / "logs").mkdir(parents=True, exist_ok=True)
-    with open(root / "logs" / "supervisor.log", "ab") as log:
+    with logpipe.opened_for_append(root / "logs" / "supervisor.log") as log:
         subprocess.Popen([sys.executable, "-m", "edgekit.node.supervisor", "run", str(root)],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                          cwd=str(root), start_new_session=True)

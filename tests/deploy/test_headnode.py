@@ -160,11 +160,12 @@ def test_api_as_a_user_unit():
     conn, lay = _Conn(), NodeLayout(ROOT)
     headnode.start_api(conn, lay, "pi1", True, _cfg(), 30)  # type: ignore[arg-type]
     unit = conn.files[f"{HOME}/.config/systemd/user/edgekit-api.service"].decode()
-    assert (f"ExecStart={ROOT}/runtime/bin/python -m edgekit.deploy.head api "
-            f"{ROOT}/run/api.json") in unit
+    py = f"{ROOT}/runtime/bin/python"
+    assert (f"ExecStart={py} -m edgekit.node.logpipe {ROOT}/logs/api.log -- "
+            f"{py} -m edgekit.deploy.head api {ROOT}/run/api.json") in unit
     assert f'"RAY_AUTH_TOKEN_PATH={ROOT}/secrets/ray-token"' in unit
     assert "Restart=always" in unit and "WantedBy=default.target" in unit
-    assert f"StandardOutput=append:{ROOT}/logs/api.log" in unit and "${" not in unit
+    assert "\nStandardOutput=" not in unit and "${" not in unit
     assert conn.commands[-2].endswith("systemctl --user enable edgekit-api.service && "
                                       "systemctl --user restart edgekit-api.service")
     headnode.start_api(conn, lay, "pi1", True, _cfg(), 30)  # type: ignore[arg-type]

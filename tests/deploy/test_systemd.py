@@ -37,10 +37,12 @@ class _Conn:
 def test_rendered_units():
     text = assets.render_unit("ray-worker", python=f"{ROOT}/runtime/bin/python", root=ROOT,
                               node="pi1", token_path=f"{ROOT}/secrets/ray-token")
-    assert f"ExecStart={ROOT}/runtime/bin/python -m edgekit.node.raynode {ROOT}/run/ray.json" \
-        in text
+    py = f"{ROOT}/runtime/bin/python"
+    # output through the size-capped logpipe, never appended to without end
+    assert (f"ExecStart={py} -m edgekit.node.logpipe {ROOT}/logs/ray-worker.log -- "
+            f"{py} -m edgekit.node.raynode {ROOT}/run/ray.json") in text
     assert "Restart=always" in text and "KillMode=control-group" in text
-    assert f"StandardOutput=append:{ROOT}/logs/ray-worker.log" in text
+    assert "\nStandardOutput=" not in text
     assert "WantedBy=default.target" in text and "${" not in text
     # the environment the supervisor path gets from raynode: token auth by path, the root
     assert f'"RAY_AUTH_TOKEN_PATH={ROOT}/secrets/ray-token"' in text
@@ -51,7 +53,8 @@ def test_rendered_units():
     assert "/r/50%%/logs/agent.log" in odd  # '%' would be a systemd specifier
     agent = assets.render_unit("agent", python="/p/python", root=ROOT, node="pi1",
                                token_path="/t")
-    assert f"ExecStart=/p/python -m edgekit.node.agent {ROOT} pi1" in agent
+    assert f"-- /p/python -m edgekit.node.agent {ROOT} pi1" in agent
+    assert "\nStandardOutput=" not in agent
 
 
 def test_install_and_stop_command_sequence():
