@@ -121,8 +121,13 @@ def install(conn: Connection, layout: NodeLayout, node: str, ray_config: dict,
     # units left from a deploy when the node had systemd would run Ray a second time
     conn.run(f"{stop_units_command()}; "
              f"{q(layout.python)} -m edgekit.node.supervisor ensure {q(layout.root)}",
-             timeout_s=120, check=True)
+             timeout_s=SUPERVISOR_ENSURE_TIMEOUT_S, check=True)
     return "supervisor"
+
+
+#: `supervisor ensure` may wait for a starting daemon (START_TIMEOUT_S) or for a running one
+#: to apply changed services (APPLY_TIMEOUT_S); the SSH command outlives both
+SUPERVISOR_ENSURE_TIMEOUT_S = 300.0
 
 
 def _install_systemd(conn: Connection, sftp, layout: NodeLayout, node: str,

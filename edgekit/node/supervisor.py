@@ -207,6 +207,10 @@ def applied(root: Path) -> bool | None:
     return {name: svc["spec"] for name, svc in services.items()} == wanted
 
 
+#: how long a starting daemon may take to write its pid file
+START_TIMEOUT_S = 180.0
+
+
 def ensure(root: Path) -> int:
     """Start the daemon detached (own session, stdio closed) unless it runs; return its pid.
 
@@ -222,16 +226,21 @@ def ensure(root: Path) -> int:
     (root / "run").mkdir(parents=True, exist_ok=True)
     (root / "logs").mkdir(parents=True, exist_ok=True)
     with logpipe.opened_for_append(root / "logs" / "supervisor.log") as log:
-        subprocess.Popen([sys.executable, "-m", "edgekit.node.supervisor", "run", str(root)],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                         cwd=str(root), start_new_session=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgekit.node.supervisor", "run", str(root)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=str(root),
+            start_new_session=True)
+    # as long as the daemon is alive it is starting: a loaded Pi 4 core (or an emulated
+    # node: 10-30 s) needs a while for Python's imports; a daemon that died fails at once
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None:
         pid = running_pid(root)
         if pid:
             return pid
         time.sleep(0.05)
-    raise SystemExit(f"supervisor did not start; see {root / 'logs' / 'supervisor.log'}")
+    why = "exited" if proc.poll() is not None else f"not running after {START_TIMEOUT_S:.0f} s"
+    raise SystemExit(f"supervisor did not start ({why}); "
+                     f"see {root / 'logs' / 'supervisor.log'}")
 
 
 def stop(root: Path, timeout_s: float = 60.0) -> bool:
