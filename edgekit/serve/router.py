@@ -10,18 +10,37 @@ A replica is one worker (or one pipeline: a tuple of nodes). Its score is
 outstanding count reaches its bound (`max_queue * weight`, at least 1) takes no more; a node
 that is drained or dead excludes every replica on it. When nothing can take a request the
 caller answers 503 with `Retry-After` instead of queueing without bound.
+
+Thread safety: the event loop acquires and releases replicas while a controller's thread
+(the thermal controller polls at 1 Hz) reads stats and changes weights; the per-node latency
+windows are deques trimmed by one and iterated by the other ("deque mutated during
+iteration" gave an HTTP 500 under `bench --concurrency 16`). Every public method holds one
+re-entrant lock; each is short (no I/O, no waiting), so the event loop is never held up.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edgekit.serve.control import DRAINED, SERVING, SHEDDING, NodeStats
+
+
+def _locked(method):
+    """Run a Router method under the router's lock."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class Saturated(Exception):
@@ -69,13 +88,16 @@ class Router:
         self.events: deque = deque(maxlen=200)  # (t, node, action, reason)
         self.done: deque = deque()  # completion times of requests (each request once)
         self._tiebreak = itertools.count(1)
+        self._lock = threading.RLock()
 
     # --- membership -------------------------------------------------------------------
+    @_locked
     def add(self, replica: Replica) -> None:
         self.replicas.append(replica)
         for n in replica.nodes:
             self.nodes.setdefault(n, _Node(NodeStats(node=n)))
 
+    @_locked
     def mark_dead(self, replica: Replica, reason: str) -> None:
         if replica.alive:
             replica.alive = False
@@ -84,6 +106,7 @@ class Router:
             if not any(r.alive for r in self.replicas if n in r.nodes):
                 self.nodes[n].stats.alive = False
 
+    @_locked
     def mark_alive(self, replica: Replica, reason: str) -> None:
         if not replica.alive:
             replica.alive = True
@@ -91,12 +114,14 @@ class Router:
         for n in replica.nodes:
             self.nodes[n].stats.alive = True
 
+    @_locked
     def capacity(self, model: str) -> tuple[int, int]:
         """(usable replicas, all replicas) of a model."""
         reps = [r for r in self.replicas if r.model == model]
         return sum(self._usable(r) for r in reps), len(reps)
 
     # --- the decision ------------------------------------------------------------------
+    @_locked
     def acquire(self, model: str, exclude: set[int] | None = None) -> Replica:
         """Pick a replica for one request and count it as outstanding; raises Saturated."""
         if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
@@ -125,6 +150,7 @@ class Router:
             self.nodes[n].stats.outstanding += 1
         return best
 
+    @_locked
     def release(self, r: Replica, ok: bool, latency_ms: float, compute_ms: float | None) -> None:
         r.outstanding -= 1
         self.in_flight -= 1
@@ -141,6 +167,7 @@ class Router:
                 node.stats.failed_total += 1
 
     # --- NodeControl ---------------------------------------------------------------------
+    @_locked
     def set_weight(self, node: str, weight: float, reason: str) -> None:
         st = self._node(node).stats
         st.weight = min(1.0, max(weight, 1e-3))
@@ -149,27 +176,33 @@ class Router:
         st.reason = reason
         self._log(node, f"weight {st.weight:.2f}", reason)
 
+    @_locked
     def drain(self, node: str, reason: str) -> None:
         st = self._node(node).stats
         st.state, st.reason = DRAINED, reason
         self._log(node, "drain", reason)
 
+    @_locked
     def readmit(self, node: str, reason: str) -> None:
         st = self._node(node).stats
         st.state = SERVING if st.weight >= 1.0 else SHEDDING
         st.reason = reason
         self._log(node, "readmit", reason)
 
+    @_locked
     def admission_limit(self, max_in_flight: int | None, reason: str) -> None:
         self.max_in_flight = max_in_flight
         self._log("*", f"admission limit {max_in_flight}", reason)
 
+    @_locked
     def set_extra(self, node: str, key: str, value: object) -> None:
         """Let a controller attach readings (e.g. power_w) shown with the node's stats."""
         self._node(node).stats.extra[key] = value
 
+    @_locked
     def node_stats(self) -> dict[str, NodeStats]:
-        """Live per-node stats (the same objects each call; `extra` set by controllers stays)."""
+        """Per-node stats as of now: copies, so a controller's thread and the event loop never
+        share an object the other mutates (`extra` set by controllers stays in the router)."""
         now = self.clock()
         for node in self.nodes.values():
             w = node.window
@@ -185,8 +218,10 @@ class Router:
             power = st.extra.get("power_w")
             if isinstance(power, int | float) and st.requests_per_s > 0:
                 st.extra["energy_j_per_inference"] = power / st.requests_per_s
-        return {n: node.stats for n, node in self.nodes.items()}
+        return {n: replace(node.stats, extra=dict(node.stats.extra))
+                for n, node in self.nodes.items()}
 
+    @_locked
     def energy(self) -> dict[str, object]:
         """Joules per inference per node and for the cluster (power reported by a controller).
 
@@ -207,6 +242,11 @@ class Router:
             "j_per_inference": round(sum(watts) / rate, 4) if watts and rate > 0 else None,
             "nodes": {n: s.extra.get("energy_j_per_inference") for n, s in stats.items()},
         }
+
+    @_locked
+    def recent_events(self, n: int = 50) -> list[tuple]:
+        """The last `n` routing events (t, node, action, reason)."""
+        return list(self.events)[-n:]
 
     # --- helpers -----------------------------------------------------------------------
     def _node(self, node: str) -> _Node:

@@ -172,7 +172,7 @@ class ServerState:
             "admission_limit": self.router.max_in_flight,
             "events": [
                 {"t": t, "node": n, "action": a, "reason": r}
-                for t, n, a, r in list(self.router.events)[-50:]
+                for t, n, a, r in self.router.recent_events(50)
             ],
             "controllers": {
                 getattr(c, "name", type(c).__name__): _safe_status(c) for c in self.controllers

@@ -99,3 +99,61 @@ def test_pipeline_replica_uses_its_slowest_node_weight():
     r.drain("pi2", "x")
     with pytest.raises(NoCapacity):
         r.acquire("p")
+
+
+def test_router_state_is_safe_from_a_controller_thread():
+    """Issue 12 (9): the event loop acquires/releases while the thermal controller's thread
+    reads stats and re-weights; unguarded, `_retry_after` iterated a latency window that
+    `node_stats` trimmed ("deque mutated during iteration": one HTTP 500 under load)."""
+    import sys
+    import threading
+    import time
+
+    r = Router(window_s=0.0005)  # real clock, tiny window: node_stats trims on every call
+    for n in ("pi1", "pi2", "pi3"):
+        r.add(Replica("m", (n,), None, 2))
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def loop_side() -> None:
+        while not stop.is_set():
+            held = []
+            try:
+                while True:
+                    held.append(r.acquire("m"))
+            except Saturated:  # full: Retry-After is computed from every node's window
+                pass
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            for rep in held:
+                r.release(rep, True, 5.0, 4.0)
+
+    def controller_side() -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                r.node_stats()
+                r.energy()
+                r.set_weight("pi2", 0.5 + (i % 2) / 2, "hot")
+                r.set_extra("pi1", "power_w", 5.0)
+                r.recent_events(10)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            i += 1
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    threads = [threading.Thread(target=f) for f in (loop_side, controller_side)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(3.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        sys.setswitchinterval(old)
+    assert errors == []
+    assert r.in_flight == 0 and all(rep.outstanding == 0 for rep in r.replicas)
