@@ -32,7 +32,8 @@ from edgekit.model import samples
 from edgekit.virtual import qemu, state
 from edgekit.virtual.cluster import NodeSpec, VirtualCluster
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.qemu, pytest.mark.qemu_deploy]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.qemu, pytest.mark.qemu_deploy,
+              pytest.mark.timeout(3000)]  # the first deploy under qemu alone takes 5-15 min
 NODES = ["pi1", "pi2", "pi3"]
 ARM = ["pi1", "pi2"]
 WANT_KERNELS = {"pi1": "neon", "pi2": "neon-dotprod", "pi3": "avx2"}
