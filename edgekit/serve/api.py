@@ -2,11 +2,17 @@
 
 A request's path: `infer()` below -> `oip.parse_request` -> `Batcher`/`WorkerPool.infer`
 (router picks a replica, Ray calls the worker on its node) -> `oip.encode_response`.
+
+Answers: bad input 4xx with `{"error": ...}` naming the field; 503 + Retry-After when the
+cluster is full; 500 only for a server fault.
+Request-caused log lines are short and rate-limited (quietlog.py): whoever can reach the
+port can send bad requests, token or not.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgekit import __version__
 from edgekit.serve.oip import HEADER_LENGTH, ProtocolError, encode_response, parse_request
+from edgekit.serve.quietlog import show
 from edgekit.serve.router import Saturated
 from edgekit.serve.worker import RunError
 
@@ -29,21 +36,42 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def _bad(request: web.Request, status: int, message: str) -> None:
+    """One short, rate-limited log line for a refused request."""
+    st = _state(request)
+    st.badlog.line(logging.WARNING, f"{status} {request.method} {request.path[:80]} from "
+                                    f"{request.remote}: {message}")
+
+
+def _authorized(request: web.Request, token: str) -> bool:
+    got = request.headers.get("Authorization", "")
+    # aiohttp keeps undecodable header bytes as surrogates: encode them back, never raise
+    raw = got.encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(raw, f"Bearer {token}".encode())
+
+
 def make_app(state: ServerState, max_body_bytes: int, token: str | None) -> web.Application:
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-        if token is not None:
-            got = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
-                return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        if token is not None and not _authorized(request, token):
+            _bad(request, 401, "missing or wrong bearer token")
+            return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
         try:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"request body over the limit of {max_body_bytes} bytes")
-        except web.HTTPException as exc:
+            message = f"request body over the limit of {max_body_bytes} bytes"
+            _bad(request, 413, message)
+            return _error(413, message)
+        except web.HTTPException as exc:  # unknown route, wrong method
             if exc.status < 400:
                 raise
+            _bad(request, exc.status, exc.reason)
             return _error(exc.status, exc.reason)
+        except Exception as exc:  # a server fault: a 500, its traceback rate-limited
+            _state(request).badlog.line(
+                logging.ERROR, f"500 {request.method} {request.path[:80]}: "
+                               f"{type(exc).__name__}: {str(exc)[:120]}", exc_info=exc)
+            return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
     app = web.Application(middlewares=[guard], client_max_size=max_body_bytes)
     app[STATE] = state
@@ -88,11 +116,11 @@ def _model(request: web.Request):
     name = request.match_info["model"]
     info = st.pool.models.get(name)
     if info is None:
-        raise ProtocolError(f"unknown model '{name}'; serving {sorted(st.pool.models)}", 404)
+        raise ProtocolError(f"unknown model {show(name)}; serving {sorted(st.pool.models)}", 404)
     version = request.match_info.get("version")
     if version is not None and version != info.spec.version:
         raise ProtocolError(
-            f"model '{name}' has no version '{version}' (serving {info.spec.version})", 404
+            f"model '{name}' has no version {show(version)} (serving {info.spec.version})", 404
         )
     return st, info
 
@@ -125,24 +153,34 @@ async def model_ready(request: web.Request) -> web.Response:
 
 async def infer(request: web.Request) -> web.Response:
     start = time.perf_counter()
-    st = None
+    st = _state(request)
     try:
-        st, info = _model(request)
+        _, info = _model(request)
+    except ProtocolError as exc:
+        _bad(request, exc.status, exc.message)
+        return _error(exc.status, exc.message)
+    try:
         body = await request.read()
-        req = parse_request(body, request.headers.get(HEADER_LENGTH), info.inputs)
+        req = parse_request(body, request.headers.get(HEADER_LENGTH), st.io[info.spec.name])
         res = await st.dispatch(info.spec.name, req.inputs)
         payload, header_len = encode_response(info.spec.name, info.spec.version, req, res.outputs)
     except ProtocolError as exc:
-        if st is not None and exc.status != 404:
-            st.metrics.failure.labels(request.match_info["model"], "", "bad_request").inc()
+        st.metrics.failure.labels(info.spec.name, "", "bad_request").inc()
+        _bad(request, exc.status, exc.message)
         return _error(exc.status, exc.message)
     except Saturated as exc:
         st.metrics.rejected.labels(info.spec.name).inc()
         return _error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
-    except RunError as exc:
+    except RunError as exc:  # through Ray: its task error, whose `cause` is ours
+        message = str(getattr(exc, "cause", None) or exc)[:400]
         st.metrics.failure.labels(info.spec.name, info.spec.version, "runtime").inc()
-        return _error(500, str(exc))
-    latency = time.perf_counter() - start
+        _bad(request, 500, message)
+        return _error(500, message)
+    return _answer(st, info, req, res, payload, header_len, time.perf_counter() - start)
+
+
+def _answer(st, info, req, res, payload: bytes, header_len: int | None,
+            latency: float) -> web.Response:
     batch = next(iter(req.inputs.values())).shape[0] if info.batchable and req.inputs else 1
     st.metrics.observe(
         info.spec.name,

@@ -4,19 +4,33 @@ Binary tensor extension: the body is a JSON header of `Inference-Header-Content-
 bytes followed by raw little-endian row-major tensors, in the order of the inputs whose
 `parameters.binary_data_size` is set. Outputs are sent binary when the request asks
 (`binary_data_output` globally or `binary_data` per output), JSON otherwise.
+
+Everything in a request comes from a client that may be hostile, so every field is checked
+for its type and range before it is used, names, dtype and shape are checked against the
+model's `TensorSpec` and the decoded size against the input's byte limit *before* an array is
+built, and any problem is a `ProtocolError` (a 4xx naming the field) - never another
+exception, which would be a 500. Client text put into a message is cut (`quietlog.show`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from edgekit.serve.quietlog import show
 from edgekit.serve.tensors import OIP_TO_NUMPY, TensorSpec, oip_from_numpy
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+#: more dimensions than any model here takes; numpy itself stops at 64
+MAX_RANK = 16
+#: longest request id echoed back
+MAX_ID_CHARS = 256
+#: decoded bytes allowed per input when the model's `ModelIO` names no limit for it
+DEFAULT_TENSOR_LIMIT = 64 * 1024 * 1024
 
 
 class ProtocolError(Exception):
@@ -26,6 +40,19 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+    def __reduce__(self):  # raised in the decode process: keep the status across pickling
+        return (ProtocolError, (self.message, self.status))
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """What a request to one model may contain: its tensors and the byte limit per input."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    #: input name -> most bytes its decoded tensor may have (exact for a fixed shape)
+    tensor_limit: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -37,94 +64,182 @@ class InferRequest:
     binary_default: bool
 
 
-def parse_request(body: bytes, header_length: str | None, specs: list[TensorSpec]) -> InferRequest:
-    """Decode and validate an infer request against the model's inputs."""
-    if header_length is not None:
-        try:
-            n = int(header_length)
-        except ValueError:
-            raise ProtocolError(f"{HEADER_LENGTH} is not an integer: {header_length!r}") from None
-        if not 0 <= n <= len(body):
-            raise ProtocolError(f"{HEADER_LENGTH} {n} exceeds the body of {len(body)} bytes")
-        head, blob = body[:n], memoryview(body)[n:]
-    else:
-        head, blob = body, memoryview(b"")
+def header_length(value: str | None, body_len: int) -> int | None:
+    """The JSON header's length from `Inference-Header-Content-Length` (None: all JSON)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        raise ProtocolError(f"{HEADER_LENGTH} must be a non-negative integer, got {show(value)}")
+    n = int(text)
+    if n > body_len:
+        raise ProtocolError(f"{HEADER_LENGTH} {n} exceeds the body of {body_len} bytes")
+    return n
+
+
+def load_json(text: bytes | bytearray | memoryview, what: str = "request") -> Any:
     try:
-        doc = json.loads(head)
-    except ValueError as exc:
-        raise ProtocolError(f"malformed JSON: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        return json.loads(bytes(text) if isinstance(text, memoryview) else text)
+    except RecursionError:
+        raise ProtocolError(f"malformed JSON {what}: nested too deep") from None
+    except ValueError as exc:  # includes UnicodeDecodeError and over-long integers
+        raise ProtocolError(f"malformed JSON {what}: {str(exc)[:100]}") from None
+
+
+def parse_request(body: bytes | bytearray, header_len: str | None, io: ModelIO) -> InferRequest:
+    """Decode and validate an infer request against the model's inputs and outputs."""
+    n = header_length(header_len, len(body))
+    view = memoryview(body)
+    head, blob = (view, view[:0]) if n is None else (view[:n], view[n:])
+    doc = load_json(head)
+    if not isinstance(doc, dict):
         raise ProtocolError("request must be a JSON object with an 'inputs' list")
-    by_name = {s.name: s for s in specs}
+    items = doc.get("inputs")
+    if not isinstance(items, list) or not items:
+        raise ProtocolError("'inputs' must be a non-empty list")
+    if len(items) > len(io.inputs):
+        raise ProtocolError(f"'inputs' has {len(items)} entries; the model takes {len(io.inputs)}")
+    by_name = {s.name: s for s in io.inputs}
     inputs: dict[str, np.ndarray] = {}
     offset = 0
-    for item in doc["inputs"]:
-        arr, used = _decode_input(item, blob, offset)
+    for i, item in enumerate(items):
+        spec = _input_spec(i, item, by_name, inputs)
+        limit = io.tensor_limit.get(spec.name, DEFAULT_TENSOR_LIMIT)
+        arr, used = _decode_input(item, spec, blob, offset, limit)
         offset += used
-        name = item["name"]
-        spec = by_name.get(name)
-        if spec is None:
-            raise ProtocolError(f"unknown input '{name}'; expected {sorted(by_name)}")
-        problem = spec.check(arr)
-        if problem:
-            raise ProtocolError(problem)
-        inputs[name] = arr
+        inputs[spec.name] = arr
     if offset != len(blob):
         raise ProtocolError(f"binary data has {len(blob)} bytes but inputs declare {offset}")
     missing = sorted(set(by_name) - set(inputs))
     if missing:
         raise ProtocolError(f"missing inputs: {missing}")
-    params = doc.get("parameters") or {}
-    binary_default = bool(params.get("binary_data_output", False))
-    outputs, flags = None, {}
-    if isinstance(doc.get("outputs"), list):
-        outputs = []
-        for o in doc["outputs"]:
-            if not isinstance(o, dict) or "name" not in o:
-                raise ProtocolError("each requested output needs a 'name'")
-            outputs.append(o["name"])
-            p = o.get("parameters") or {}
-            if "binary_data" in p:
-                flags[o["name"]] = bool(p["binary_data"])
-    return InferRequest(doc.get("id"), inputs, outputs, flags, binary_default)
+    outputs, flags, binary_default = _requested_outputs(doc, io)
+    rid = doc.get("id")
+    if rid is not None and (not isinstance(rid, str) or len(rid) > MAX_ID_CHARS):
+        raise ProtocolError(f"'id' must be a string of at most {MAX_ID_CHARS} characters")
+    return InferRequest(rid, inputs, outputs, flags, binary_default)
 
 
-def _decode_input(item: Any, blob: memoryview, offset: int) -> tuple[np.ndarray, int]:
-    if not isinstance(item, dict) or not {"name", "shape", "datatype"} <= item.keys():
-        raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
-    name, dtype_name = item["name"], item["datatype"]
-    dtype = OIP_TO_NUMPY.get(dtype_name)
-    if dtype is None:
-        raise ProtocolError(f"input '{name}': unsupported datatype {dtype_name}")
-    try:
-        shape = tuple(int(d) for d in item["shape"])
-    except (TypeError, ValueError):
-        raise ProtocolError(f"input '{name}': shape must be a list of integers") from None
-    if any(d < 0 for d in shape):
-        raise ProtocolError(f"input '{name}': negative dimension in shape {list(shape)}")
-    count = int(np.prod(shape, dtype=np.int64))
-    size = (item.get("parameters") or {}).get("binary_data_size")
+def _input_spec(i: int, item: Any, by_name: dict[str, TensorSpec], seen: dict) -> TensorSpec:
+    if not isinstance(item, dict):
+        raise ProtocolError(f"inputs[{i}] must be an object with 'name', 'shape' and 'datatype'")
+    name = item.get("name")
+    if not isinstance(name, str):
+        raise ProtocolError(f"inputs[{i}].name must be a string, got {show(name)}")
+    spec = by_name.get(name)
+    if spec is None:
+        raise ProtocolError(f"unknown input {show(name)}; expected {sorted(by_name)}")
+    if name in seen:
+        raise ProtocolError(f"input '{name}' is given twice")
+    return spec
+
+
+def _decode_input(
+    item: dict, spec: TensorSpec, blob: memoryview, offset: int, limit: int
+) -> tuple[np.ndarray, int]:
+    name, dtype_name = spec.name, item.get("datatype")
+    if not isinstance(dtype_name, str) or dtype_name not in OIP_TO_NUMPY:
+        raise ProtocolError(
+            f"input '{name}': datatype must be one of {sorted(OIP_TO_NUMPY)}, "
+            f"got {show(dtype_name)}"
+        )
+    if dtype_name != spec.datatype:
+        raise ProtocolError(f"input '{name}': expected datatype {spec.datatype}, got {dtype_name}")
+    dtype = OIP_TO_NUMPY[dtype_name]
+    shape = _shape(name, item.get("shape"))
+    problem = spec.check_shape(shape)
+    if problem:
+        raise ProtocolError(problem)
+    count = math.prod(shape)
+    nbytes = count * dtype.itemsize
+    if nbytes > limit:
+        raise ProtocolError(
+            f"input '{name}': shape {list(shape)} x {dtype_name} is {nbytes} bytes decoded, "
+            f"over this input's limit of {limit}",
+            413,
+        )
+    params = item.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise ProtocolError(f"input '{name}': parameters must be an object")
+    size = (params or {}).get("binary_data_size")
     if size is not None:
-        if size != count * dtype.itemsize:
-            raise ProtocolError(
-                f"input '{name}': binary_data_size {size} does not match "
-                f"shape {list(shape)} x {dtype_name} = {count * dtype.itemsize}"
-            )
-        if offset + size > len(blob):
-            raise ProtocolError(
-                f"input '{name}': binary data ends after {len(blob) - offset} of {size} bytes"
-            )
-        arr = np.frombuffer(blob[offset : offset + size], dtype=dtype.newbyteorder("<"))
-        return arr.astype(dtype, copy=False).reshape(shape), size
+        return _binary(name, size, nbytes, shape, dtype, blob, offset), size
     if "data" not in item:
         raise ProtocolError(f"input '{name}': no 'data' and no binary_data_size")
+    data = item["data"]
+    if not isinstance(data, list):
+        raise ProtocolError(f"input '{name}': data must be a list, got {show(data)}")
     try:
-        arr = np.asarray(item["data"], dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"input '{name}': data is not {dtype_name}: {exc}") from None
+        arr = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise ProtocolError(f"input '{name}': data is not {dtype_name}: {str(exc)[:80]}") from None
     if arr.size != count:
         raise ProtocolError(f"input '{name}': {arr.size} values for shape {list(shape)}")
     return arr.reshape(shape), 0
+
+
+def _shape(name: str, value: Any) -> tuple[int, ...]:
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_RANK
+        or not all(type(d) is int and d >= 0 for d in value)
+    ):
+        raise ProtocolError(
+            f"input '{name}': shape must be a list of at most {MAX_RANK} non-negative "
+            f"integers, got {show(value) if not isinstance(value, list) else show(str(value))}"
+        )
+    return tuple(value)
+
+
+def _binary(
+    name: str, size: Any, nbytes: int, shape: tuple, dtype: np.dtype, blob: memoryview, offset: int
+) -> np.ndarray:
+    if type(size) is not int or size != nbytes:
+        raise ProtocolError(
+            f"input '{name}': binary_data_size {show(str(size), 24)} does not match "
+            f"shape {list(shape)} x {dtype} = {nbytes} bytes"
+        )
+    if offset + size > len(blob):
+        raise ProtocolError(
+            f"input '{name}': binary data ends after {len(blob) - offset} of {size} bytes"
+        )
+    arr = np.frombuffer(blob, dtype=dtype.newbyteorder("<"), count=size // dtype.itemsize,
+                        offset=offset)
+    return arr.astype(dtype, copy=False).reshape(shape)
+
+
+def _requested_outputs(doc: dict, io: ModelIO) -> tuple[list[str] | None, dict[str, bool], bool]:
+    params = doc.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise ProtocolError("'parameters' must be an object")
+    binary_default = (params or {}).get("binary_data_output", False)
+    if not isinstance(binary_default, bool):
+        raise ProtocolError("parameters.binary_data_output must be true or false")
+    wanted = doc.get("outputs")
+    if wanted is None:
+        return None, {}, binary_default
+    if not isinstance(wanted, list) or len(wanted) > len(io.outputs):
+        raise ProtocolError(f"'outputs' must be a list of at most {len(io.outputs)} objects")
+    known = {t.name for t in io.outputs}
+    names: list[str] = []
+    flags: dict[str, bool] = {}
+    for j, o in enumerate(wanted):
+        name = o.get("name") if isinstance(o, dict) else None
+        if not isinstance(name, str):
+            raise ProtocolError(f"outputs[{j}].name must be a string")
+        if name not in known:
+            raise ProtocolError(f"unknown output {show(name)}; model outputs {sorted(known)}")
+        if name in names:
+            raise ProtocolError(f"output '{name}' is requested twice")
+        p = o.get("parameters")
+        if p is not None and not isinstance(p, dict):
+            raise ProtocolError(f"outputs[{j}].parameters must be an object")
+        if p and "binary_data" in p:
+            if not isinstance(p["binary_data"], bool):
+                raise ProtocolError(f"outputs[{j}].parameters.binary_data must be true or false")
+            flags[name] = p["binary_data"]
+        names.append(name)
+    return names, flags, binary_default
 
 
 def encode_response(
@@ -133,8 +248,8 @@ def encode_response(
     """Body and, when any output is binary, the JSON header length."""
     names = req.outputs if req.outputs is not None else list(outputs)
     unknown = [n for n in names if n not in outputs]
-    if unknown:
-        raise ProtocolError(f"unknown output {unknown}; model outputs {sorted(outputs)}")
+    if unknown:  # parse_request checked names against the model: this is a server fault
+        raise RuntimeError(f"the model did not return outputs {unknown}")
     items, blobs = [], []
     for name in names:
         arr = np.ascontiguousarray(outputs[name])

@@ -28,7 +28,9 @@ from edgekit.errors import EdgekitError, InputError
 from edgekit.serve.control import Controller
 from edgekit.serve.metrics import Metrics
 from edgekit.serve.models import load_model_spec, parse_model_arg
+from edgekit.serve.oip import ModelIO
 from edgekit.serve.pool import Result, WorkerPool
+from edgekit.serve.quietlog import RateLimitedLog, ServerLogger
 from edgekit.serve.router import Router
 from edgekit.serve.settings import Tunables
 
@@ -91,6 +93,7 @@ class ServerState:
         from edgekit.serve.batching import Batcher
 
         self.config = config
+        t = config.tunables
         self.router = Router()
         self.metrics = Metrics()
         self.pool = WorkerPool(
@@ -98,9 +101,11 @@ class ServerState:
             config.max_queue,
             config.compress,
             config.threads,
-            config.tunables,
+            t,
             config.node_bundles,
         )
+        self.badlog = RateLimitedLog(log, t.log_lines, t.log_interval_s)
+        self.io: dict[str, ModelIO] = {}
         self.controllers = [load_controller(c) for c in config.controllers]
         self.batchers: dict[str, Batcher] = {}
         self.started = time.time()
@@ -118,6 +123,8 @@ class ServerState:
             None, self.pool.place, specs, self.config.nodes
         )
         await self.pool.wait_ready()
+        for name, info in self.pool.models.items():
+            self.io[name] = ModelIO(tuple(info.inputs), tuple(info.outputs))
         for name, info in self.pool.models.items():
             if info.spec.max_batch > 1 and info.batchable:
                 self.batchers[name] = Batcher(
@@ -221,7 +228,11 @@ async def serve(
     connect_ray(config.ray_address)
     state = ServerState(config)
     await state.start()
-    runner = web.AppRunner(make_app(state, config.max_body_bytes, token), access_log=None)
+    runner = web.AppRunner(
+        make_app(state, config.max_body_bytes, token),
+        access_log=None,
+        logger=ServerLogger(state.badlog),  # aiohttp's parse errors: short, rate-limited
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     try:

@@ -14,3 +14,6 @@ class Tunables:
     retry_deadline_s: float = 60.0  # an accepted request waits this long for a live replica
     retry_poll_s: float = 0.02  # how often a waiting retry looks for a free replica
     resource_sliver: float = 0.001  # share of `edgekit-node-<name>` each worker asks for
+    # --- logs ---
+    log_lines: int = 10  # at most this many request-caused log lines ...
+    log_interval_s: float = 10.0  # ... per this many seconds, then one "suppressed K" line

@@ -6,6 +6,7 @@ The Open Inference Protocol names datatypes ("FP32", "INT64", ...); ONNX Runtime
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,14 +69,23 @@ class TensorSpec:
         got = oip_from_numpy(array.dtype)
         if got != self.datatype:
             return f"input '{self.name}': expected datatype {self.datatype}, got {got}"
-        if len(array.shape) != len(self.shape) or any(
-            want not in (-1, have) for want, have in zip(self.shape, array.shape, strict=False)
+        return self.check_shape(array.shape)
+
+    def check_shape(self, shape: tuple[int, ...]) -> str | None:
+        """Why a tensor of `shape` does not fit this input (checked before it is built)."""
+        if len(shape) != len(self.shape) or any(
+            want not in (-1, have) for want, have in zip(self.shape, shape, strict=False)
         ):
-            return (
-                f"input '{self.name}': expected shape {list(self.shape)}, got {list(array.shape)}"
-            )
+            return f"input '{self.name}': expected shape {list(self.shape)}, got {list(shape)}"
         return None
 
+    @property
+    def fixed_bytes(self) -> int | None:
+        """Bytes of a tensor of this input when its shape has no variable dimension."""
+        if any(d < 0 for d in self.shape):
+            return None
+        dtype = OIP_TO_NUMPY.get(self.datatype)
+        return None if dtype is None else math.prod(self.shape) * dtype.itemsize
 
 def dim(value: object) -> int:
     """A runtime-reported dimension as an int (symbolic names and None become -1)."""

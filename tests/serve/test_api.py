@@ -172,6 +172,7 @@ def test_cli_infer_and_bench_json(server, tmp_path):
     url, token, cluster = server
     tok = tmp_path / "t"
     tok.write_text(token)
+    tok.chmod(0o600)
     x = tmp_path / "x.npy"
     np.save(x, np.random.default_rng(0).random((1, 3, 48, 192), dtype=np.float32))
     cli = [sys.executable, "-m", "edgekit.cli.main"]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from edgekit.client import decode, encode
-from edgekit.serve.oip import ProtocolError, encode_response, parse_request
+from edgekit.serve.oip import ModelIO, ProtocolError, encode_response, parse_request
 from edgekit.serve.tensors import TensorSpec
 from edgekit.serve.worker import pack, unpack
 
-SPECS = [TensorSpec("x", "FP32", (-1, 4))]
+SPECS = ModelIO((TensorSpec("x", "FP32", (-1, 4)),), (TensorSpec("y", "FP32", (-1, 4)),))
 
 
 def test_binary_roundtrip():
@@ -52,7 +52,9 @@ def test_json_request_and_response():
             {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0] * 3}]},
             "3 values",
         ),
-        ({"inputs": []}, "missing inputs"),
+        ({"inputs": []}, "'inputs' must be a non-empty list"),
+        ({"inputs": [{"name": "x", "shape": [2**40, 4], "datatype": "FP32", "data": [0]}]},
+         "over this input's limit"),
     ],
 )
 def test_bad_json_requests(doc, needle):
