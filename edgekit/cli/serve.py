@@ -44,37 +44,46 @@ def _read_token(path: Path | None) -> str | None:
               help="MODEL=MAX_BATCH[:MAX_WAIT_MS] dynamic batching (repeatable).")
 @click.option("--controller", "controllers", multiple=True,
               help="Routing controller: 'thermal' or module:Class (repeatable).")
-@click.option("--max-body-mb", default=64, show_default=True, type=int)
+@click.option("--max-body-mb", default=64, show_default=True, type=int,
+              help="Largest body (binary tensors); fixed-shape models get their exact size.")
+@click.option("--max-json-mb", default=16, show_default=True, type=int,
+              help="Largest JSON text (it costs ~12x its size to parse).")
+@click.option("--memory-budget-mb", default=None, type=int,
+              help="Memory the request bodies in flight may cost (default: RAM/8, "
+              "64..1024 MiB); over it: 503 + Retry-After.")
+@click.option("--body-timeout", default=10.0, show_default=True, type=float,
+              help="Seconds without a body byte before a request is cut off (408).")
 @click.option("--power-cap", "power_cap_w", type=float, default=None,
               help="Cluster power cap in watts (turns on the thermal controller).")
 @json_option
 def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads, compress,
-          node_bundles, batches, controllers, max_body_mb, power_cap_w, as_json) -> None:
+          node_bundles, batches, controllers, max_body_mb, max_json_mb, memory_budget_mb,
+          body_timeout, power_cap_w,
+          as_json) -> None:
     """Place workers on the Ray nodes and serve the inference API until stopped."""
+    import dataclasses
+
     from edgekit.serve.server import ServeConfig, run
+    from edgekit.serve.settings import Tunables
     from edgekit.tokenfile import check_private
 
     if token_file is not None:  # before Ray or a worker is touched
         check_private(token_file)
-    batching: dict[str, tuple[int, float]] = {}
-    for b in batches:
-        name, _, spec = b.partition("=")
-        size, _, wait = spec.partition(":")
-        try:
-            batching[name] = (int(size), float(wait or 2.0))
-        except ValueError:
-            raise InputError(f"--batch expects MODEL=MAX_BATCH[:MAX_WAIT_MS], got '{b}'") from None
     if power_cap_w is not None:  # the thermal controller reads it when it is built
         import os
 
         os.environ["EDGEKIT_POWER_CAP_W"] = str(power_cap_w)
         controllers = (*controllers, "thermal") if "thermal" not in controllers else controllers
+    tunables = dataclasses.replace(Tunables(), body_idle_timeout_s=body_timeout)
     config = ServeConfig(
         models=list(models), ray_address=ray_address,
         nodes=[n for n in nodes.split(",") if n] if nodes else None, host=host, port=port,
-        token_file=token_file, max_body_bytes=max_body_mb * 1024 * 1024, max_queue=max_queue,
-        threads=threads, compress=compress, batching=batching, controllers=list(controllers),
-        node_bundles=node_bundles)
+        token_file=token_file, max_body_bytes=max_body_mb * 1024 * 1024,
+        max_json_bytes=max_json_mb * 1024 * 1024,
+        memory_budget_bytes=memory_budget_mb * 1024 * 1024 if memory_budget_mb else None,
+        max_queue=max_queue, threads=threads,
+        compress=compress, batching=_batching(batches), controllers=list(controllers),
+        node_bundles=node_bundles, tunables=tunables)
     if host not in ("127.0.0.1", "localhost", "::1") and config.token() is None:
         err_console.print(f"[yellow]warning:[/] serving on {host} without a bearer token")
 
@@ -90,6 +99,18 @@ def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads
     if not as_json:
         err_console.print("placing workers on the Ray nodes…")
     run(config, ready)
+
+
+def _batching(batches: tuple[str, ...]) -> dict[str, tuple[int, float]]:
+    batching: dict[str, tuple[int, float]] = {}
+    for b in batches:
+        name, _, spec = b.partition("=")
+        size, _, wait = spec.partition(":")
+        try:
+            batching[name] = (int(size), float(wait or 2.0))
+        except ValueError:
+            raise InputError(f"--batch expects MODEL=MAX_BATCH[:MAX_WAIT_MS], got '{b}'") from None
+    return batching
 
 
 def _load_input(path: Path, meta: dict) -> dict:

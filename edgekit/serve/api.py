@@ -1,10 +1,12 @@
 """The HTTP API on the head: Open Inference Protocol, /metrics and /edgekit/status (aiohttp).
 
-A request's path: `infer()` below -> `oip.parse_request` -> `Batcher`/`WorkerPool.infer`
-(router picks a replica, Ray calls the worker on its node) -> `oip.encode_response`.
+A request's path: `infer()` below -> `limits.read_body` (per-model limit, memory budget,
+timeouts) -> `decode.Decoder.parse` (`oip.parse_request` off the event loop) ->
+`Batcher`/`WorkerPool.infer` (router picks a replica, Ray calls the worker on its node) ->
+`oip.encode_response`.
 
 Answers: bad input 4xx with `{"error": ...}` naming the field; 503 + Retry-After when the
-cluster is full; 500 only for a server fault.
+cluster or the memory budget is full; 500 only for a server fault.
 Request-caused log lines are short and rate-limited (quietlog.py): whoever can reach the
 port can send bad requests, token or not.
 """
@@ -20,7 +22,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgekit import __version__
-from edgekit.serve.oip import HEADER_LENGTH, ProtocolError, encode_response, parse_request
+from edgekit.serve.limits import Reservation, read_body
+from edgekit.serve.oip import HEADER_LENGTH, ProtocolError, encode_response
 from edgekit.serve.quietlog import show
 from edgekit.serve.router import Saturated
 from edgekit.serve.worker import RunError
@@ -33,7 +36,10 @@ EXTENSIONS = ["binary_tensor_data", "edgekit_status"]
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+    resp = web.json_response({"error": message}, status=status, headers=headers)
+    if status in (408, 413):  # the rest of the body is not read: do not reuse the connection
+        resp.force_close()
+    return resp
 
 
 def _bad(request: web.Request, status: int, message: str) -> None:
@@ -50,7 +56,7 @@ def _authorized(request: web.Request, token: str) -> bool:
     return hmac.compare_digest(raw, f"Bearer {token}".encode())
 
 
-def make_app(state: ServerState, max_body_bytes: int, token: str | None) -> web.Application:
+def make_app(state: ServerState, token: str | None) -> web.Application:
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         if token is not None and not _authorized(request, token):
@@ -58,10 +64,6 @@ def make_app(state: ServerState, max_body_bytes: int, token: str | None) -> web.
             return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
         try:
             return await handler(request)
-        except web.HTTPRequestEntityTooLarge:
-            message = f"request body over the limit of {max_body_bytes} bytes"
-            _bad(request, 413, message)
-            return _error(413, message)
         except web.HTTPException as exc:  # unknown route, wrong method
             if exc.status < 400:
                 raise
@@ -73,7 +75,7 @@ def make_app(state: ServerState, max_body_bytes: int, token: str | None) -> web.
                                f"{type(exc).__name__}: {str(exc)[:120]}", exc_info=exc)
             return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
-    app = web.Application(middlewares=[guard], client_max_size=max_body_bytes)
+    app = web.Application(middlewares=[guard])
     app[STATE] = state
     app.add_routes(
         [
@@ -159,9 +161,11 @@ async def infer(request: web.Request) -> web.Response:
     except ProtocolError as exc:
         _bad(request, exc.status, exc.message)
         return _error(exc.status, exc.message)
+    held = Reservation(st.budget)
     try:
-        body = await request.read()
-        req = parse_request(body, request.headers.get(HEADER_LENGTH), st.io[info.spec.name])
+        io, limits = st.io[info.spec.name]
+        body = await read_body(request, limits, held, st.config.tunables)
+        req = await st.decoder.parse(body, request.headers.get(HEADER_LENGTH), io)
         res = await st.dispatch(info.spec.name, req.inputs)
         payload, header_len = encode_response(info.spec.name, info.spec.version, req, res.outputs)
     except ProtocolError as exc:
@@ -176,6 +180,8 @@ async def infer(request: web.Request) -> web.Response:
         st.metrics.failure.labels(info.spec.name, info.spec.version, "runtime").inc()
         _bad(request, 500, message)
         return _error(500, message)
+    finally:
+        held.release()
     return _answer(st, info, req, res, payload, header_len, time.perf_counter() - start)
 
 

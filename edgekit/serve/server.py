@@ -26,6 +26,8 @@ from typing import Any
 
 from edgekit.errors import EdgekitError, InputError
 from edgekit.serve.control import Controller
+from edgekit.serve.decode import Decoder
+from edgekit.serve.limits import BodyLimits, ByteBudget, model_io
 from edgekit.serve.metrics import Metrics
 from edgekit.serve.models import load_model_spec, parse_model_arg
 from edgekit.serve.oip import ModelIO
@@ -50,7 +52,9 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     token_file: Path | None = None  # HTTP bearer token; else $EDGEKIT_SERVE_TOKEN if set
-    max_body_bytes: int = 64 * 1024 * 1024
+    max_body_bytes: int = 64 * 1024 * 1024  # global cap on a body (binary tensors)
+    max_json_bytes: int = 16 * 1024 * 1024  # global cap on JSON text (costs ~12x to parse)
+    memory_budget_bytes: int | None = None  # bodies in flight (default: default_budget())
     max_queue: int = 4  # requests in flight per replica before it counts as full
     threads: int | None = None  # runtime threads per worker (default: the node's Ray CPUs)
     compress: bool = False  # int8-compress float tensors crossing pipeline cuts
@@ -71,6 +75,14 @@ class ServeConfig:
                 raise InputError("token file is empty", where=str(self.token_file))
             return text
         return os.environ.get(TOKEN_ENV) or None
+
+
+def default_budget() -> int:
+    """Bytes the request bodies in flight may cost: an eighth of the machine's memory, within
+    64 MiB..1 GiB (a 4 GB Pi 4 head: ~470 MiB; its Ray head and workers need the rest)."""
+    import psutil
+
+    return int(min(1 << 30, max(64 << 20, psutil.virtual_memory().total // 8)))
 
 
 def load_controller(ref: Controller | str) -> Controller:
@@ -105,7 +117,9 @@ class ServerState:
             config.node_bundles,
         )
         self.badlog = RateLimitedLog(log, t.log_lines, t.log_interval_s)
-        self.io: dict[str, ModelIO] = {}
+        self.budget = ByteBudget(config.memory_budget_bytes or default_budget())
+        self.decoder = Decoder(t.json_inline_bytes)
+        self.io: dict[str, tuple[ModelIO, BodyLimits]] = {}
         self.controllers = [load_controller(c) for c in config.controllers]
         self.batchers: dict[str, Batcher] = {}
         self.started = time.time()
@@ -123,8 +137,11 @@ class ServerState:
             None, self.pool.place, specs, self.config.nodes
         )
         await self.pool.wait_ready()
+        c = self.config
         for name, info in self.pool.models.items():
-            self.io[name] = ModelIO(tuple(info.inputs), tuple(info.outputs))
+            self.io[name] = model_io(info.inputs, info.outputs, c.max_body_bytes,
+                                     c.max_json_bytes, self.budget.total)
+        self.decoder.start()
         for name, info in self.pool.models.items():
             if info.spec.max_batch > 1 and info.batchable:
                 self.batchers[name] = Batcher(
@@ -141,6 +158,7 @@ class ServerState:
             except Exception:  # a broken controller must not block shutdown
                 log.exception("controller %s failed to stop", getattr(c, "name", c))
         await self.pool.stop()
+        self.decoder.close()
 
     async def dispatch(self, model: str, feeds: dict) -> Result:
         batcher = self.batchers.get(model)
@@ -177,6 +195,7 @@ class ServerState:
             "workers": self.pool.stacks(),
             "energy": self.router.energy(),
             "admission_limit": self.router.max_in_flight,
+            "limits": self.limits(),
             "events": [
                 {"t": t, "node": n, "action": a, "reason": r}
                 for t, n, a, r in self.router.recent_events(50)
@@ -184,6 +203,20 @@ class ServerState:
             "controllers": {
                 getattr(c, "name", type(c).__name__): _safe_status(c) for c in self.controllers
             },
+        }
+
+
+    def limits(self) -> dict[str, Any]:
+        """Body limits per model, the memory budget in use, suppressed log lines."""
+        return {
+            "memory_budget_bytes": self.budget.total,
+            "memory_in_flight_bytes": self.budget.used,
+            "memory_peak_bytes": self.budget.peak,
+            "refused_over_budget": self.budget.refused,
+            "json_decoded_in_process": self.decoder.in_process,
+            "log_lines_suppressed": self.badlog.suppressed_total,
+            "models": {n: {"binary_body_bytes": lim.binary, "json_body_bytes": lim.json}
+                       for n, (_, lim) in self.io.items()},
         }
 
 
@@ -228,9 +261,11 @@ async def serve(
     connect_ray(config.ray_address)
     state = ServerState(config)
     await state.start()
+    t = config.tunables
     runner = web.AppRunner(
-        make_app(state, config.max_body_bytes, token),
+        make_app(state, token),
         access_log=None,
+        lingering_time=t.lingering_s,
         logger=ServerLogger(state.badlog),  # aiohttp's parse errors: short, rate-limited
     )
     await runner.setup()

@@ -14,6 +14,11 @@ class Tunables:
     retry_deadline_s: float = 60.0  # an accepted request waits this long for a live replica
     retry_poll_s: float = 0.02  # how often a waiting retry looks for a free replica
     resource_sliver: float = 0.001  # share of `edgekit-node-<name>` each worker asks for
-    # --- logs ---
+    # --- peers that stall (docs/SERVING.md "Limits and timeouts") ---
+    lingering_s: float = 2.0  # unread body bytes after an early answer are drained this long
+    body_idle_timeout_s: float = 10.0  # no body byte for this long: 408, connection closed
+    body_min_rate_bps: float = 256 * 1024  # a body slower than this on average: 408
+    # --- memory and logs ---
+    json_inline_bytes: int = 256 * 1024  # JSON up to this is parsed in a thread, more in a process
     log_lines: int = 10  # at most this many request-caused log lines ...
     log_interval_s: float = 10.0  # ... per this many seconds, then one "suppressed K" line

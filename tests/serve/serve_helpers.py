@@ -1,6 +1,6 @@
 """Models and an `edgekit serve` launcher shared by the serve tests (imported by conftest).
 
-Real ONNX models built in place (affine, a runtime failure, pipeline bundles) and a
+Real ONNX models built in place (affine, a runtime failure, a hang, pipeline bundles) and a
 real `edgekit serve` subprocess: nothing here stands in for the server or the runtime.
 """
 
@@ -54,6 +54,35 @@ def boom_model(path: Path) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, None])],
         [numpy_helper.from_array(np.array([3, -1], np.int64), "s")],
+    )
+    return _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def spin_model(path: Path) -> Path:
+    """y = float(n) after a Loop of n empty iterations: n = 3 answers at once, n = 10**12
+    keeps the worker busy for hours (a worker that hangs, with a real runtime)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["v_in", "one"], ["v_out"])],
+        "step",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.ones(1, np.float32), "one")],
+    )
+    g = helper.make_graph(
+        [helper.make_node("Squeeze", ["n", "axes"], ["m"]),
+         helper.make_node("Loop", ["m", "true", "zero"], ["y"], body=body)],
+        "spin",
+        [helper.make_tensor_value_info("n", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.array([0], np.int64), "axes"),
+         numpy_helper.from_array(np.array(True), "true"),
+         numpy_helper.from_array(np.zeros(1, np.float32), "zero")],
     )
     return _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
 

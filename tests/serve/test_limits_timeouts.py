@@ -1,0 +1,135 @@
+"""Peers that stall, workers that hang, memory per request, and who may serve (issue 12,
+findings 2, 3, 8, 9): a second `edgekit serve` with short timeouts, on pi1 and pi2."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import numpy as np
+import pytest
+from serve_helpers import affine_model, spin_model, start_server
+
+from edgekit.client import Client, ServeError
+
+BODY_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def tight(ray_cluster, tmp_path_factory):
+    d = tmp_path_factory.mktemp("tight")
+    models = {"affine2": affine_model(d / "affine2.onnx"), "spin": spin_model(d / "spin.onnx")}
+    options = ["--nodes", "pi1,pi2", "--body-timeout", str(BODY_S), "--memory-budget-mb",
+               "64"]
+    proc = start_server(ray_cluster, tmp_path_factory, options, models)
+    proc.models = models
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _addr(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def _closed_by_server(s: socket.socket, within_s: float) -> bool:
+    s.settimeout(within_s)
+    try:
+        while True:
+            data = s.recv(4096)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+
+def _post_head(url: str, token: str, length: int, binary: bool = False) -> socket.socket:
+    s = socket.create_connection(_addr(url))
+    extra = "Inference-Header-Content-Length: 10\r\n" if binary else ""
+    s.sendall(f"POST /v2/models/affine2/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+              f"{token}\r\nContent-Length: {length}\r\n{extra}\r\n".encode())
+    return s
+
+
+def _answer(s: socket.socket, timeout_s: float) -> tuple[int, dict]:
+    s.settimeout(timeout_s)
+    data = b""
+    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    top, _, body = data.partition(b"\r\n\r\n")
+    return int(top.split(b" ")[1]), json.loads(body)
+
+
+def test_stalled_and_dripping_uploads_are_cut_off(tight):
+    s = _post_head(tight.url, tight.token, 1000)
+    s.sendall(b'{"inputs": [')
+    start = time.monotonic()
+    status, body = _answer(s, BODY_S + 5)
+    assert status == 408 and "stalled" in body["error"], body
+    assert time.monotonic() - start < BODY_S + 3
+    assert _closed_by_server(s, 3)
+    s.close()
+    s = _post_head(tight.url, tight.token, 1000)  # a byte every 0.5 s: never idle, too slow
+    start = time.monotonic()
+    status = None
+    for _ in range(40):
+        try:
+            s.sendall(b" ")
+        except OSError:
+            break
+        s.settimeout(0.5)
+        try:
+            status, body = _answer(s, 0.5)
+            break
+        except TimeoutError:
+            continue
+    s.close()
+    assert status == 408, status
+    assert time.monotonic() - start < BODY_S + 4
+
+
+
+def test_body_limit_per_model_from_its_input_spec(tight):
+    c = Client(tight.url, token=tight.token)
+    limits = c.status()["limits"]
+    spin = limits["models"]["spin"]
+    # one INT64 value: its exact size plus room for the JSON header, not the 64 MiB cap
+    assert spin["binary_body_bytes"] == 8 + 64 * 1024
+    assert limits["models"]["affine2"]["binary_body_bytes"] == (64 << 20) // 3
+    doc = {"inputs": [{"name": "n", "datatype": "INT64", "shape": [1], "data": [1]}],
+           "id": "x" * 200_000}
+    status, body, _ = c._request("POST", "/v2/models/spin/infer", json.dumps(doc).encode())
+    assert status == 413 and "limit" in json.loads(body)["error"]
+
+
+def test_memory_budget_answers_503_with_retry_after(tight):
+    """Two bodies of 15 MiB announced at once: the first holds 45 MiB of the 64 MiB budget
+    while it (never) arrives, the second is refused with 503 + Retry-After at once."""
+    first = _post_head(tight.url, tight.token, 15 << 20, binary=True)
+    try:
+        time.sleep(0.3)
+        second = _post_head(tight.url, tight.token, 15 << 20, binary=True)
+        status, body = _answer(second, 10)
+        second.close()
+        assert status == 503 and "memory budget" in body["error"], body
+    finally:
+        first.close()
+    time.sleep(0.5)
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_array_equal(Client(tight.url, token=tight.token).infer("affine2", x)["y"],
+                                  3 * x)
+    big = np.zeros(((22 << 20) // 16, 4), np.float32)  # over what the budget could ever hold
+    with pytest.raises(ServeError) as exc:
+        Client(tight.url, token=tight.token).infer("affine2", big)
+    assert exc.value.status == 413
+
+
