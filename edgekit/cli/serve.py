@@ -51,6 +51,11 @@ def _read_token(path: Path | None) -> str | None:
 @click.option("--memory-budget-mb", default=None, type=int,
               help="Memory the request bodies in flight may cost (default: RAM/8, "
               "64..1024 MiB); over it: 503 + Retry-After.")
+@click.option("--deadline", "deadlines", multiple=True,
+              help="[MODEL=]SECONDS a worker call may take before 504 (default: 10x the "
+              "model's p99, at least 10 s; repeatable).")
+@click.option("--idle-timeout", default=15.0, show_default=True, type=float,
+              help="Seconds before an idle connection (or one still sending headers) closes.")
 @click.option("--body-timeout", default=10.0, show_default=True, type=float,
               help="Seconds without a body byte before a request is cut off (408).")
 @click.option("--power-cap", "power_cap_w", type=float, default=None,
@@ -58,7 +63,7 @@ def _read_token(path: Path | None) -> str | None:
 @json_option
 def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads, compress,
           node_bundles, batches, controllers, max_body_mb, max_json_mb, memory_budget_mb,
-          body_timeout, power_cap_w,
+          deadlines, idle_timeout, body_timeout, power_cap_w,
           as_json) -> None:
     """Place workers on the Ray nodes and serve the inference API until stopped."""
     import dataclasses
@@ -74,13 +79,15 @@ def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads
 
         os.environ["EDGEKIT_POWER_CAP_W"] = str(power_cap_w)
         controllers = (*controllers, "thermal") if "thermal" not in controllers else controllers
-    tunables = dataclasses.replace(Tunables(), body_idle_timeout_s=body_timeout)
+    tunables = dataclasses.replace(Tunables(), keepalive_timeout_s=idle_timeout,
+                                   body_idle_timeout_s=body_timeout)
     config = ServeConfig(
         models=list(models), ray_address=ray_address,
         nodes=[n for n in nodes.split(",") if n] if nodes else None, host=host, port=port,
         token_file=token_file, max_body_bytes=max_body_mb * 1024 * 1024,
         max_json_bytes=max_json_mb * 1024 * 1024,
         memory_budget_bytes=memory_budget_mb * 1024 * 1024 if memory_budget_mb else None,
+        deadlines=_pairs(deadlines, "--deadline", "[MODEL=]SECONDS", float, "*"),
         max_queue=max_queue, threads=threads,
         compress=compress, batching=_batching(batches), controllers=list(controllers),
         node_bundles=node_bundles, tunables=tunables)
@@ -111,6 +118,21 @@ def _batching(batches: tuple[str, ...]) -> dict[str, tuple[int, float]]:
         except ValueError:
             raise InputError(f"--batch expects MODEL=MAX_BATCH[:MAX_WAIT_MS], got '{b}'") from None
     return batching
+
+
+def _pairs(values: tuple[str, ...], option: str, form: str, conv, default_key: str) -> dict:
+    """`NAME=VALUE` or a bare `VALUE` (for every model: `default_key`) into a dict."""
+    out = {}
+    for v in values:
+        name, _, value = v.rpartition("=")
+        try:
+            parsed = conv(value)
+        except ValueError:
+            parsed = None
+        if parsed is None or not 0 < parsed < float("inf"):
+            raise InputError(f"{option} expects {form} with a positive number, got '{v}'")
+        out[name or default_key] = parsed
+    return out
 
 
 def _load_input(path: Path, meta: dict) -> dict:

@@ -2,11 +2,11 @@
 
 A request's path: `infer()` below -> `limits.read_body` (per-model limit, memory budget,
 timeouts) -> `decode.Decoder.parse` (`oip.parse_request` off the event loop) ->
-`Batcher`/`WorkerPool.infer` (router picks a replica, Ray calls the worker on its node) ->
-`oip.encode_response`.
+`Batcher`/`WorkerPool.infer` (router picks a replica, Ray calls the worker on its node,
+within the model's deadline) -> `oip.encode_response`.
 
 Answers: bad input 4xx with `{"error": ...}` naming the field; 503 + Retry-After when the
-cluster or the memory budget is full; 500 only for a server fault.
+cluster or the memory budget is full; 504 past the deadline; 500 only for a server fault.
 Request-caused log lines are short and rate-limited (quietlog.py): whoever can reach the
 port can send bad requests, token or not.
 """
@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgekit import __version__
+from edgekit.serve.deadline import DeadlineExceeded
 from edgekit.serve.limits import Reservation, read_body
 from edgekit.serve.oip import HEADER_LENGTH, ProtocolError, encode_response
 from edgekit.serve.quietlog import show
@@ -175,6 +176,10 @@ async def infer(request: web.Request) -> web.Response:
     except Saturated as exc:
         st.metrics.rejected.labels(info.spec.name).inc()
         return _error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+    except DeadlineExceeded as exc:
+        st.metrics.failure.labels(info.spec.name, info.spec.version, "deadline").inc()
+        _bad(request, 504, str(exc))
+        return _error(504, str(exc))
     except RunError as exc:  # through Ray: its task error, whose `cause` is ours
         message = str(getattr(exc, "cause", None) or exc)[:400]
         st.metrics.failure.labels(info.spec.name, info.spec.version, "runtime").inc()

@@ -24,6 +24,7 @@ from ray import exceptions as rex
 
 from edgekit.errors import ClusterError
 from edgekit.node import stack
+from edgekit.serve.deadline import DeadlineExceeded, Deadlines
 from edgekit.serve.health import HealthMonitor, StageActor, actors_of
 from edgekit.serve.models import ModelSpec
 from edgekit.serve.nodefiles import NodeFile
@@ -80,6 +81,15 @@ def describe_model(spec: ModelSpec) -> ModelInfo:
     return ModelInfo(spec, inputs, outputs, keeps)
 
 
+async def _await(ref: Any) -> Any:
+    return await ref
+
+
+async def _await_chain(carry: Any, ms: Any, label: str):
+    out, total = await asyncio.gather(carry, ms)
+    return {k: unpack(v) for k, v in out.items()}, total, label
+
+
 def edgekit_nodes() -> dict[str, float]:
     """Live nodes that carry an edgekit resource: name -> CPU count of that Ray node."""
     found: dict[str, float] = {}
@@ -102,6 +112,7 @@ class WorkerPool:
         threads: int | None = None,
         tunables: Tunables | None = None,
         node_bundles: bool = False,
+        deadlines: dict[str, float] | None = None,
     ):
         self.router = router
         #: workers load the files deploy pushed to their node instead of bytes from the head
@@ -112,6 +123,7 @@ class WorkerPool:
         self.t = tunables or Tunables()
         self.models: dict[str, ModelInfo] = {}
         self.health = HealthMonitor(router, edgekit_nodes, self.t)
+        self.deadlines = Deadlines(self.t, deadlines)
 
     # --- placement ---------------------------------------------------------------------
     def place(self, specs: list[ModelSpec], nodes: list[str] | None) -> None:
@@ -208,7 +220,9 @@ class WorkerPool:
             queue_ms = (time.perf_counter() - start) * 1000.0
             t0 = time.perf_counter()
             try:
-                out, ms, node = await self._call(replica, feeds)
+                out, ms, node = await self._call_within(model, replica, feeds)
+            except DeadlineExceeded:
+                raise  # the replica's slot is released when its worker ends (_abandon)
             except RunError:
                 self.router.release(replica, False, 0.0, None)
                 raise
@@ -232,15 +246,55 @@ class WorkerPool:
         self.router.mark_dead(replica, f"call failed: {type(exc).__name__}")
         tried.add(id(replica))
 
-    async def _call(self, replica: Replica, feeds: dict[str, np.ndarray]):
+    async def _call_within(self, model: str, replica: Replica, feeds: dict[str, np.ndarray]):
+        """One call to the replica, bounded by the model's deadline (deadline.py)."""
+        limit = self.deadlines.for_model(model)
+        refs, final = self._submit(replica, feeds)
+        task = asyncio.ensure_future(final)
+        t0 = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(asyncio.shield(task), limit)
+        except TimeoutError:
+            self._abandon(replica, task, refs, limit)
+            raise DeadlineExceeded(model, limit) from None
+        except asyncio.CancelledError:  # the request went away; the worker still runs
+            self._abandon(replica, task, refs, limit)
+            raise
+        self.deadlines.record(model, time.perf_counter() - t0)
+        return result
+
+    def _submit(self, replica: Replica, feeds: dict[str, np.ndarray]):
+        """Start the call: (the ObjectRef of each stage, an awaitable of the result)."""
         actors = [s.actor for s in actors_of(replica)]
         if len(actors) == 1:
-            return await actors[0].infer.remote(feeds)
-        carry, ms = feeds, 0.0
+            ref = actors[0].infer.remote(feeds)
+            return [ref], _await(ref)
+        carry, ms, refs = feeds, 0.0, []
         for actor in actors:  # refs flow stage to stage; the head only awaits the last
             carry, ms = actor.stage.remote(carry, ms)
-        out, total = await asyncio.gather(carry, ms)
-        return {k: unpack(v) for k, v in out.items()}, total, replica.label
+            refs.append(carry)
+        return refs, _await_chain(carry, ms, replica.label)
+
+    def _abandon(self, replica: Replica, task: asyncio.Future, refs: list, limit: float) -> None:
+        """The request is gone but the worker still computes: its replica keeps the slot
+        until it ends; if it is still busy after one more deadline it is replaced."""
+
+        def ended(t: asyncio.Future) -> None:
+            if not t.cancelled():
+                t.exception()  # retrieved: the request has had its answer
+            self.router.release(replica, False, 0.0, None)
+
+        task.add_done_callback(ended)
+        asyncio.get_running_loop().call_later(limit, self._kill_if_hung, replica, task, refs)
+
+    def _kill_if_hung(self, replica: Replica, task: asyncio.Future, refs: list) -> None:
+        if task.done():
+            return
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        stages = actors_of(replica)
+        hung = next((s for s, r in zip(stages, refs, strict=True) if r not in ready), stages[-1])
+        log.warning("worker on %s is still busy past twice its deadline: replacing it", hung.node)
+        self.health.declare_dead(replica, hung, TimeoutError("call past its deadline"))
 
     # --- health ------------------------------------------------------------------------
     def start_health(self) -> None:

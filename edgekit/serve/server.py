@@ -55,6 +55,7 @@ class ServeConfig:
     max_body_bytes: int = 64 * 1024 * 1024  # global cap on a body (binary tensors)
     max_json_bytes: int = 16 * 1024 * 1024  # global cap on JSON text (costs ~12x to parse)
     memory_budget_bytes: int | None = None  # bodies in flight (default: default_budget())
+    deadlines: dict[str, float] = field(default_factory=dict)  # model or "*" -> seconds
     max_queue: int = 4  # requests in flight per replica before it counts as full
     threads: int | None = None  # runtime threads per worker (default: the node's Ray CPUs)
     compress: bool = False  # int8-compress float tensors crossing pipeline cuts
@@ -115,6 +116,7 @@ class ServerState:
             config.threads,
             t,
             config.node_bundles,
+            config.deadlines,
         )
         self.badlog = RateLimitedLog(log, t.log_lines, t.log_interval_s)
         self.budget = ByteBudget(config.memory_budget_bytes or default_budget())
@@ -207,7 +209,7 @@ class ServerState:
 
 
     def limits(self) -> dict[str, Any]:
-        """Body limits per model, the memory budget in use, suppressed log lines."""
+        """Body limits per model, the memory budget in use, deadlines, suppressed log lines."""
         return {
             "memory_budget_bytes": self.budget.total,
             "memory_in_flight_bytes": self.budget.used,
@@ -215,7 +217,8 @@ class ServerState:
             "refused_over_budget": self.budget.refused,
             "json_decoded_in_process": self.decoder.in_process,
             "log_lines_suppressed": self.badlog.suppressed_total,
-            "models": {n: {"binary_body_bytes": lim.binary, "json_body_bytes": lim.json}
+            "models": {n: {"binary_body_bytes": lim.binary, "json_body_bytes": lim.json,
+                           "deadline_s": round(self.pool.deadlines.for_model(n), 3)}
                        for n, (_, lim) in self.io.items()},
         }
 
@@ -265,6 +268,7 @@ async def serve(
     runner = web.AppRunner(
         make_app(state, token),
         access_log=None,
+        keepalive_timeout=t.keepalive_timeout_s,  # also closes a connection stuck in headers
         lingering_time=t.lingering_s,
         logger=ServerLogger(state.badlog),  # aiohttp's parse errors: short, rate-limited
     )

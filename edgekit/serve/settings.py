@@ -15,9 +15,12 @@ class Tunables:
     retry_poll_s: float = 0.02  # how often a waiting retry looks for a free replica
     resource_sliver: float = 0.001  # share of `edgekit-node-<name>` each worker asks for
     # --- peers that stall (docs/SERVING.md "Limits and timeouts") ---
+    keepalive_timeout_s: float = 15.0  # idle connection, or one still sending headers: closed
     lingering_s: float = 2.0  # unread body bytes after an early answer are drained this long
     body_idle_timeout_s: float = 10.0  # no body byte for this long: 408, connection closed
     body_min_rate_bps: float = 256 * 1024  # a body slower than this on average: 408
+    deadline_floor_s: float = 10.0  # a worker call's default deadline is at least this, or
+    deadline_factor: float = 10.0  # this many times the model's recent p99 call time
     # --- memory and logs ---
     json_inline_bytes: int = 256 * 1024  # JSON up to this is parsed in a thread, more in a process
     log_lines: int = 10  # at most this many request-caused log lines ...

@@ -3,8 +3,10 @@ findings 2, 3, 8, 9): a second `edgekit serve` with short timeouts, on pi1 and p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import threading
 import time
 
 import numpy as np
@@ -13,15 +15,15 @@ from serve_helpers import affine_model, spin_model, start_server
 
 from edgekit.client import Client, ServeError
 
-BODY_S = 2.0
+IDLE_S, BODY_S, DEADLINE_S = 2.0, 2.0, 1.5
 
 
 @pytest.fixture(scope="module")
 def tight(ray_cluster, tmp_path_factory):
     d = tmp_path_factory.mktemp("tight")
     models = {"affine2": affine_model(d / "affine2.onnx"), "spin": spin_model(d / "spin.onnx")}
-    options = ["--nodes", "pi1,pi2", "--body-timeout", str(BODY_S), "--memory-budget-mb",
-               "64"]
+    options = ["--nodes", "pi1,pi2", "--idle-timeout", str(IDLE_S), "--body-timeout",
+               str(BODY_S), "--deadline", f"spin={DEADLINE_S}", "--memory-budget-mb", "64"]
     proc = start_server(ray_cluster, tmp_path_factory, options, models)
     proc.models = models
     try:
@@ -47,6 +49,37 @@ def _closed_by_server(s: socket.socket, within_s: float) -> bool:
     except TimeoutError:
         return False
 
+
+def test_idle_and_slowloris_connections_are_closed(tight):
+    """64 idle connections and 16 sending headers one byte at a time: all closed within the
+    keep-alive timeout (plus scheduling slack)."""
+    idle = [socket.create_connection(_addr(tight.url)) for _ in range(64)]
+    slow = [socket.create_connection(_addr(tight.url)) for _ in range(16)]
+    start = time.monotonic()
+    for s in slow:
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+    done = threading.Event()
+
+    def drip() -> None:
+        while not done.is_set():
+            for s in slow:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"X")
+            time.sleep(0.2)
+
+    t = threading.Thread(target=drip, daemon=True)
+    t.start()
+    try:
+        closed = [_closed_by_server(s, IDLE_S + 3) for s in idle + slow]
+        elapsed = time.monotonic() - start
+    finally:
+        done.set()
+        t.join(5)
+        for s in idle + slow:
+            s.close()
+    assert all(closed), f"{closed.count(False)} of {len(closed)} still open"
+    assert elapsed < IDLE_S + 3
+    assert Client(tight.url, token=tight.token).live()
 
 
 def _post_head(url: str, token: str, length: int, binary: bool = False) -> socket.socket:
@@ -96,6 +129,28 @@ def test_stalled_and_dripping_uploads_are_cut_off(tight):
     assert status == 408, status
     assert time.monotonic() - start < BODY_S + 4
 
+
+def test_hung_worker_ends_in_504_and_is_replaced(tight):
+    c = Client(tight.url, token=tight.token)
+    np.testing.assert_array_equal(c.infer("spin", np.array([3], np.int64))["y"], [3.0])
+    start = time.monotonic()
+    with pytest.raises(ServeError) as exc:
+        c.infer("spin", np.array([10**12], np.int64))  # hours of work
+    took = time.monotonic() - start
+    assert exc.value.status == 504 and "deadline" in str(exc.value)
+    assert DEADLINE_S <= took < DEADLINE_S + 2
+    # the other replica serves meanwhile; the hung one is killed after a second deadline
+    np.testing.assert_array_equal(c.infer("spin", np.array([5], np.int64))["y"], [5.0])
+    deadline = time.monotonic() + 120
+    while True:
+        st = c.status()
+        gens = [r["generations"] for r in st["replicas"] if r["model"] == "spin"]
+        if [1] in gens and not st["readiness"]["degraded"]:
+            break
+        assert time.monotonic() < deadline, (st["replicas"], st["events"])
+        time.sleep(0.5)
+    for n in (2, 4, 6, 8):  # both replicas answer, the recreated one included
+        np.testing.assert_array_equal(c.infer("spin", np.array([n], np.int64))["y"], [n])
 
 
 def test_body_limit_per_model_from_its_input_spec(tight):
