@@ -58,17 +58,19 @@ def _read_token(path: Path | None) -> str | None:
               help="Seconds before an idle connection (or one still sending headers) closes.")
 @click.option("--body-timeout", default=10.0, show_default=True, type=float,
               help="Seconds without a body byte before a request is cut off (408).")
+@click.option("--allow-unauthenticated", is_flag=True,
+              help="Serve off loopback without a bearer token (refused otherwise).")
 @click.option("--power-cap", "power_cap_w", type=float, default=None,
               help="Cluster power cap in watts (turns on the thermal controller).")
 @json_option
 def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads, compress,
           node_bundles, batches, controllers, max_body_mb, max_json_mb, memory_budget_mb,
-          deadlines, idle_timeout, body_timeout, power_cap_w,
+          deadlines, idle_timeout, body_timeout, allow_unauthenticated, power_cap_w,
           as_json) -> None:
     """Place workers on the Ray nodes and serve the inference API until stopped."""
     import dataclasses
 
-    from edgekit.serve.server import ServeConfig, run
+    from edgekit.serve.server import ServeConfig, check_exposure, run
     from edgekit.serve.settings import Tunables
     from edgekit.tokenfile import check_private
 
@@ -88,11 +90,13 @@ def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads
         max_json_bytes=max_json_mb * 1024 * 1024,
         memory_budget_bytes=memory_budget_mb * 1024 * 1024 if memory_budget_mb else None,
         deadlines=_pairs(deadlines, "--deadline", "[MODEL=]SECONDS", float, "*"),
-        max_queue=max_queue, threads=threads,
+        allow_unauthenticated=allow_unauthenticated, max_queue=max_queue, threads=threads,
         compress=compress, batching=_batching(batches), controllers=list(controllers),
         node_bundles=node_bundles, tunables=tunables)
-    if host not in ("127.0.0.1", "localhost", "::1") and config.token() is None:
-        err_console.print(f"[yellow]warning:[/] serving on {host} without a bearer token")
+    check_exposure(config, config.token())  # before Ray is touched
+    if allow_unauthenticated and config.token() is None:
+        err_console.print(f"[yellow]warning:[/] serving on {host} without a bearer token "
+                          "(--allow-unauthenticated)")
 
     def ready(state) -> None:
         info = {"url": f"http://{host}:{port}", "models": sorted(state.pool.models),

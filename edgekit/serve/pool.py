@@ -36,6 +36,8 @@ from edgekit.serve.worker import RunError, remote_worker_class, unpack
 
 log = logging.getLogger("edgekit.serve")
 RESOURCE_PREFIX = "edgekit-node-"
+#: worker actor names: edgekit:<model>:<stage>:<node>:g<generation> (namespace "edgekit")
+ACTOR_PREFIX = "edgekit:"
 
 
 @dataclass
@@ -79,6 +81,15 @@ def describe_model(spec: ModelSpec) -> ModelInfo:
             for i in range(len(stages))
         ]
     return ModelInfo(spec, inputs, outputs, keeps)
+
+
+def _served_elsewhere(model: str, actor: str) -> ClusterError:
+    return ClusterError(
+        f"model '{model}' is already served on this Ray cluster by another edgekit serve "
+        f"(its worker {actor} exists)",
+        hint=f"stop that server, or serve this one under another name: --model OTHER=PATH "
+             f"(not '{model}')",
+    )
 
 
 async def _await(ref: Any) -> Any:
@@ -140,6 +151,7 @@ class WorkerPool:
                 f"nodes not in the Ray cluster: {', '.join(missing)}",
                 hint=f"live edgekit nodes: {', '.join(sorted(live))}",
             )
+        self._check_names_free(specs)
         cls = remote_worker_class()
         for spec in specs:
             info = describe_model(spec)
@@ -162,8 +174,25 @@ class WorkerPool:
                     make = self._maker(
                         cls, spec, info, stage.index, node, blobs[stage.index], live[node]
                     )
-                    stages.append(StageActor(node, make, make(0)))
+                    try:
+                        stages.append(StageActor(node, make, make(0)))
+                    except rex.ActorAlreadyExistsError as exc:  # started since the check
+                        raise _served_elsewhere(spec.name, str(exc)[:120]) from None
                 self.router.add(Replica(spec.name, group, stages, self.max_queue))
+
+    def _check_names_free(self, specs: list[ModelSpec]) -> None:
+        """Refuse a model that another `edgekit serve` runs on this Ray cluster (its workers'
+        names are taken). A server that just died frees them within a moment: wait a little."""
+        deadline = time.monotonic() + self.t.name_wait_s
+        while True:
+            names = ray.util.list_named_actors()
+            held = [(s.name, n) for s in specs for n in names
+                    if n.startswith(f"{ACTOR_PREFIX}{s.name}:")]
+            if not held:
+                return
+            if time.monotonic() > deadline:
+                raise _served_elsewhere(*held[0])
+            time.sleep(0.5)
 
     def _maker(self, cls, spec, info, index, node, blob, cpus):
         """A function generation -> new worker actor for this stage on this node."""
@@ -175,7 +204,7 @@ class WorkerPool:
         def make(generation: int):
             return cls.options(
                 resources={RESOURCE_PREFIX + node: self.t.resource_sliver},
-                name=f"edgekit:{spec.name}:{index}:{node}:g{generation}",
+                name=f"{ACTOR_PREFIX}{spec.name}:{index}:{node}:g{generation}",
             ).remote(node, where, spec.runtime, blob, threads, keep, compress)
 
         return make

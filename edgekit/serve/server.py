@@ -56,6 +56,7 @@ class ServeConfig:
     max_json_bytes: int = 16 * 1024 * 1024  # global cap on JSON text (costs ~12x to parse)
     memory_budget_bytes: int | None = None  # bodies in flight (default: default_budget())
     deadlines: dict[str, float] = field(default_factory=dict)  # model or "*" -> seconds
+    allow_unauthenticated: bool = False  # serve off loopback without a token anyway
     max_queue: int = 4  # requests in flight per replica before it counts as full
     threads: int | None = None  # runtime threads per worker (default: the node's Ray CPUs)
     compress: bool = False  # int8-compress float tensors crossing pipeline cuts
@@ -84,6 +85,29 @@ def default_budget() -> int:
     import psutil
 
     return int(min(1 << 30, max(64 << 20, psutil.virtual_memory().total // 8)))
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def check_exposure(config: ServeConfig, token: str | None) -> None:
+    """Refuse to serve off loopback without a token (anyone on the network could use the
+    cluster) unless the operator said so with `allow_unauthenticated`."""
+    if token is None and not is_loopback(config.host) and not config.allow_unauthenticated:
+        raise InputError(
+            f"refusing to serve on {config.host} without a bearer token: anyone who can reach "
+            "it could run inference",
+            hint="give --token-file (or $EDGEKIT_SERVE_TOKEN), serve on 127.0.0.1, or pass "
+                 "--allow-unauthenticated if that is really meant",
+        )
 
 
 def load_controller(ref: Controller | str) -> Controller:
@@ -261,6 +285,7 @@ async def serve(
     from edgekit.serve.api import make_app
 
     token = config.token()
+    check_exposure(config, token)
     connect_ray(config.ray_address)
     state = ServerState(config)
     await state.start()

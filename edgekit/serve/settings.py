@@ -23,5 +23,6 @@ class Tunables:
     deadline_factor: float = 10.0  # this many times the model's recent p99 call time
     # --- memory and logs ---
     json_inline_bytes: int = 256 * 1024  # JSON up to this is parsed in a thread, more in a process
+    name_wait_s: float = 10.0  # a model name another server's workers hold: wait for it this long
     log_lines: int = 10  # at most this many request-caused log lines ...
     log_interval_s: float = 10.0  # ... per this many seconds, then one "suppressed K" line

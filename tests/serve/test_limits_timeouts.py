@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -187,4 +189,27 @@ def test_memory_budget_answers_503_with_retry_after(tight):
         Client(tight.url, token=tight.token).infer("affine2", big)
     assert exc.value.status == 413
 
+
+def _serve(cluster, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "edgekit.cli.main", "serve", "--ray-address", cluster.address,
+           *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180,
+                          env={**cluster.env(), **(env or {})})
+
+
+def test_second_server_with_the_same_model_name_gets_a_clear_error(tight, ray_cluster):
+    from edgekit.serve.localcluster import _free_port
+
+    r = _serve(ray_cluster, "--port", str(_free_port()), "--model",
+               f"spin={tight.models['spin']}")
+    assert r.returncode != 0
+    assert "model 'spin' is already served on this Ray cluster" in r.stderr, r.stderr[-2000:]
+    assert "ActorAlreadyExistsError" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_off_loopback_without_token_is_refused(tight, ray_cluster):
+    r = _serve(ray_cluster, "--host", "0.0.0.0", "--model", f"x={tight.models['spin']}",
+               env={"EDGEKIT_SERVE_TOKEN": ""})
+    assert r.returncode == 3
+    assert "without a bearer token" in r.stderr and "--allow-unauthenticated" in r.stderr
 
