@@ -7,6 +7,11 @@
 
 The sync path uses one keep-alive `http.client` connection (no extra dependency, lowest
 overhead); the async path an aiohttp session. Both send the binary tensor extension.
+
+`https://` URLs are spoken over TLS, verified against the system trust store
+(`ssl.create_default_context`, which also honours $SSL_CERT_FILE / $SSL_CERT_DIR); only
+`insecure=True` (`--insecure`) turns verification off. The bearer token never travels in
+cleartext to an https:// URL.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import ssl
 import threading
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, InputError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -32,6 +38,28 @@ class ServeError(EdgekitError):
         self.status = status
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+def tls_context(insecure: bool = False) -> ssl.SSLContext:
+    """TLS verified against the system trust store; `insecure` skips verification (only by
+    the caller's explicit choice)."""
+    ctx = ssl.create_default_context()
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def split_url(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http:// or https:// URL (bare host:port means http)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https"):
+        raise InputError(f"URL scheme must be http or https, got '{parts.scheme}'", where=url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise InputError("URL has a bad port", where=url) from None
+    return parts.scheme, parts.hostname or "127.0.0.1", port
 
 
 def encode(inputs: dict[str, np.ndarray]) -> tuple[bytes, int]:
@@ -73,18 +101,21 @@ def _error(status: int, body: bytes, retry_after: str | None) -> ServeError:
         message = json.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
         message = body[:200].decode(errors="replace")
-    return ServeError(f"HTTP {status}: {message}", status,
-                      float(retry_after) if retry_after else None)
+    try:
+        after = float(retry_after) if retry_after else None
+    except ValueError:  # an HTTP date: not worth parsing, the request is not retried
+        after = None
+    return ServeError(f"HTTP {status}: {message}", status, after)
 
 
 class Client:
     """Client of an edgekit (or any OIP) server. Token: argument or $EDGEKIT_SERVE_TOKEN."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None,
-                 timeout_s: float = 60.0):
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        self.url = f"{parts.scheme}://{parts.netloc}"
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+                 timeout_s: float = 60.0, *, insecure: bool = False):
+        scheme, self.host, self.port = split_url(url)
+        self.url = f"{scheme}://{urlsplit(url if '://' in url else f'http://{url}').netloc}"
+        self.ssl = tls_context(insecure) if scheme == "https" else None
         self.timeout_s = timeout_s
         token = token or os.environ.get("EDGEKIT_SERVE_TOKEN")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -96,13 +127,18 @@ class Client:
         self.last_compute_ms: float | None = None
 
     # --- sync -------------------------------------------------------------------------
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.ssl is not None:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout_s,
+                                               context=self.ssl)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+
     def _request(self, method: str, path: str, body: bytes | None = None,
                  headers: dict[str, str] | None = None) -> tuple[int, bytes, Any]:
         for attempt in (0, 1):  # one reconnect: the server may have closed an idle socket
             conn = getattr(self._local, "conn", None)
             if conn is None:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-                self._local.conn = conn
+                conn = self._local.conn = self._connect()
             try:
                 conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
                 resp = conn.getresponse()
@@ -110,15 +146,20 @@ class Client:
             except (ConnectionError, http.client.HTTPException, OSError) as exc:
                 conn.close()
                 self._local.conn = None
-                if attempt:
+                if attempt or isinstance(exc, ssl.SSLError):  # TLS: no second try
                     raise ServeError(f"cannot reach {self.url}: {exc}", 0) from exc
         raise AssertionError("unreachable")
 
-    def _get_json(self, path: str) -> Any:
-        status, body, headers = self._request("GET", path)
+    def _call(self, method: str, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, bytes, Any]:
+        """One request that must succeed (200)."""
+        status, data, got = self._request(method, path, body, headers)
         if status != 200:
-            raise _error(status, body, headers.get("Retry-After"))
-        return json.loads(body)
+            raise _error(status, data, got.get("Retry-After"))
+        return status, data, got
+
+    def _get_json(self, path: str) -> Any:
+        return json.loads(self._call("GET", path)[1])
 
     def live(self) -> bool:
         return self._request("GET", "/v2/health/live")[0] == 200
@@ -145,42 +186,42 @@ class Client:
     def infer(self, model: str, inputs: np.ndarray | dict[str, np.ndarray]
               ) -> dict[str, np.ndarray]:
         body, n = encode(self._feeds(model, inputs))
-        status, data, headers = self._request(
+        _, data, headers = self._call(
             "POST", f"/v2/models/{model}/infer", body,
             {HEADER_LENGTH: str(n), "Content-Type": "application/octet-stream"})
-        if status != 200:
-            raise _error(status, data, headers.get("Retry-After"))
         self.last_node = headers.get("Edgekit-Node")
         ms = headers.get("Edgekit-Compute-Ms")
         self.last_compute_ms = float(ms) if ms else None
         return decode(data, headers.get(HEADER_LENGTH))
 
     # --- async ------------------------------------------------------------------------
-    async def ainfer(self, model: str, inputs: np.ndarray | dict[str, np.ndarray]
-                     ) -> dict[str, np.ndarray]:
+    async def _aget(self, method: str, path: str, **kw: Any) -> tuple[bytes, Any]:
+        """One request that must succeed (200)."""
         import aiohttp
 
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers=self.headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s))
-        if not isinstance(inputs, dict) and model not in self._input_names:
-            async with self._session.get(f"{self.url}/v2/models/{model}") as r:
-                body = await r.read()
-                if r.status != 200:
-                    raise _error(r.status, body, r.headers.get("Retry-After"))
-                self._input_names[model] = [t["name"] for t in json.loads(body)["inputs"]]
-        body, n = encode(self._feeds(model, inputs))
         try:
-            async with self._session.post(
-                f"{self.url}/v2/models/{model}/infer", data=body,
-                headers={HEADER_LENGTH: str(n), "Content-Type": "application/octet-stream"},
-            ) as r:
+            async with self._session.request(method, f"{self.url}{path}",
+                                             ssl=self.ssl or True, **kw) as r:
                 data = await r.read()
-                if r.status != 200:
-                    raise _error(r.status, data, r.headers.get("Retry-After"))
-                return decode(data, r.headers.get(HEADER_LENGTH))
+                if r.status == 200:
+                    return data, r.headers
+                raise _error(r.status, data, r.headers.get("Retry-After"))
         except aiohttp.ClientError as exc:
             raise ServeError(f"cannot reach {self.url}: {exc}", 0) from exc
+
+    async def ainfer(self, model: str, inputs: np.ndarray | dict[str, np.ndarray]
+                     ) -> dict[str, np.ndarray]:
+        if not isinstance(inputs, dict) and model not in self._input_names:
+            body, _ = await self._aget("GET", f"/v2/models/{model}")
+            self._input_names[model] = [t["name"] for t in json.loads(body)["inputs"]]
+        body, n = encode(self._feeds(model, inputs))
+        data, headers = await self._aget(
+            "POST", f"/v2/models/{model}/infer", data=body,
+            headers={HEADER_LENGTH: str(n), "Content-Type": "application/octet-stream"})
+        return decode(data, headers.get(HEADER_LENGTH))
 
     async def aclose(self) -> None:
         if self._session is not None:

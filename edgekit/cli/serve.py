@@ -15,6 +15,9 @@ _URL = click.option("--url", default=None,
                     "deployed for --nodes).")
 _TOKEN = click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
                       help="File holding the bearer token (else $EDGEKIT_SERVE_TOKEN).")
+_INSECURE = click.option("--insecure", is_flag=True,
+                         help="https:// without verifying the server's certificate (the "
+                         "token can then go to whoever answers).")
 
 
 def _read_token(path: Path | None) -> str | None:
@@ -182,9 +185,11 @@ def _image(path: Path, spec: dict):
               help=".npy (single input), .npz (by name) or an image.")
 @click.option("--top-k", default=5, show_default=True, type=int)
 @_TOKEN
+@_INSECURE
 @NODES_OPTION
 @json_option
-def infer(url, model, input_path, top_k, token_file, nodes_file, as_json) -> None:
+def infer(url, model, input_path, top_k, token_file, insecure, nodes_file,
+          as_json) -> None:
     """Send one request and print the outputs (top-k classes for a classifier)."""
     import numpy as np
 
@@ -193,7 +198,7 @@ def infer(url, model, input_path, top_k, token_file, nodes_file, as_json) -> Non
     # open (a tunnel to a head node's API) until the command ends
     url, token_file = click.get_current_context().with_resource(
         endpoint(url, token_file, nodes_file))
-    client = Client(url, token=_read_token(token_file))
+    client = Client(url, token=_read_token(token_file), insecure=insecure)
     feeds = _load_input(input_path, client.metadata(model))
     out = client.infer(model, feeds)
     result = {"model": model, "node": client.last_node, "compute_ms": client.last_compute_ms,
@@ -234,10 +239,11 @@ def infer(url, model, input_path, top_k, token_file, nodes_file, as_json) -> Non
 @click.option("--rate", default=None, type=float, help="Open loop: requests per second.")
 @click.option("--duration", default=10.0, show_default=True, type=float, help="Seconds.")
 @_TOKEN
+@_INSECURE
 @NODES_OPTION
 @json_option
-def bench(url, model, input_path, shape, concurrency, rate, duration, token_file, nodes_file,
-          as_json) -> None:
+def bench(url, model, input_path, shape, concurrency, rate, duration, token_file, insecure,
+          nodes_file, as_json) -> None:
     """Load-test a served model: throughput, p50/p95/p99/max, errors, per-node share."""
     import asyncio
     import time
@@ -253,7 +259,7 @@ def bench(url, model, input_path, shape, concurrency, rate, duration, token_file
     url, token_file = click.get_current_context().with_resource(
         endpoint(url, token_file, nodes_file))
     token = _read_token(token_file)
-    meta = Client(url, token=token).metadata(model)
+    meta = Client(url, token=token, insecure=insecure).metadata(model)
     if input_path is not None:
         feeds = _load_input(input_path, meta)
     else:
@@ -271,7 +277,7 @@ def bench(url, model, input_path, shape, concurrency, rate, duration, token_file
             progress.update(task, completed=min(duration, time.perf_counter() - start))
 
         report = asyncio.run(run_bench(url, model, feeds, duration, concurrency, rate, token,
-                                       tick))
+                                       tick, insecure=insecure))
     s = report.summary()
     if as_json:
         emit_json(s)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.client import HEADER_LENGTH, encode
+from edgekit.client import HEADER_LENGTH, encode, split_url, tls_context
 
 
 @dataclass
@@ -51,10 +51,12 @@ class BenchReport:
 
 async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duration_s: float,
                     concurrency: int = 4, rate: float | None = None, token: str | None = None,
-                    progress: Any = None, stop: Any = None) -> BenchReport:
+                    progress: Any = None, stop: Any = None, *, insecure: bool = False
+                    ) -> BenchReport:
     """Drive the server for `duration_s`; `rate` set means open loop, else closed loop.
 
     `stop` (a threading.Event) ends the run early, for tests that drive it from outside.
+    https:// URLs are verified against the system trust store unless `insecure`.
     """
     import aiohttp
 
@@ -65,16 +67,19 @@ async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duratio
     mode = f"open rate={rate}/s" if rate else f"closed concurrency={concurrency}"
     report = BenchReport(model, mode, duration_s)
     target = f"{url.rstrip('/')}/v2/models/{model}/infer"
-    conn = aiohttp.TCPConnector(limit=0)
+    tls = tls_context(insecure) if split_url(url)[0] == "https" else True
+    conn = aiohttp.TCPConnector(limit=0, ssl=tls)
     async with aiohttp.ClientSession(connector=conn,
                                      timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def post() -> tuple[int, bytes, str]:
+            async with session.post(target, data=body, headers=headers) as r:
+                return r.status, await r.read(), r.headers.get("Edgekit-Node", "?")
 
         async def one() -> None:
             t0 = time.perf_counter()
             try:
-                async with session.post(target, data=body, headers=headers) as r:
-                    data = await r.read()
-                    status, node = r.status, r.headers.get("Edgekit-Node", "?")
+                status, data, node = await post()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 report.errors += 1
                 report.error_samples.append(f"{type(exc).__name__}: {exc}")
