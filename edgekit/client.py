@@ -12,15 +12,23 @@ overhead); the async path an aiohttp session. Both send the binary tensor extens
 (`ssl.create_default_context`, which also honours $SSL_CERT_FILE / $SSL_CERT_DIR); only
 `insecure=True` (`--insecure`) turns verification off. The bearer token never travels in
 cleartext to an https:// URL.
+
+Inference is idempotent, so a request that finds the API briefly gone (connection refused or
+reset: the API process restarting) or answered 503 with `Retry-After` (cluster full, a worker
+being replaced) is sent again, for up to `retry_for_s` seconds (10 by default; 0: never).
+A timeout is not retried (the server may still be computing it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,11 +40,14 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 class ServeError(EdgekitError):
-    """The server refused or failed a request; `status` is the HTTP status (0: unreachable)."""
+    """The server refused or failed a request; `status` is the HTTP status (0: unreachable).
+    `retryable`: the server was not reached or said when to come back (Retry-After)."""
 
-    def __init__(self, message: str, status: int, retry_after_s: float | None = None):
+    def __init__(self, message: str, status: int, retry_after_s: float | None = None,
+                 retryable: bool = False):
         self.status = status
         self.retry_after_s = retry_after_s
+        self.retryable = retryable or (status == 503 and retry_after_s is not None)
         super().__init__(message)
 
 
@@ -60,6 +71,22 @@ def split_url(url: str) -> tuple[str, str, int]:
     except ValueError:
         raise InputError("URL has a bad port", where=url) from None
     return parts.scheme, parts.hostname or "127.0.0.1", port
+
+
+def retrying(call: Callable[[], Any], retry_for_s: float,
+             sleep: Callable[[float], None] = time.sleep) -> Any:
+    """`call()` again while it raises a retryable ServeError, for up to `retry_for_s` seconds:
+    after Retry-After when the server gave one, else 0.05 s doubling to 1 s."""
+    start, delay = time.monotonic(), 0.05
+    while True:
+        try:
+            return call()
+        except ServeError as exc:
+            wait = exc.retry_after_s if exc.retry_after_s is not None else delay
+            delay = min(1.0, delay * 2)
+            if not exc.retryable or time.monotonic() - start + wait > retry_for_s:
+                raise
+        sleep(wait)
 
 
 def encode(inputs: dict[str, np.ndarray]) -> tuple[bytes, int]:
@@ -112,11 +139,12 @@ class Client:
     """Client of an edgekit (or any OIP) server. Token: argument or $EDGEKIT_SERVE_TOKEN."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None,
-                 timeout_s: float = 60.0, *, insecure: bool = False):
+                 timeout_s: float = 60.0, *, insecure: bool = False, retry_for_s: float = 10.0):
         scheme, self.host, self.port = split_url(url)
         self.url = f"{scheme}://{urlsplit(url if '://' in url else f'http://{url}').netloc}"
         self.ssl = tls_context(insecure) if scheme == "https" else None
         self.timeout_s = timeout_s
+        self.retry_for_s = retry_for_s
         token = token or os.environ.get("EDGEKIT_SERVE_TOKEN")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._local = threading.local()
@@ -146,17 +174,23 @@ class Client:
             except (ConnectionError, http.client.HTTPException, OSError) as exc:
                 conn.close()
                 self._local.conn = None
-                if attempt or isinstance(exc, ssl.SSLError):  # TLS: no second try
-                    raise ServeError(f"cannot reach {self.url}: {exc}", 0) from exc
+                if attempt or isinstance(exc, ssl.SSLError | TimeoutError):
+                    # refused/reset: the API is away (retryable); TLS or timeout: not
+                    raise ServeError(f"cannot reach {self.url}: {exc}", 0,
+                                     retryable=isinstance(exc, ConnectionError)) from exc
         raise AssertionError("unreachable")
 
     def _call(self, method: str, path: str, body: bytes | None = None,
               headers: dict[str, str] | None = None) -> tuple[int, bytes, Any]:
-        """One request that must succeed (200)."""
-        status, data, got = self._request(method, path, body, headers)
-        if status != 200:
-            raise _error(status, data, got.get("Retry-After"))
-        return status, data, got
+        """One request that must succeed (200), retried across a brief outage."""
+
+        def once() -> tuple[int, bytes, Any]:
+            status, data, got = self._request(method, path, body, headers)
+            if status != 200:
+                raise _error(status, data, got.get("Retry-After"))
+            return status, data, got
+
+        return retrying(once, self.retry_for_s)
 
     def _get_json(self, path: str) -> Any:
         return json.loads(self._call("GET", path)[1])
@@ -196,21 +230,32 @@ class Client:
 
     # --- async ------------------------------------------------------------------------
     async def _aget(self, method: str, path: str, **kw: Any) -> tuple[bytes, Any]:
-        """One request that must succeed (200)."""
+        """One request that must succeed (200), retried across a brief outage."""
         import aiohttp
 
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers=self.headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s))
-        try:
-            async with self._session.request(method, f"{self.url}{path}",
-                                             ssl=self.ssl or True, **kw) as r:
-                data = await r.read()
-                if r.status == 200:
-                    return data, r.headers
-                raise _error(r.status, data, r.headers.get("Retry-After"))
-        except aiohttp.ClientError as exc:
-            raise ServeError(f"cannot reach {self.url}: {exc}", 0) from exc
+        start, delay = time.monotonic(), 0.05
+        while True:
+            try:
+                async with self._session.request(method, f"{self.url}{path}",
+                                                 ssl=self.ssl or True, **kw) as r:
+                    data = await r.read()
+                    if r.status == 200:
+                        return data, r.headers
+                    err = _error(r.status, data, r.headers.get("Retry-After"))
+            except aiohttp.ClientError as exc:
+                refused = isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ClientOSError |
+                                     aiohttp.ServerDisconnectedError)
+                tls = isinstance(exc, aiohttp.ClientSSLError)
+                err = ServeError(f"cannot reach {self.url}: {exc}", 0,
+                                 retryable=refused and not tls)
+            wait = err.retry_after_s if err.retry_after_s is not None else delay
+            delay = min(1.0, delay * 2)
+            if not err.retryable or time.monotonic() - start + wait > self.retry_for_s:
+                raise err
+            await asyncio.sleep(wait)
 
     async def ainfer(self, model: str, inputs: np.ndarray | dict[str, np.ndarray]
                      ) -> dict[str, np.ndarray]:

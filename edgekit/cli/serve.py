@@ -18,6 +18,9 @@ _TOKEN = click.option("--token-file", type=click.Path(dir_okay=False, path_type=
 _INSECURE = click.option("--insecure", is_flag=True,
                          help="https:// without verifying the server's certificate (the "
                          "token can then go to whoever answers).")
+_RETRY = click.option("--retry-for", default=10.0, show_default=True, type=float,
+                      help="Seconds to keep retrying while the API is unreachable or answers "
+                      "503 with Retry-After (0: never).")
 
 
 def _read_token(path: Path | None) -> str | None:
@@ -186,9 +189,10 @@ def _image(path: Path, spec: dict):
 @click.option("--top-k", default=5, show_default=True, type=int)
 @_TOKEN
 @_INSECURE
+@_RETRY
 @NODES_OPTION
 @json_option
-def infer(url, model, input_path, top_k, token_file, insecure, nodes_file,
+def infer(url, model, input_path, top_k, token_file, insecure, retry_for, nodes_file,
           as_json) -> None:
     """Send one request and print the outputs (top-k classes for a classifier)."""
     import numpy as np
@@ -198,7 +202,7 @@ def infer(url, model, input_path, top_k, token_file, insecure, nodes_file,
     # open (a tunnel to a head node's API) until the command ends
     url, token_file = click.get_current_context().with_resource(
         endpoint(url, token_file, nodes_file))
-    client = Client(url, token=_read_token(token_file), insecure=insecure)
+    client = Client(url, token=_read_token(token_file), insecure=insecure, retry_for_s=retry_for)
     feeds = _load_input(input_path, client.metadata(model))
     out = client.infer(model, feeds)
     result = {"model": model, "node": client.last_node, "compute_ms": client.last_compute_ms,
@@ -240,10 +244,11 @@ def infer(url, model, input_path, top_k, token_file, insecure, nodes_file,
 @click.option("--duration", default=10.0, show_default=True, type=float, help="Seconds.")
 @_TOKEN
 @_INSECURE
+@_RETRY
 @NODES_OPTION
 @json_option
 def bench(url, model, input_path, shape, concurrency, rate, duration, token_file, insecure,
-          nodes_file, as_json) -> None:
+          retry_for, nodes_file, as_json) -> None:
     """Load-test a served model: throughput, p50/p95/p99/max, errors, per-node share."""
     import asyncio
     import time
@@ -259,7 +264,7 @@ def bench(url, model, input_path, shape, concurrency, rate, duration, token_file
     url, token_file = click.get_current_context().with_resource(
         endpoint(url, token_file, nodes_file))
     token = _read_token(token_file)
-    meta = Client(url, token=token, insecure=insecure).metadata(model)
+    meta = Client(url, token=token, insecure=insecure, retry_for_s=retry_for).metadata(model)
     if input_path is not None:
         feeds = _load_input(input_path, meta)
     else:
@@ -277,7 +282,7 @@ def bench(url, model, input_path, shape, concurrency, rate, duration, token_file
             progress.update(task, completed=min(duration, time.perf_counter() - start))
 
         report = asyncio.run(run_bench(url, model, feeds, duration, concurrency, rate, token,
-                                       tick, insecure=insecure))
+                                       tick, insecure=insecure, retry_for_s=retry_for))
     s = report.summary()
     if as_json:
         emit_json(s)
@@ -286,6 +291,9 @@ def bench(url, model, input_path, shape, concurrency, rate, duration, token_file
         console.print(f"[bold]{model}[/] {s['mode']}, {s['duration_s']} s: "
                       f"{s['throughput_per_s']} req/s, ok {s['ok']}, 503 {s['refused_503']}, "
                       f"errors {s['errors']}")
+        if s["retried"]:
+            console.print(f"  API unreachable: {s['retried']} retries, longest outage "
+                          f"ridden out {s['outage_s']} s")
         console.print(f"  latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  "
                       f"max {lat['max']}")
         console.print("  node share: " + ", ".join(f"{n} {v:.0%}"

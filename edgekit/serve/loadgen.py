@@ -3,6 +3,9 @@
 
 Every request is counted as ok, refused (503 up front, the server's flow control working) or
 error (anything else: lost requests). Per-node share comes from the `Edgekit-Node` header.
+A request that cannot reach the API (connection refused or reset: the API restarting) is sent
+again after 0.05 s doubling to 1 s, for up to `retry_for_s`, like `edgekit.Client` does; the
+report counts those retries and the longest outage a request rode out (`outage_s`).
 At the end the server's `/edgekit/status` gives energy per inference (J, per node and for the
 cluster) when a controller reports node power; other OIP servers simply have none.
 """
@@ -20,6 +23,12 @@ import numpy as np
 from edgekit.client import HEADER_LENGTH, encode, split_url, tls_context
 
 
+def _away_errors() -> tuple[type[BaseException], ...]:
+    import aiohttp
+
+    return (aiohttp.ClientConnectorError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
+
+
 @dataclass
 class BenchReport:
     model: str
@@ -32,6 +41,8 @@ class BenchReport:
     nodes: Counter = field(default_factory=Counter)
     error_samples: list[str] = field(default_factory=list)
     energy: dict[str, Any] | None = None
+    retried: int = 0  # requests sent again after the API could not be reached
+    outage_s: float = 0.0  # longest time one request waited for the API to come back
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([np.nan])
@@ -45,14 +56,15 @@ class BenchReport:
                            (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))},
             "node_share": {n: round(c / total, 3) for n, c in sorted(self.nodes.items())},
             "error_samples": self.error_samples[:5],
+            "retried": self.retried, "outage_s": round(self.outage_s, 2),
             "energy": self.energy,
         }
 
 
 async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duration_s: float,
                     concurrency: int = 4, rate: float | None = None, token: str | None = None,
-                    progress: Any = None, stop: Any = None, *, insecure: bool = False
-                    ) -> BenchReport:
+                    progress: Any = None, stop: Any = None, *, insecure: bool = False,
+                    retry_for_s: float = 10.0) -> BenchReport:
     """Drive the server for `duration_s`; `rate` set means open loop, else closed loop.
 
     `stop` (a threading.Event) ends the run early, for tests that drive it from outside.
@@ -73,8 +85,25 @@ async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duratio
                                      timeout=aiohttp.ClientTimeout(total=120)) as session:
 
         async def post() -> tuple[int, bytes, str]:
-            async with session.post(target, data=body, headers=headers) as r:
-                return r.status, await r.read(), r.headers.get("Edgekit-Node", "?")
+            """One answer, riding out a brief API outage (connection refused or reset)."""
+            first, delay = None, 0.05
+            while True:
+                try:
+                    async with session.post(target, data=body, headers=headers) as r:
+                        data = await r.read()
+                        if first is not None:
+                            report.outage_s = max(report.outage_s, time.perf_counter() - first)
+                        return r.status, data, r.headers.get("Edgekit-Node", "?")
+                except _away_errors() as exc:
+                    if isinstance(exc, aiohttp.ClientSSLError):
+                        raise
+                    now = time.perf_counter()
+                    first = first if first is not None else now
+                    if now - first + delay > retry_for_s:
+                        raise
+                report.retried += 1
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
 
         async def one() -> None:
             t0 = time.perf_counter()

@@ -185,7 +185,7 @@ def launch(ray_cluster, tmp_path_factory, args: list, log: Path, url: str,
             "EDGEKIT_HOME": str(tmp_path_factory.mktemp("ekhome")),
         }
         proc = subprocess.Popen(args, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    client = Client(url, token=token)
+    client = Client(url, token=token, retry_for_s=0)
     deadline = time.monotonic() + 240
     while True:
         if proc.poll() is not None:

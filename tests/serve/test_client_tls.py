@@ -132,7 +132,7 @@ def test_https_is_tls_and_verified(tls, monkeypatch):
     url, token, ca, proxy, _ = tls
     seen = len(proxy.first_bytes)
     with pytest.raises(ServeError) as exc:  # the test CA is not in the system store
-        Client(url, token=token).infer("affine", X)
+        Client(url, token=token, retry_for_s=5).infer("affine", X)
     assert exc.value.status == 0 and "CERTIFICATE_VERIFY_FAILED" in str(exc.value)
     monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the store now trusts the test CA
     c = Client(url, token=token)

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from serve_helpers import affine_model, spin_model, start_server
+from serve_helpers import affine_model, launch, spin_model, start_server
 
 from edgekit.client import Client, ServeError
 
@@ -133,7 +133,7 @@ def test_stalled_and_dripping_uploads_are_cut_off(tight):
 
 
 def test_hung_worker_ends_in_504_and_is_replaced(tight):
-    c = Client(tight.url, token=tight.token)
+    c = Client(tight.url, token=tight.token, retry_for_s=0)
     np.testing.assert_array_equal(c.infer("spin", np.array([3], np.int64))["y"], [3.0])
     start = time.monotonic()
     with pytest.raises(ServeError) as exc:
@@ -156,7 +156,7 @@ def test_hung_worker_ends_in_504_and_is_replaced(tight):
 
 
 def test_body_limit_per_model_from_its_input_spec(tight):
-    c = Client(tight.url, token=tight.token)
+    c = Client(tight.url, token=tight.token, retry_for_s=0)
     limits = c.status()["limits"]
     spin = limits["models"]["spin"]
     # one INT64 value: its exact size plus room for the JSON header, not the 64 MiB cap
@@ -186,8 +186,24 @@ def test_memory_budget_answers_503_with_retry_after(tight):
                                   3 * x)
     big = np.zeros(((22 << 20) // 16, 4), np.float32)  # over what the budget could ever hold
     with pytest.raises(ServeError) as exc:
-        Client(tight.url, token=tight.token).infer("affine2", big)
+        Client(tight.url, token=tight.token, retry_for_s=0).infer("affine2", big)
     assert exc.value.status == 413
+
+
+def test_client_retries_a_503_with_retry_after(tight):
+    """A stalled upload holds 45 MiB of the 64 MiB budget until it is cut off (408 after
+    BODY_S): the client's 12 MiB request is refused with 503 + Retry-After, then retried."""
+    first = _post_head(tight.url, tight.token, 15 << 20, binary=True)
+    x = np.ones(((12 << 20) // 16, 4), np.float32)
+    try:
+        time.sleep(0.3)
+        with pytest.raises(ServeError) as exc:
+            Client(tight.url, token=tight.token, retry_for_s=0).infer("affine2", x)
+        assert exc.value.status == 503 and exc.value.retry_after_s == 1
+        y = Client(tight.url, token=tight.token, retry_for_s=30).infer("affine2", x)["y"]
+    finally:
+        first.close()
+    np.testing.assert_array_equal(y[:3], 3 * x[:3])
 
 
 def _serve(cluster, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -213,3 +229,40 @@ def test_off_loopback_without_token_is_refused(tight, ray_cluster):
     assert r.returncode == 3
     assert "without a bearer token" in r.stderr and "--allow-unauthenticated" in r.stderr
 
+
+def test_client_and_bench_ride_out_an_api_restart(tight, ray_cluster, tmp_path_factory):
+    """Issue 12 (9): the API process killed under load and started again on the same port:
+    Client and bench retry across the outage by default; nothing is lost."""
+    import asyncio
+
+    from edgekit.serve.loadgen import run_bench
+
+    x = np.ones((1, 4), np.float32)
+    report: dict = {}
+
+    def bench() -> None:
+        report["r"] = asyncio.run(run_bench(tight.url, "affine2", {"x": x}, 6.0, concurrency=2,
+                                            token=tight.token, retry_for_s=120))
+
+    t = threading.Thread(target=bench)
+    t.start()
+    time.sleep(1.0)
+    tight.proc.kill()  # no goodbye: like an OOM kill or a crash
+    tight.proc.wait(10)
+    killed = time.monotonic()
+    client = Client(tight.url, token=tight.token, retry_for_s=120)
+    waiter = threading.Thread(target=lambda: report.setdefault(
+        "client", client.infer("affine2", x)["y"]))
+    waiter.start()
+    restarted = launch(ray_cluster, tmp_path_factory, tight.args, tight.log, tight.url,
+                       tight.token)
+    tight.proc = restarted.proc
+    back = time.monotonic() - killed
+    waiter.join(60)
+    t.join(180)
+    np.testing.assert_array_equal(report["client"], 3 * x)
+    rep = report["r"].summary()
+    assert rep["errors"] == 0, rep["error_samples"]
+    assert rep["retried"] > 0 and rep["ok"] > 0
+    print(f"API restart: serving again {back:.1f} s after the kill; bench rode out "
+          f"{rep['outage_s']} s")
