@@ -11,7 +11,8 @@ nothing.
 
 The process is started with `spawn` (never `fork`: the API process runs Ray's threads) and
 warmed up when the server starts. If it dies (killed for memory), the request gets a 503 and
-the next large body starts a new one.
+the next large body starts a new one. It asks the kernel to kill it when the API process dies
+(PR_SET_PDEATHSIG): an API killed by SIGKILL or the OOM killer left it behind as an orphan.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import concurrent.futures as cf
 import contextlib
 import logging
 import multiprocessing
+import os
+import signal
 from concurrent.futures.process import BrokenProcessPool
 
 from edgekit.serve.oip import InferRequest, ModelIO, parse_request
@@ -31,6 +34,18 @@ log = logging.getLogger("edgekit.serve")
 
 def _ping() -> bool:
     return True
+
+
+def _die_with(parent: int) -> None:
+    """Initializer of the decode process: SIGKILL when the API process (its parent) dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: it exits when its pipe to the API closes
+        pass
+    if os.getppid() != parent:  # the API died before the line above
+        os._exit(0)
 
 
 class Decoder:
@@ -46,7 +61,9 @@ class Decoder:
 
     def _pool(self) -> cf.ProcessPoolExecutor:
         if self._procs is None:
-            self._procs = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            # spawned from the event loop's (main) thread: the death signal follows that thread
+            self._procs = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_die_with, initargs=(os.getpid(),))
         return self._procs
 
     async def parse(self, body: bytearray, header_len: str | None, io: ModelIO) -> InferRequest:

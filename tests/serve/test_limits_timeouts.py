@@ -12,6 +12,7 @@ import threading
 import time
 
 import numpy as np
+import psutil
 import pytest
 from serve_helpers import affine_model, launch, spin_model, start_server
 
@@ -247,6 +248,8 @@ def test_client_and_bench_ride_out_an_api_restart(tight, ray_cluster, tmp_path_f
     t = threading.Thread(target=bench)
     t.start()
     time.sleep(1.0)
+    children = psutil.Process(tight.proc.pid).children(recursive=True)  # the decode process
+    assert children
     tight.proc.kill()  # no goodbye: like an OOM kill or a crash
     tight.proc.wait(10)
     killed = time.monotonic()
@@ -261,6 +264,8 @@ def test_client_and_bench_ride_out_an_api_restart(tight, ray_cluster, tmp_path_f
     waiter.join(60)
     t.join(180)
     np.testing.assert_array_equal(report["client"], 3 * x)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left behind by the killed API: {alive}"
     rep = report["r"].summary()
     assert rep["errors"] == 0, rep["error_samples"]
     assert rep["retried"] > 0 and rep["ok"] > 0
