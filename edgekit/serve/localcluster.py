@@ -27,11 +27,20 @@ import psutil
 from edgekit.errors import ClusterError
 from edgekit.node.raynode import system_config_arg
 
+_HANDED_OUT: set[int] = set()
+
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before by this process: the kernel may give the
+    same ephemeral port to two consecutive binds, and Ray refuses to start a node whose
+    object-manager and metrics ports are equal (a random test failure)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass
@@ -75,6 +84,14 @@ class LocalCluster:
         os.write(fd, secrets.token_hex(32).encode())
         os.close(fd)
         self.port = self.port or _free_port()
+        try:
+            self._start_all()
+        except BaseException:  # never leave a half-started cluster's daemons behind
+            self.stop()
+            raise
+        return self
+
+    def _start_all(self) -> None:
         self._ray(
             "start",
             "--head",
@@ -89,7 +106,6 @@ class LocalCluster:
         )
         for name in self.nodes:
             self.start_node(name)
-        return self
 
     def _ports(self) -> list[str]:
         return [
