@@ -231,7 +231,6 @@ class ServerState:
             },
         }
 
-
     def limits(self) -> dict[str, Any]:
         """Body limits per model, the memory budget in use, deadlines, suppressed log lines."""
         return {
