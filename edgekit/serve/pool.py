@@ -123,7 +123,6 @@ class WorkerPool:
         threads: int | None = None,
         tunables: Tunables | None = None,
         node_bundles: bool = False,
-        deadlines: dict[str, float] | None = None,
     ):
         self.router = router
         #: workers load the files deploy pushed to their node instead of bytes from the head
@@ -134,7 +133,7 @@ class WorkerPool:
         self.t = tunables or Tunables()
         self.models: dict[str, ModelInfo] = {}
         self.health = HealthMonitor(router, edgekit_nodes, self.t)
-        self.deadlines = Deadlines(self.t, deadlines)
+        self.deadlines = Deadlines(self.t)  # per-model deadlines: `deadlines.fixed`
 
     # --- placement ---------------------------------------------------------------------
     def place(self, specs: list[ModelSpec], nodes: list[str] | None) -> None:
@@ -276,8 +275,8 @@ class WorkerPool:
         tried.add(id(replica))
 
     async def _call_within(self, model: str, replica: Replica, feeds: dict[str, np.ndarray]):
-        """One call to the replica, bounded by the model's deadline (deadline.py)."""
-        limit = self.deadlines.for_model(model)
+        """One call to the replica, bounded by its deadline for the model (deadline.py)."""
+        limit = self.deadlines.for_model(model, replica.label)
         refs, final = self._submit(replica, feeds)
         task = asyncio.ensure_future(final)
         t0 = time.perf_counter()
@@ -289,7 +288,7 @@ class WorkerPool:
         except asyncio.CancelledError:  # the request went away; the worker still runs
             self._abandon(replica, task, refs, limit)
             raise
-        self.deadlines.record(model, time.perf_counter() - t0)
+        self.deadlines.record(model, time.perf_counter() - t0, replica.label)
         return result
 
     def _submit(self, replica: Replica, feeds: dict[str, np.ndarray]):

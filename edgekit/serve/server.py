@@ -140,8 +140,8 @@ class ServerState:
             config.threads,
             t,
             config.node_bundles,
-            config.deadlines,
         )
+        self.pool.deadlines.fixed.update(config.deadlines)
         self.badlog = RateLimitedLog(log, t.log_lines, t.log_interval_s)
         self.budget = ByteBudget(config.memory_budget_bytes or default_budget())
         self.decoder = Decoder(t.json_inline_bytes)
@@ -233,6 +233,7 @@ class ServerState:
 
     def limits(self) -> dict[str, Any]:
         """Body limits per model, the memory budget in use, deadlines, suppressed log lines."""
+        deadlines = self.pool.deadlines.describe()  # per replica, once it has a history
         return {
             "memory_budget_bytes": self.budget.total,
             "memory_in_flight_bytes": self.budget.used,
@@ -241,7 +242,7 @@ class ServerState:
             "json_decoded_in_process": self.decoder.in_process,
             "log_lines_suppressed": self.badlog.suppressed_total,
             "models": {n: {"binary_body_bytes": lim.binary, "json_body_bytes": lim.json,
-                           "deadline_s": round(self.pool.deadlines.for_model(n), 3)}
+                           "deadline_s": deadlines.get(n, {})}
                        for n, (_, lim) in self.io.items()},
         }
 

@@ -20,7 +20,9 @@ class Tunables:
     body_idle_timeout_s: float = 10.0  # no body byte for this long: 408, connection closed
     body_min_rate_bps: float = 256 * 1024  # a body slower than this on average: 408
     deadline_floor_s: float = 10.0  # a worker call's default deadline is at least this, or
-    deadline_factor: float = 10.0  # this many times the model's recent p99 call time
+    deadline_factor: float = 10.0  # this many times the model's recent p99 call time there
+    deadline_first_call_s: float = 300.0  # a replica's calls before it has a p99 (a board's
+    # first run includes ONNX Runtime's lazy set-up: 15 s for the classifier on an emulated Pi 4)
     # --- memory and logs ---
     json_inline_bytes: int = 256 * 1024  # JSON up to this is parsed in a thread, more in a process
     name_wait_s: float = 10.0  # a model name another server's workers hold: wait for it this long

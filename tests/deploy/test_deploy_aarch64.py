@@ -131,23 +131,6 @@ def test_ppocr_cls_on_aarch64_pi4_pi5_and_x86(a64world):
     print(f"[a64] ppocr-cls answers per node: {served}")
 
 
-def test_tflite_model_on_aarch64(a64world):
-    from ai_edge_litert.interpreter import Interpreter
-
-    model = samples.path("face-detection")
-    out = _deploy(a64world, model, "face-detection")
-    interp = Interpreter(model_path=str(model))
-    interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    x = np.random.default_rng(3).random(inp["shape"], dtype=np.float32)
-    interp.set_tensor(inp["index"], x)
-    interp.invoke()
-    want = {o["name"]: interp.get_tensor(o["index"]) for o in interp.get_output_details()}
-    served = _infer_each_node(a64world, out["head"]["api_url"], "face-detection",
-                              {inp["name"]: x}, want, atol=1e-3)
-    print(f"[a64] face-detection answers per node: {served}")
-
-
 def test_pruned_model_runs_sparse_layers_on_neon(a64world):
     import onnxruntime as ort
 
@@ -168,3 +151,21 @@ def test_pruned_model_runs_sparse_layers_on_neon(a64world):
     served = _infer_each_node(a64world, out["head"]["api_url"], "sparse", {"x": x}, want,
                               atol=1e-4)
     print(f"[a64] pruned model answers per node: {served}")
+
+
+def test_tflite_model_on_aarch64(a64world):
+    # last: LiteRT joins the node requirements, so the runtime is installed again (minutes)
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = samples.path("face-detection")
+    out = _deploy(a64world, model, "face-detection")
+    interp = Interpreter(model_path=str(model))
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    x = np.random.default_rng(3).random(inp["shape"], dtype=np.float32)
+    interp.set_tensor(inp["index"], x)
+    interp.invoke()
+    want = {o["name"]: interp.get_tensor(o["index"]) for o in interp.get_output_details()}
+    served = _infer_each_node(a64world, out["head"]["api_url"], "face-detection",
+                              {inp["name"]: x}, want, atol=1e-3)
+    print(f"[a64] face-detection answers per node: {served}")
