@@ -168,7 +168,7 @@ async def infer(request: web.Request) -> web.Response:
         body = await read_body(request, limits, held, st.config.tunables)
         req = await st.decoder.parse(body, request.headers.get(HEADER_LENGTH), io)
         res = await st.dispatch(info.spec.name, req.inputs)
-        payload, header_len = encode_response(info.spec.name, info.spec.version, req, res.outputs)
+        encoded = encode_response(info.spec.name, info.spec.version, req, res.outputs)
     except ProtocolError as exc:
         st.metrics.failure.labels(info.spec.name, "", "bad_request").inc()
         _bad(request, exc.status, exc.message)
@@ -187,11 +187,12 @@ async def infer(request: web.Request) -> web.Response:
         return _error(500, message)
     finally:
         held.release()
-    return _answer(st, info, req, res, payload, header_len, time.perf_counter() - start)
+    return _answer(st, info, req, res, encoded, time.perf_counter() - start)
 
 
-def _answer(st, info, req, res, payload: bytes, header_len: int | None,
+def _answer(st, info, req, res, encoded: tuple[bytes, int | None],
             latency: float) -> web.Response:
+    payload, header_len = encoded
     batch = next(iter(req.inputs.values())).shape[0] if info.batchable and req.inputs else 1
     st.metrics.observe(
         info.spec.name,

@@ -61,6 +61,16 @@ class BenchReport:
         }
 
 
+@dataclass
+class _Target:
+    """Where and what to send: the infer URL, the encoded body and its headers."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    retry_for_s: float
+
+
 async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duration_s: float,
                     concurrency: int = 4, rate: float | None = None, token: str | None = None,
                     progress: Any = None, stop: Any = None, *, insecure: bool = False,
@@ -78,59 +88,27 @@ async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duratio
         headers["Authorization"] = f"Bearer {token}"
     mode = f"open rate={rate}/s" if rate else f"closed concurrency={concurrency}"
     report = BenchReport(model, mode, duration_s)
-    target = f"{url.rstrip('/')}/v2/models/{model}/infer"
+    target = _Target(f"{url.rstrip('/')}/v2/models/{model}/infer", body, headers, retry_for_s)
     tls = tls_context(insecure) if split_url(url)[0] == "https" else True
     conn = aiohttp.TCPConnector(limit=0, ssl=tls)
     async with aiohttp.ClientSession(connector=conn,
                                      timeout=aiohttp.ClientTimeout(total=120)) as session:
 
-        async def post() -> tuple[int, bytes, str]:
-            """One answer, riding out a brief API outage (connection refused or reset)."""
-            first, delay = None, 0.05
-            while True:
-                try:
-                    async with session.post(target, data=body, headers=headers) as r:
-                        data = await r.read()
-                        if first is not None:
-                            report.outage_s = max(report.outage_s, time.perf_counter() - first)
-                        return r.status, data, r.headers.get("Edgekit-Node", "?")
-                except _away_errors() as exc:
-                    if isinstance(exc, aiohttp.ClientSSLError):
-                        raise
-                    now = time.perf_counter()
-                    first = first if first is not None else now
-                    if now - first + delay > retry_for_s:
-                        raise
-                report.retried += 1
-                await asyncio.sleep(delay)
-                delay = min(1.0, delay * 2)
-
         async def one() -> None:
-            t0 = time.perf_counter()
-            try:
-                status, data, node = await post()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                report.errors += 1
-                report.error_samples.append(f"{type(exc).__name__}: {exc}")
-                return
-            if status == 200:
-                report.ok += 1
-                report.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
-                report.nodes[node] += 1
-            elif status == 503:
-                report.refused += 1
-            else:
-                report.errors += 1
-                report.error_samples.append(f"HTTP {status}: {data[:200]!r}")
+            await _one(session, target, report)
             if progress is not None:
                 progress()
 
         start = time.perf_counter()
         deadline = start + duration_s
+
+        def running() -> bool:
+            return not (stop and stop.is_set())
+
         if rate:
             tasks: set[asyncio.Task] = set()
             i = 0
-            while (due := start + i / rate) < deadline and not (stop and stop.is_set()):
+            while (due := start + i / rate) < deadline and running():
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 task = asyncio.create_task(one())
                 tasks.add(task)
@@ -141,13 +119,59 @@ async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duratio
         else:
 
             async def loop() -> None:
-                while time.perf_counter() < deadline and not (stop and stop.is_set()):
+                while time.perf_counter() < deadline and running():
                     await one()
 
             await asyncio.gather(*(loop() for _ in range(concurrency)))
         report.duration_s = time.perf_counter() - start
         report.energy = await _energy(session, url, headers)
     return report
+
+
+async def _post(session: Any, t: _Target, report: BenchReport) -> tuple[int, bytes, str]:
+    """One answer, riding out a brief API outage (connection refused or reset)."""
+    import aiohttp
+
+    first, delay = None, 0.05
+    while True:
+        try:
+            async with session.post(t.url, data=t.body, headers=t.headers) as r:
+                data = await r.read()
+                if first is not None:
+                    report.outage_s = max(report.outage_s, time.perf_counter() - first)
+                return r.status, data, r.headers.get("Edgekit-Node", "?")
+        except _away_errors() as exc:
+            if isinstance(exc, aiohttp.ClientSSLError):
+                raise
+            now = time.perf_counter()
+            first = first if first is not None else now
+            if now - first + delay > t.retry_for_s:
+                raise
+        report.retried += 1
+        await asyncio.sleep(delay)
+        delay = min(1.0, delay * 2)
+
+
+async def _one(session: Any, t: _Target, report: BenchReport) -> None:
+    """Send one request and count its outcome."""
+    import aiohttp
+
+    t0 = time.perf_counter()
+    try:
+        status, data, node = await _post(session, t, report)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        report.errors += 1
+        report.error_samples.append(f"{type(exc).__name__}: {exc}")
+        return
+    if status == 200:
+        report.ok += 1
+        report.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+        report.nodes[node] += 1
+    elif status == 503:
+        report.refused += 1
+    else:
+        report.errors += 1
+        report.error_samples.append(f"HTTP {status}: {data[:200]!r}")
 
 
 async def _energy(session: Any, url: str, headers: dict[str, str]) -> dict[str, Any] | None:

@@ -163,7 +163,7 @@ def _decode_input(
         raise ProtocolError(f"input '{name}': parameters must be an object")
     size = (params or {}).get("binary_data_size")
     if size is not None:
-        return _binary(name, size, nbytes, shape, dtype, blob, offset), size
+        return _binary(name, size, shape, dtype, blob, offset), size
     if "data" not in item:
         raise ProtocolError(f"input '{name}': no 'data' and no binary_data_size")
     data = item["data"]
@@ -192,8 +192,9 @@ def _shape(name: str, value: Any) -> tuple[int, ...]:
 
 
 def _binary(
-    name: str, size: Any, nbytes: int, shape: tuple, dtype: np.dtype, blob: memoryview, offset: int
+    name: str, size: Any, shape: tuple, dtype: np.dtype, blob: memoryview, offset: int
 ) -> np.ndarray:
+    nbytes = math.prod(shape) * dtype.itemsize
     if type(size) is not int or size != nbytes:
         raise ProtocolError(
             f"input '{name}': binary_data_size {show(str(size), 24)} does not match "
