@@ -59,7 +59,8 @@ def _read_token(path: Path | None) -> str | None:
               "64..1024 MiB); over it: 503 + Retry-After.")
 @click.option("--deadline", "deadlines", multiple=True,
               help="[MODEL=]SECONDS a worker call may take before 504 (default: 10x the "
-              "model's p99, at least 10 s; repeatable).")
+              "model's p99 on that replica, at least 10 s; 300 s before it has one; "
+              "repeatable).")
 @click.option("--idle-timeout", default=15.0, show_default=True, type=float,
               help="Seconds before an idle connection (or one still sending headers) closes.")
 @click.option("--body-timeout", default=10.0, show_default=True, type=float,
