@@ -14,6 +14,7 @@ port can send bad requests, token or not.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,17 +28,30 @@ from edgekit.serve.limits import Reservation, read_body
 from edgekit.serve.oip import HEADER_LENGTH, ProtocolError, encode_response
 from edgekit.serve.quietlog import show
 from edgekit.serve.router import Saturated
+from edgekit.serve.triton import model_config, model_stats, repository_entry
 from edgekit.serve.worker import RunError
 
 if TYPE_CHECKING:
     from edgekit.serve.server import ServerState
 
 STATE = web.AppKey("state", object)
-EXTENSIONS = ["binary_tensor_data", "edgekit_status"]
+# Triton extension names; the repository index is offered without load/unload, so
+# "model_repository" is not claimed
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "edgekit_status"]
+
+
+def json_answer(data: Any, status: int = 200, headers: dict[str, str] | None = None,
+                default: Any = None) -> web.Response:
+    """A JSON body sent as exactly `application/json`: aiohttp's json_response adds
+    `; charset=utf-8`, and kserve's REST client, comparing the type exactly, then drops the
+    body (the error message was lost). JSON is UTF-8 by definition (RFC 8259)."""
+    body = json.dumps(data, default=default).encode()
+    return web.Response(body=body, status=status, headers=headers,
+                        content_type="application/json")
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    resp = web.json_response({"error": message}, status=status, headers=headers)
+    resp = json_answer({"error": message}, status=status, headers=headers)
     if status in (408, 413):  # the rest of the body is not read: do not reuse the connection
         resp.force_close()
     return resp
@@ -86,6 +100,11 @@ def make_app(state: ServerState, token: str | None) -> web.Application:
             web.get("/v2/models/{model}", model_meta),
             web.get("/v2/models/{model}/versions/{version}", model_meta),
             web.get("/v2/models/{model}/ready", model_ready),
+            web.get("/v2/models/{model}/config", config),
+            web.get("/v2/models/stats", stats),
+            web.get("/v2/models/{model}/stats", stats),
+            web.get("/v2/models/{model}/versions/{version}/stats", stats),
+            web.post("/v2/repository/index", repository_index),
             web.get("/v2/models/{model}/versions/{version}/ready", model_ready),
             web.post("/v2/models/{model}/infer", infer),
             web.post("/v2/models/{model}/versions/{version}/infer", infer),
@@ -101,17 +120,17 @@ def _state(request: web.Request) -> ServerState:
 
 
 async def live(request: web.Request) -> web.Response:
-    return web.json_response({"live": True})
+    return json_answer({"live": True})
 
 
 async def ready(request: web.Request) -> web.Response:
     st = _state(request)
     report = st.readiness()
-    return web.json_response(report, status=200 if report["ready"] else 503)
+    return json_answer(report, status=200 if report["ready"] else 503)
 
 
 async def server_meta(request: web.Request) -> web.Response:
-    return web.json_response({"name": "edgekit", "version": __version__, "extensions": EXTENSIONS})
+    return json_answer({"name": "edgekit", "version": __version__, "extensions": EXTENSIONS})
 
 
 def _model(request: web.Request):
@@ -133,7 +152,7 @@ async def model_meta(request: web.Request) -> web.Response:
         _, info = _model(request)
     except ProtocolError as exc:
         return _error(exc.status, exc.message)
-    return web.json_response(
+    return json_answer(
         {
             "name": info.spec.name,
             "versions": [info.spec.version],
@@ -151,7 +170,44 @@ async def model_ready(request: web.Request) -> web.Response:
         return _error(exc.status, exc.message)
     usable, total = st.router.capacity(info.spec.name)
     body = {"name": info.spec.name, "ready": usable > 0, "replicas": total, "usable": usable}
-    return web.json_response(body, status=200 if usable > 0 else 503)
+    return json_answer(body, status=200 if usable > 0 else 503)
+
+
+async def config(request: web.Request) -> web.Response:
+    try:
+        _, info = _model(request)
+    except ProtocolError as exc:
+        return _error(exc.status, exc.message)
+    return json_answer(model_config(info))
+
+
+async def stats(request: web.Request) -> web.Response:
+    """Triton's statistics extension: one model (any version of it) or every model."""
+    st = _state(request)
+    try:
+        infos = [_model(request)[1]] if "model" in request.match_info else [
+            st.pool.models[m] for m in sorted(st.pool.models)]
+    except ProtocolError as exc:
+        return _error(exc.status, exc.message)
+    return json_answer({"model_stats": [model_stats(i, st.metrics.triton) for i in infos]})
+
+
+async def repository_index(request: web.Request) -> web.Response:
+    """Triton's repository index: every served model; `{"ready": true}` keeps ready ones."""
+    st = _state(request)
+    raw = await request.content.read(64 * 1024 + 1)
+    try:
+        doc = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return _error(400, "malformed JSON in the repository index request")
+    if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
+        return _error(400, "repository index request: expected {\"ready\": true|false}")
+    entries = []
+    for name in sorted(st.pool.models):
+        entry = repository_entry(st.pool.models[name], st.router.capacity(name)[0])
+        if not doc.get("ready") or entry["state"] == "READY":
+            entries.append(entry)
+    return json_answer(entries)
 
 
 async def infer(request: web.Request) -> web.Response:
@@ -170,19 +226,22 @@ async def infer(request: web.Request) -> web.Response:
         res = await st.dispatch(info.spec.name, req.inputs)
         encoded = encode_response(info.spec.name, info.spec.version, req, res.outputs)
     except ProtocolError as exc:
-        st.metrics.failure.labels(info.spec.name, "", "bad_request").inc()
+        st.metrics.triton.failure(info.spec.name, info.spec.version, "bad_request",
+                                  time.perf_counter() - start)
         _bad(request, exc.status, exc.message)
         return _error(exc.status, exc.message)
     except Saturated as exc:
         st.metrics.rejected.labels(info.spec.name).inc()
         return _error(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
     except DeadlineExceeded as exc:
-        st.metrics.failure.labels(info.spec.name, info.spec.version, "deadline").inc()
+        st.metrics.triton.failure(info.spec.name, info.spec.version, "deadline",
+                                  time.perf_counter() - start)
         _bad(request, 504, str(exc))
         return _error(504, str(exc))
     except RunError as exc:  # through Ray: its task error, whose `cause` is ours
         message = str(getattr(exc, "cause", None) or exc)[:400]
-        st.metrics.failure.labels(info.spec.name, info.spec.version, "runtime").inc()
+        st.metrics.triton.failure(info.spec.name, info.spec.version, "runtime",
+                                  time.perf_counter() - start)
         _bad(request, 500, message)
         return _error(500, message)
     finally:
@@ -223,10 +282,4 @@ async def metrics(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     from edgekit.cli._output import _default
 
-    return web.json_response(_state(request).status(), dumps=lambda o: _dumps(o, _default))
-
-
-def _dumps(obj: Any, default: Any) -> str:
-    import json
-
-    return json.dumps(obj, default=default)
+    return json_answer(_state(request).status(), default=_default)

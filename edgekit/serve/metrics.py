@@ -1,48 +1,30 @@
 """Prometheus metrics: Triton's names where a Triton user would look, edgekit_* for the rest.
 
-Triton's `nv_inference_*` are cumulative counters (durations in microseconds); edgekit adds
+Triton's `nv_inference_*` are cumulative counters (durations in microseconds) under Triton's
+exact names (`tritonstats.TritonCounters`); edgekit adds
 latency histograms and per-node series (requests, compute time, outstanding, weight and
 energy per inference when a controller reports the node's power).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from edgekit.serve.control import NodeStats
+from edgekit.serve.tritonstats import TritonCounters
 
 _BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class Metrics:
     def __init__(self) -> None:
+        # `_created` series double every edgekit counter and histogram and no dashboard of
+        # ours reads them; the switch is process-wide, and this process is the API server.
+        disable_created_metrics()
         r = self.registry = CollectorRegistry()
-        mv = ["model", "version"]
-        self.success = Counter(
-            "nv_inference_request_success", "Successful inference requests", mv, registry=r
-        )
-        self.failure = Counter(
-            "nv_inference_request_failure", "Failed inference requests", [*mv, "reason"], registry=r
-        )
-        self.count = Counter(
-            "nv_inference_count", "Inferences performed (batch items)", mv, registry=r
-        )
-        self.exec_count = Counter("nv_inference_exec_count", "Model executions", mv, registry=r)
-        self.request_us = Counter(
-            "nv_inference_request_duration_us", "Cumulative request duration (us)", mv, registry=r
-        )
-        self.queue_us = Counter(
-            "nv_inference_queue_duration_us",
-            "Cumulative time waiting for a replica (us)",
-            mv,
-            registry=r,
-        )
-        self.compute_us = Counter(
-            "nv_inference_compute_infer_duration_us",
-            "Cumulative runtime compute (us)",
-            mv,
-            registry=r,
-        )
+        # Triton's names exactly (no `_total`, no `_created`): see tritonstats.py
+        self.triton = TritonCounters()
+        r.register(self.triton)
         self.latency = Histogram(
             "edgekit_request_duration_seconds",
             "Request latency at the API server",
@@ -107,12 +89,7 @@ class Metrics:
         batch: int,
         attempts: int,
     ) -> None:
-        self.success.labels(model, version).inc()
-        self.count.labels(model, version).inc(batch)
-        self.exec_count.labels(model, version).inc()
-        self.request_us.labels(model, version).inc(latency_s * 1e6)
-        self.queue_us.labels(model, version).inc(queue_ms * 1e3)
-        self.compute_us.labels(model, version).inc(compute_ms * 1e3)
+        self.triton.success(model, version, latency_s, compute_ms, queue_ms, batch)
         self.latency.labels(model).observe(latency_s)
         for n in node.split("+"):
             self.node_requests.labels(n, model).inc()
