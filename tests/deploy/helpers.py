@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,18 @@ def padded_bundle(src: Path, folder: Path, pad_bytes: int, seed: int) -> Path:
     payload["pad.bin"] = np.random.default_rng(seed).bytes(pad_bytes)
     write_bundle(folder, manifest, payload, overwrite=True)
     return folder
+
+
+def infer_json(inv: Path, api: str, model: str, x: np.ndarray, name: str = "x") -> np.ndarray:
+    """One JSON OIP request through a deployment's API (its token from the deploy state):
+    the first output, flattened."""
+    from edgekit.deploy.layout import deployment_dir
+
+    token = (deployment_dir(inv) / "api-token").read_text().strip()
+    body = {"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32",
+                        "data": x.ravel().tolist()}]}
+    req = urllib.request.Request(f"{api}/v2/models/{model}/infer", json.dumps(body).encode(),
+                                 method="POST", headers={"Authorization": f"Bearer {token}",
+                                                         "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return np.array(json.loads(resp.read())["outputs"][0]["data"], dtype=np.float32)

@@ -13,14 +13,13 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-from helpers import sub_inventory
+from helpers import infer_json, sub_inventory
 
 from edgekit.deploy import head, ops, wheels
 from edgekit.deploy.flow import DeployOptions, deploy
@@ -65,15 +64,8 @@ def _image() -> np.ndarray:
 
 
 def _infer_equals_local_ort(world, api: str) -> None:
-    token = (deployment_dir(world["inv"]) / "api-token").read_text().strip()
     x = _image()
-    body = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
-                        "data": x.ravel().tolist()}]}
-    req = urllib.request.Request(f"{api}/v2/models/{MODEL}/infer", json.dumps(body).encode(),
-                                 method="POST", headers={"Authorization": f"Bearer {token}",
-                                                         "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        got = np.array(json.loads(resp.read())["outputs"][0]["data"], dtype=np.float32)
+    got = infer_json(world["inv"], api, MODEL, x)
     want = ort.InferenceSession(str(world["model"])).run(None, {"x": x})[0].ravel()
     assert np.allclose(got, want, atol=1e-4), (got, want)
 

@@ -12,13 +12,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-from helpers import padded_bundle, sub_inventory
+from helpers import infer_json, padded_bundle, sub_inventory
 
 from edgekit import inventory
 from edgekit.deploy import head, ops, selftest, state, verify
@@ -125,15 +124,7 @@ def _image() -> np.ndarray:
 
 
 def _infer(world, api: str) -> np.ndarray:
-    token = (deployment_dir(world["inv"]) / "api-token").read_text().strip()
-    x = _image()
-    body = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
-                        "data": x.ravel().tolist()}]}
-    req = urllib.request.Request(f"{api}/v2/models/{MODEL}/infer", json.dumps(body).encode(),
-                                 method="POST", headers={"Authorization": f"Bearer {token}",
-                                                         "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return np.array(json.loads(resp.read())["outputs"][0]["data"], dtype=np.float32)
+    return infer_json(world["inv"], api, MODEL, _image())
 
 
 def _want(world) -> np.ndarray:
