@@ -63,6 +63,7 @@ def live(tmp_path: Path):
              NodeSpec("pi4", "none", ambient_c=44.0, start_temp_c=79.0)]
     token_file = tmp_path / "api-token"
     token_file.write_text("monitor-test-" + os.urandom(6).hex())
+    token_file.chmod(0o600)  # edgekit refuses a token file others can read
     model = matmul_model(tmp_path / "mm.onnx")
     with VirtualCluster.up(specs, home=tmp_path / "home", budget_cores=0.8) as vc:
         ray = RayOnNodes(vc).start()
