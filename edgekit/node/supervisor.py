@@ -7,7 +7,8 @@
 The daemon runs every ROOT/services/<name>.json ({"argv": [...], "env": {...}}) in its own
 session with output appended to ROOT/logs/<name>.log (size-capped and rotated by an
 edgekit.node.logpipe reader, so no service can fill the disk), restarts a service that exits
-(backoff 1 s doubling to 30 s, like systemd's Restart=always), restarts it when its file
+(at once if it had run a minute or more, else backoff 1 s doubling to 30 s, like systemd's
+Restart=always with RestartSec=100ms and a ramp), restarts it when its file
 changes, stops it when its file goes, and writes ROOT/run/supervisor.json. Written here
 because the node has nothing else to rely on (no systemd; supervisord/runit are not on
 Raspberry Pi OS by default and would need root to install). Stopping kills the whole
@@ -36,6 +37,11 @@ from edgekit.node import logpipe
 POLL_S = 0.5
 STOP_GRACE_S = 15.0
 MAX_BACKOFF_S = 30.0
+#: a service that ran HEALTHY_S or longer and then died is restarted after FIRST_RESTART_S:
+#: a crashed API is an outage for every client (issue 12: back within 5 s, restart included);
+#: one that keeps dying young backs off from 1 s so a crash loop cannot spin the CPU
+HEALTHY_S = 60.0
+FIRST_RESTART_S = 0.1
 #: how long `ensure` waits for a running daemon to apply changed service files (each stop
 #: may take its grace period)
 APPLY_TIMEOUT_S = 3 * STOP_GRACE_S
@@ -124,7 +130,8 @@ class Supervisor:
                 svc.proc = None
                 svc.restarts += 1
                 ran_s = time.time() - svc.started
-                svc.backoff_s = 1.0 if ran_s > 60 else min(svc.backoff_s * 2, MAX_BACKOFF_S)
+                svc.backoff_s = FIRST_RESTART_S if ran_s >= HEALTHY_S else \
+                    min(max(svc.backoff_s * 2, 1.0), MAX_BACKOFF_S)
                 svc.next_start = now + svc.backoff_s
             if svc.proc is None and now >= svc.next_start:
                 try:

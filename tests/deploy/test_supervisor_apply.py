@@ -56,3 +56,31 @@ def test_ensure_waits_until_a_changed_service_is_restarted(tmp_path) -> None:
     finally:
         subprocess.run([sys.executable, "-m", "edgekit.node.supervisor", "stop", str(root)],
                        capture_output=True, timeout=120, check=False)
+
+
+def _restart_delay(root: Path, ran_s: float) -> float:
+    """Kill the service after it 'ran' `ran_s`; how long the daemon waits to start it again."""
+    for sub in ("run", "logs"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    sup = supervisor.Supervisor(root)
+    try:
+        sup.tick()
+        svc = sup.services["svc"]
+        svc.started -= ran_s
+        svc.proc.kill()
+        svc.proc.wait()
+        sup.tick()  # sees the exit, schedules the restart
+        assert svc.proc is None
+        return svc.next_start - time.monotonic()
+    finally:
+        for s in sup.services.values():
+            sup._stop(s)
+
+
+def test_a_long_running_service_is_restarted_at_once_a_young_one_backs_off(tmp_path) -> None:
+    """A crashed API is an outage for every client: after a healthy run it is started again
+    within FIRST_RESTART_S; a service that keeps dying young waits 1 s and more (no spin)."""
+    root = tmp_path / "root"
+    _spec(root, ["sleep", "303"])
+    assert _restart_delay(root, supervisor.HEALTHY_S + 1) <= supervisor.FIRST_RESTART_S
+    assert _restart_delay(root, 0.5) >= 1.0
