@@ -103,6 +103,8 @@ def quantize_model(
         raise ModelError(f"unknown calibration method {options.method!r}; use {METHODS}")
     if options.fallback not in FALLBACKS:
         raise ModelError(f"unknown fallback {options.fallback!r}; use {FALLBACKS}")
+    # absolute before the chdir below: a relative path would then name a file in the temp dir
+    src, dst = Path(src).absolute(), Path(dst).absolute()
     model = load_onnx(src)  # clear errors for bad files before ORT's
     logging.getLogger("root").setLevel(logging.ERROR)  # ORT's quantizer logs chattily
     with tempfile.TemporaryDirectory(prefix="edgekit-quant-") as tmp_name:
