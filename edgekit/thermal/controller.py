@@ -84,6 +84,7 @@ class ThermalController:
         self._limit: int | None = None
         self._cap_reason = "no power cap"
         self._decisions: deque[dict[str, Any]] = deque(maxlen=200)
+        self._sensor_warned: set[str] = set()  # nodes whose missing sensor was logged
         self._last_tick_s: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -185,15 +186,23 @@ class ThermalController:
         thr = val(node.last, "throttled") or {}
         uv = bool(thr.get("under_voltage_now")) or bool(val(node.last, "under_voltage"))
         stale = self._stale(node, now)
+        # the latest sample decides whether there is a sensor: a zone that vanished must not
+        # leave the policy steering by its last reading forever
+        sensor_missing = not stale and val(node.last, "temp_c") is None
+        if sensor_missing and node.name not in self._sensor_warned:
+            self._sensor_warned.add(node.name)
+            log.warning("%s: no temperature sensor (%s): thermal state unknown, weight "
+                        "unchanged", node.name, _temp_detail(node.last))
         inp = policy.NodeInput(
             node.name,
             now,
-            tuple(node.temps) if not stale else (),
+            tuple(node.temps) if not (stale or sensor_missing) else (),
             throttled_now=any(
                 thr.get(k) for k in ("freq_capped_now", "throttled_now", "soft_temp_limit_now")
             ),
             under_voltage_now=uv,
             stale=stale,
+            sensor_detail=_temp_detail(node.last) if sensor_missing else "",
         )
         node.pstate, node.decision = policy.decide(node.pstate, inp, self.cfg)
 
@@ -279,9 +288,13 @@ class ThermalController:
             }
 
     def _node_rows(self, now: float) -> dict[str, dict[str, Any]]:
-        return {name: nodeview.row(node, self._stats.get(name), enabled=self.enabled,
-                                   stale=self._stale(node, now), now=now)
-                for name, node in self._nodes.items()}
+        rows = {}
+        for name, node in self._nodes.items():
+            row = nodeview.row(node, self._stats.get(name), enabled=self.enabled,
+                               stale=self._stale(node, now), now=now)
+            row["temp_sensor"], row["temp_sensor_detail"] = _temp_sensor(node)
+            rows[name] = row
+        return rows
 
     def status(self) -> dict[str, Any]:
         """JSON-able state for `/edgekit/status` (key "thermal") and `edgekit monitor`."""
@@ -307,6 +320,8 @@ class ThermalController:
                 "cap_reason": self._cap_reason,
                 "run_dir": str(self.recorder.run_dir) if self.recorder else None,
                 "nodes": rows,
+                "temp_sensor_missing": sorted(
+                    n for n, r in rows.items() if r["temp_sensor"] == "missing"),
                 "cluster": {
                     "requests_per_s": round(rps, 3),
                     "power_w": round(sum(watts), 3) if watts else None,
@@ -315,3 +330,18 @@ class ThermalController:
                 },
                 "decisions": list(self._decisions)[-50:],
             }
+
+
+def _temp_detail(sample: dict[str, Any] | None) -> str:
+    """The agent's reason for an absent temperature (the path or command it tried)."""
+    reading = (sample or {}).get("temp_c")
+    return str(reading.get("detail") or "") if isinstance(reading, dict) else ""
+
+
+def _temp_sensor(node: NodeView) -> tuple[str | None, str]:
+    """"present", "missing" (with the agent's reason) or None before any sample arrived."""
+    if node.last is None:
+        return None, ""
+    if val(node.last, "temp_c") is None:
+        return "missing", _temp_detail(node.last) or "no temperature in the node's samples"
+    return "present", ""

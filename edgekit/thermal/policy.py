@@ -18,6 +18,8 @@ from edgekit.serve.control import DRAINED, SERVING, SHEDDING
 from edgekit.thermal.config import PolicyConfig
 
 _RISING_EPS_C_PER_S = 0.02  # slope below this counts as "not rising" (sensor noise ~0.5 °C)
+#: a node with no temperature sensor: routed at full weight, shown as such
+UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class NodeInput:
     throttled_now: bool = False  # get_throttled bits 1-3 now
     under_voltage_now: bool = False  # get_throttled bit 0 or hwmon in0_lcrit_alarm
     stale: bool = False  # no fresh sample within stale_after_s (head clock)
+    sensor_detail: str = ""  # why there is no temperature (the agent's reason), if none
 
 
 @dataclass(frozen=True)
@@ -80,11 +83,12 @@ def weight_for(predicted_c: float, cfg: PolicyConfig) -> float:
 
 def decide(prev: NodeState, inp: NodeInput, cfg: PolicyConfig) -> tuple[NodeState, Decision]:
     """One tick for one node: new policy state and the decision to apply."""
-    if inp.stale or not inp.temps:
-        why = "telemetry stale: not trusted" if inp.stale else "no temperature sensor"
-        reason = f"{why}; neutral weight {cfg.stale_weight}"
+    if inp.stale:
+        reason = f"telemetry stale: not trusted; neutral weight {cfg.stale_weight}"
         new = NodeState(SHEDDING, cfg.stale_weight)
         return new, Decision(inp.node, SHEDDING, cfg.stale_weight, reason)
+    if not inp.temps:
+        return _unknown_temperature(inp, cfg)
     t_last, temp_c = inp.temps[-1]
     slope = slope_c_per_s(inp.temps, t_last, cfg.slope_window_s)
     predicted = temp_c + slope * cfg.lookahead_s
@@ -146,6 +150,22 @@ def decide(prev: NodeState, inp: NodeInput, cfg: PolicyConfig) -> tuple[NodeStat
     else:
         reason = f"serve: headroom to {cfg.drain_temp_c:g}°C ({facts})"
     return out(NodeState(state, weight), reason)
+
+
+def _unknown_temperature(inp: NodeInput, cfg: PolicyConfig) -> tuple[NodeState, Decision]:
+    """A node whose agent answers but has no temperature sensor (a board without a thermal
+    zone, a host or VM): its thermal state is unknown, which is no reason to send it less.
+    Halving its weight (the stale rule) halved its queue share: a cluster of such nodes
+    refused most of a bench with 503s. Firmware throttling or under-voltage, where reported,
+    still sheds it; the power cap works from power alone."""
+    facts = f"no temperature sensor{f' ({inp.sensor_detail})' if inp.sensor_detail else ''}"
+    if inp.throttled_now or inp.under_voltage_now:
+        why = "firmware reports throttling now" if inp.throttled_now else "under-voltage now"
+        reason = f"shed: {why}; {facts}"
+        return NodeState(SHEDDING, cfg.min_weight), Decision(
+            inp.node, SHEDDING, cfg.min_weight, reason)
+    reason = f"{facts}: thermal state unknown, weight unchanged"
+    return NodeState(UNKNOWN, 1.0), Decision(inp.node, UNKNOWN, 1.0, reason)
 
 
 # --- cluster power cap ------------------------------------------------------------------

@@ -61,11 +61,26 @@ def test_readmit_needs_cool_and_not_rising_for_hold_time_no_flapping() -> None:
     assert temps[first_back + 1] < CFG.readmit_temp_c + 0.31
 
 
-def test_stale_or_sensorless_node_gets_neutral_weight() -> None:
+def test_stale_node_gets_neutral_weight() -> None:
     _, d = policy.decide(policy.NodeState(), policy.NodeInput("pi1", 5.0, stale=True), CFG)
     assert d.weight == CFG.stale_weight and "stale" in d.reason
-    _, d = policy.decide(policy.NodeState(), policy.NodeInput("pi1", 5.0), CFG)
-    assert "no temperature sensor" in d.reason
+
+
+def test_sensorless_node_is_unknown_at_full_weight() -> None:
+    """No temperature is no reason to send a node less (it halved every such node's queue)."""
+    inp = policy.NodeInput("pi1", 5.0, sensor_detail="no thermal zone under sys/class/thermal")
+    st, d = policy.decide(policy.NodeState(), inp, CFG)
+    assert (d.state, d.weight, st.weight) == (policy.UNKNOWN, 1.0, 1.0)
+    assert "no temperature sensor (no thermal zone" in d.reason and "unchanged" in d.reason
+    assert d.temp_c is None and d.predicted_c is None
+
+
+def test_sensorless_node_still_sheds_on_firmware_throttling_or_under_voltage() -> None:
+    for kw, why in (({"throttled_now": True}, "throttling"), ({"under_voltage_now": True},
+                                                               "under-voltage")):
+        _, d = policy.decide(policy.NodeState(), policy.NodeInput("pi1", 5.0, **kw), CFG)
+        assert d.state == "shedding" and d.weight == CFG.min_weight
+        assert why in d.reason and "no temperature sensor" in d.reason
 
 
 def test_under_voltage_sheds_to_min_weight() -> None:
