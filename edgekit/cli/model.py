@@ -67,6 +67,8 @@ def inspect_cmd(model: Path, shape_opts: tuple[str, ...], top: int, as_json: boo
                   f"quantized: {report.quantization}")
     for note in report.assumed:
         console.print(f"  [dim]assumed {note}[/]")
+    for note in report.runtime_notes:
+        console.print(f"  {note}")
     heavy = Table("node", "op", "MMACs", title="heaviest nodes")
     for n in report.top_nodes:
         heavy.add_row(str(n["name"]), str(n["op"]), f"{int(n['macs']) / 1e6:.2f}")

@@ -56,6 +56,8 @@ class Report:
     quantization: str  # "none", "int8 (QDQ)", "int8 weights only (QDQ, fp32 activations)", ...
     assumed: list[str] = field(default_factory=list)
     file_bytes: int = 0
+    #: how the runtime runs it where that is not plain (a TFLite custom op a delegate provides)
+    runtime_notes: list[str] = field(default_factory=list)
 
 
 def inspect_model(path: Path, shapes: dict[str, list[int]] | None = None, top: int = 10) -> Report:

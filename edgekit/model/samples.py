@@ -124,6 +124,21 @@ _SAMPLES: dict[str, Sample] = {
             "MediaPipe hand re-crop regressor, TFLite fp32, [1,256,256,3] -> [1,1,1,4]; 0.12 MB",
         ),
         Sample(
+            "selfie-segmentation", _MEDIAPIPE[0], _MEDIAPIPE[1],
+            _MEDIAPIPE[2] + "selfie_segmentation/selfie_segmentation.tflite",
+            "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
+            "MediaPipe selfie segmentation, TFLite fp16 weights, [1,256,256,3] -> mask "
+            "[1,256,256,1]; its custom op Convolution2DTransposeBias runs on LiteRT's XNNPACK "
+            "delegate only; 0.25 MB",
+        ),
+        Sample(
+            "face-landmark-attention", _MEDIAPIPE[0], _MEDIAPIPE[1],
+            _MEDIAPIPE[2] + "face_landmark/face_landmark_with_attention.tflite",
+            "e06a804e0144f9929eda782122916b35d60c697c3c9344013ca2bbe76a6ce2b4",
+            "MediaPipe face mesh with attention: needs MediaPipe's own custom op "
+            "Landmarks2TransformMatrix, which plain LiteRT lacks (it does not run); 2.5 MB",
+        ),
+        Sample(
             "minilm-l6-safetensors", _MINILM[0], _MINILM[1], _MINILM[2] + "model.safetensors",
             "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
             "all-MiniLM-L6-v2 BERT weights (6 layers, hidden 384, FFN 1536); 91 MB fp32",

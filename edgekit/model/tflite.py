@@ -2,10 +2,15 @@
 
 Quantizing TFLite is a TensorFlow-converter job (it needs the original SavedModel), so
 `edgekit quantize` only reports whether a .tflite file is already int8.
+
+A model is accepted when LiteRT builds an interpreter for it (allocate_tensors) the way
+`edgekit serve` runs it, custom ops that LiteRT's XNNPACK delegate implements included; one
+that LiteRT cannot run is refused with the missing op named.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,26 +19,66 @@ import numpy as np
 
 from edgekit.errors import ModelError
 
-_MAC_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"}
+#: LiteRT's message for an op no resolver or delegate provides (node number and op name)
+_UNRESOLVED = re.compile(
+    r"unresolved custom op: (?P<op>[^.\s]+).*?Node number (?P<node>\d+)", re.DOTALL
+)
+#: transposed convolutions (OHWI weights as input 1) -> which input is the activation;
+#: MediaPipe's custom Convolution2DTransposeBias is (input, weights, bias)
+_TRANSPOSED = {"TRANSPOSE_CONV": 2, "Convolution2DTransposeBias": 0}
+_MAC_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", *_TRANSPOSED}
 
 
-def interpreter(path: Path) -> Any:
-    """A LiteRT interpreter without default delegates, so every op stays visible."""
+def _build(path: Path, resolver: Any) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver)
+    interp.allocate_tensors()
+    return interp
+
+
+def _custom_ops(ops: list[dict]) -> list[str]:
+    """Op names in ``ops`` that are not LiteRT built-ins (the delegate's own node aside)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    builtin = {k for k in vars(schema.BuiltinOperator) if not k.startswith("_")}
+    return sorted({str(op["op_name"]) for op in ops} - builtin)
+
+
+def interpreter(path: Path) -> tuple[Any, list[str]]:
+    """A LiteRT interpreter over ``path``, and the custom ops LiteRT's default delegate runs.
+
+    First without default delegates, so the op list and the tensors are the model's own. A
+    custom op the built-in resolver lacks (MediaPipe's Convolution2DTransposeBias) makes
+    allocate_tensors fail there; the model is then built as `edgekit serve` builds it (built-in
+    ops plus the XNNPACK delegate, which implements several MediaPipe ops). Whether LiteRT can
+    run the model is decided by LiteRT itself, never by a list of ops kept here.
+    """
     try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        from ai_edge_litert.interpreter import OpResolverType
     except ImportError:
         raise ModelError(
             "ai-edge-litert is needed for TFLite models", hint="pip install 'edgekit[tflite]'"
         ) from None
     try:
-        interp = Interpreter(
-            model_path=str(path),
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        )
-        interp.allocate_tensors()
+        return _build(path, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES), []
     except (ValueError, RuntimeError) as exc:
-        raise ModelError(f"LiteRT cannot load this model: {exc}", where=str(path)) from None
-    return interp
+        if _UNRESOLVED.search(str(exc)) is None:
+            raise ModelError(f"LiteRT cannot load this model: {exc}", where=str(path)) from None
+    try:
+        interp = _build(path, OpResolverType.AUTO)
+    except (ValueError, RuntimeError) as exc:
+        found = _UNRESOLVED.search(str(exc))
+        if found is None:
+            raise ModelError(f"LiteRT cannot load this model: {exc}", where=str(path)) from None
+        raise ModelError(
+            f"LiteRT cannot run this model: custom op {found['op']} (node {found['node']}) is "
+            "neither a LiteRT built-in nor provided by its XNNPACK delegate",
+            where=str(path),
+            hint="edgekit runs .tflite files with LiteRT's standard ops; export the model "
+                 "without that op (or use its ONNX version)",
+        ) from None
+    return interp, _custom_ops(interp._get_ops_details())
 
 
 def _macs(op: dict, tensors: dict[int, dict]) -> int:
@@ -41,9 +86,9 @@ def _macs(op: dict, tensors: dict[int, dict]) -> int:
     if name not in _MAC_OPS or len(op["inputs"]) < 2:
         return 0
     out = tensors[int(op["outputs"][0])]["shape"]
-    if name == "TRANSPOSE_CONV":
+    if name in _TRANSPOSED:  # each input element meets out_ch x kh x kw weights
         weight = tensors[int(op["inputs"][1])]["shape"]
-        x = tensors[int(op["inputs"][2])]["shape"]
+        x = tensors[int(op["inputs"][_TRANSPOSED[name]])]["shape"]
         return int(np.prod(x)) * int(np.prod(weight[:-1]))
     weight = tensors[int(op["inputs"][1])]["shape"]
     if name == "CONV_2D":
@@ -86,9 +131,10 @@ def quantization_kind(tensors: dict[int, dict], constants: set[int]) -> str:
 def inspect_tflite(path: Path, top: int = 10) -> Any:
     from edgekit.model.inspect import Report
 
-    interp = interpreter(path)
+    interp, delegated = interpreter(path)
     tensors = {int(t["index"]): t for t in interp.get_tensor_details()}
-    ops = interp._get_ops_details()  # public API has no op list; stable since TF 2.5
+    # public API has no op list; stable since TF 2.5. DELEGATE: the delegate's own kernel node
+    ops = [op for op in interp._get_ops_details() if op["op_name"] != "DELEGATE"]
     produced = {int(o) for op in ops for o in op["outputs"]}
     inputs = interp.get_input_details()
     input_ids = {int(d["index"]) for d in inputs}
@@ -125,4 +171,8 @@ def inspect_tflite(path: Path, top: int = 10) -> Any:
         quantization=quantization_kind(tensors, constants),
         assumed=[],
         file_bytes=Path(path).stat().st_size,
+        runtime_notes=[
+            f"custom op {op}: not a LiteRT built-in; LiteRT's default XNNPACK delegate runs "
+            "it (as edgekit serve does)" for op in delegated
+        ],
     )
