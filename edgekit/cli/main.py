@@ -11,9 +11,10 @@ import importlib
 import sys
 
 import click
+from rich.markup import escape
 
 from edgekit import __version__
-from edgekit.cli._output import err_console
+from edgekit.cli._output import emit_json, err_console
 from edgekit.errors import EdgekitError
 
 #: verb -> "module:attribute". Order is the order of `edgekit --help`.
@@ -62,23 +63,54 @@ def cli() -> None:
 
 
 def main() -> None:
-    """Console entry point: expected failures become one clear message and an exit code."""
+    """Console entry point: expected failures become one clear message and an exit code.
+
+    With `--json` anywhere on the command line a failure also prints one JSON error document
+    on stdout (`error_document`), so a script reading stdout always gets JSON; the
+    exit code is the same either way. This is the one place that does it for every verb.
+    """
+    as_json = wants_json(sys.argv[1:])
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
+        _fail(as_json, 130, "aborted", kind="aborted")
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        hint = exc.ctx.get_usage() if isinstance(exc, click.UsageError) and exc.ctx else None
+        _fail(as_json, exc.exit_code, exc.format_message(), kind=type(exc).__name__, hint=hint)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except EdgekitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.render()}", highlight=False)
-        sys.exit(exc.exit_code)
+        err_console.print(f"[bold red]error:[/] {escape(exc.render())}", highlight=False)
+        _fail(as_json, exc.exit_code, exc.message, kind=type(exc).__name__, hint=exc.hint,
+              where=exc.where)
     except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+        _fail(as_json, 130, "interrupted", kind="interrupted")
+    except Exception as exc:  # a bug: the traceback goes to stderr, scripts still get JSON
+        if as_json:
+            emit_json(error_document(1, f"internal error: {exc!r}", kind="internal"))
+        raise
+
+
+def wants_json(args: list[str]) -> bool:
+    """`--json` given as an option (before a `--` that ends the options)."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def error_document(exit_code: int, message: str, *, kind: str, hint: str | None = None,
+                   where: str | None = None) -> dict:
+    """What a failed command prints on stdout under `--json`."""
+    return {"error": {"message": message, "hint": hint, "where": where, "kind": kind},
+            "exit_code": exit_code}
+
+
+def _fail(as_json: bool, exit_code: int, message: str, *, kind: str, hint: str | None = None,
+          where: str | None = None) -> None:
+    if kind in ("aborted", "interrupted"):  # the other kinds were shown already
+        err_console.print(message)
+    if as_json:
+        emit_json(error_document(exit_code, message, kind=kind, hint=hint, where=where))
+    sys.exit(exit_code)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
+from rich.text import Text
 
 from edgekit import inventory, settings
 from edgekit.cli._output import console, emit_json, err_console, json_option
+from edgekit.cli._table import Col, FitTable
 from edgekit.node import stack
 from edgekit.remote.probe import NodeReport, check_nodes
 
@@ -58,7 +60,7 @@ def check(nodes_file: str, accept_new_host_keys: bool, timeout_s: float, as_json
             console.print(f"node runtime: {line}")
         for rep in reports:
             for warning in rep.warnings:
-                console.print(f"[yellow]warning[/] {rep.name}: {warning}")
+                console.print(f"[yellow]warning[/] {rep.name}: {escape(warning)}")
         colour = "green" if ready == len(reports) else "red"
         console.print(f"[{colour}]{ready}/{len(reports)} nodes ready[/]")
     if ready != len(reports):
@@ -66,31 +68,43 @@ def check(nodes_file: str, accept_new_host_keys: bool, timeout_s: float, as_json
 
 
 def _board(model: str) -> str:
-    return model.replace("Raspberry Pi", "Pi").replace(" Model", "").replace(" Rev", " r") or "?"
+    """The board model shortened: "Raspberry Pi 4 Model B Rev 1.4" -> "Pi 4 B r1.4"."""
+    return model.replace("Raspberry Pi", "Pi").replace(" Model", "").replace(" Rev ", " r") or "?"
 
 
-def _table(reports: list[NodeReport]) -> Table:
-    """Compact enough for an 100-column terminal; `--json` has every field."""
-    table = Table(show_lines=False, pad_edge=False)
-    # the kernel variant sits under the CPU's SIMD flags it was chosen from (no room for
-    # another column in 100 characters)
-    for col in ("node", "board", "arch", "cpu\nkernels", "RAM free", "disk", "py", "temp",
-                "clock", "thr", "verdict"):
-        table.add_column(col, overflow="fold", no_wrap=col not in ("board", "verdict"))
+#: nodes check's columns; rank 0 stays at any width, higher ranks drop first (edgekit.cli._table)
+CHECK_COLUMNS = [
+    Col("node"), Col("board", wrap=True, min_width=14), Col("arch", 3), Col("cpu\nkernels", 4),
+    Col("RAM free", 2), Col("disk", 5), Col("py", 5), Col("temp", 1), Col("clock", 4),
+    Col("thr", 2), Col("verdict"), Col("reason", wrap=True, min_width=24, hide_empty=True),
+]
+
+
+def _table(reports: list[NodeReport]) -> FitTable:
+    """Every node's name, board, verdict and reason at any width; the other columns as many
+    as fit (`--json` has every field)."""
+    table = FitTable(CHECK_COLUMNS)
     for r in reports:
+        reason = "; ".join(r.problems) if not r.ready else ""
         if not r.reachable:
-            table.add_row(r.name, *[""] * 9, f"[red]{r.verdict}[/]")
+            table.add_row(r.name, _board(r.model), *[""] * 8, Text("unreachable", "red"),
+                          reason)
             continue
         mem = f"{r.mem_avail_mb / 1024:.1f}/{r.mem_total_mb / 1024:.0f}G" if r.mem_total_mb else "?"
         clock = f"{r.freq_mhz}/{r.max_freq_mhz}" if r.freq_mhz else "?"
         temp = f"{r.temp_c:.0f}°C" if r.temp_c is not None else "?"
-        cpu = f"{r.cores or '?'}x " + ("+".join(x for x in r.simd if x != "asimdhp") or "-")
-        cpu += "\n" + kernels_cell(r.native)
+        cpu = Text(f"{r.cores or '?'}x " + ("+".join(x for x in r.simd if x != "asimdhp") or "-"))
+        cpu.append("\n").append_text(kernels_text(r.native))
         disk = f"{r.disk_free_mb / 1024:.0f}G" if r.disk_free_mb is not None else "?"
-        verdict = "[green]ready[/]" if r.ready else f"[red]{r.verdict}[/]"
+        verdict = Text("ready", "green") if r.ready else Text("not ready", "red")
         table.add_row(r.name, _board(r.model), r.arch, cpu, mem, disk, r.python or "-", temp,
-                      clock, r.throttled or "?", verdict)
+                      clock, r.throttled or "?", verdict, reason)
     return table
+
+
+def kernels_text(variant: str) -> Text:
+    """kernels_cell as a Text (for edgekit.cli._table, whose cells are never markup)."""
+    return Text.from_markup(kernels_cell(variant))
 
 
 def kernels_cell(variant: str) -> str:
