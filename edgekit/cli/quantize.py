@@ -129,6 +129,8 @@ def quantize_options(func: Any) -> Any:
 def _print_quant(result: Any) -> None:
     from rich.table import Table
 
+    from edgekit.model.speed import board_lines
+
     ev = result.evaluation
     console.print(f"{result.mode}: {ev.fp32_bytes / 1e6:.2f} MB -> {ev.int8_bytes / 1e6:.2f} MB "
                   f"({ev.size_ratio:.1%}); int8/fp32 latency {ev.speed_ratio:.2f} "
@@ -140,6 +142,8 @@ def _print_quant(result: Any) -> None:
         table.add_row(o.name, f"{o.cosine:.5f}", f"{o.max_abs_error:.4g}",
                       f"{o.mean_abs_error:.4g}", top1)
     console.print(table)
+    for line in board_lines(ev.boards):
+        console.print(line)
     floats = result.fp32_activation_nodes
     if floats and "weight-only" not in result.mode:
         console.print(f"fp32 activations, int8 weights ({len(floats)}): {', '.join(floats)}")

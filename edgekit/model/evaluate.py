@@ -3,7 +3,8 @@
 Per output: cosine similarity (over all samples, flattened), max/mean absolute error, and top-1
 agreement for classifier-like outputs ([N, classes], or [N, T, classes] of probabilities).
 Plus file sizes and the int8/fp32 latency ratio on this machine (median of a few
-single-threaded runs).
+single-threaded runs, alternating) and, per Pi board, a measured ratio or why there is none
+(:mod:`edgekit.model.speed`).
 
 Accuracy is measured on the quantized model *as ONNX defines it*: a session with graph
 optimizations off, so every QuantizeLinear/DequantizeLinear runs as written and the layers
@@ -20,14 +21,14 @@ instead of a few fp32-activation layers). The fused kernels' figure is still rep
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgekit.model.speed import BoardSpeed, boards, host_latency
 
 Feeds = dict[str, np.ndarray]
 
@@ -58,6 +59,8 @@ class Evaluation:
     worst_layers: list[dict[str, Any]] = field(default_factory=list)
     #: lowest output cosine with this host's fused int8 kernels (see the module docstring)
     kernel_min_cosine: float | None = None
+    #: int8 vs fp32 on each Pi board: measured, or unmeasured and why (edgekit.model.speed)
+    boards: list[BoardSpeed] = field(default_factory=list)
 
 
 def session(path: Path | str | bytes, threads: int = 1, optimize: bool = True) -> Any:
@@ -75,16 +78,6 @@ def session(path: Path | str | bytes, threads: int = 1, optimize: bool = True) -
 
 def run_all(sess: Any, feeds: Sequence[Feeds]) -> list[list[np.ndarray]]:
     return [sess.run(None, f) for f in feeds]
-
-
-def median_ms(sess: Any, feed: Feeds, repeats: int = 5) -> float:
-    sess.run(None, feed)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -148,7 +141,7 @@ class Reference:
 
 
 def evaluate(
-    fp32_path: Path, int8_path: Path, feeds: Sequence[Feeds], data: str, repeats: int = 5
+    fp32_path: Path, int8_path: Path, feeds: Sequence[Feeds], data: str, repeats: int = 7
 ) -> Evaluation:
     """Run both models on ``feeds`` and summarise accuracy, size and speed (accuracy as ONNX
     defines the model, speed with this host's fused kernels)."""
@@ -157,8 +150,7 @@ def evaluate(
     ref = run_all(ref_sess, feeds)
     outputs = compare_outputs(names, ref, run_all(session(int8_path, optimize=False), feeds))
     kernels = compare_outputs(names, ref, run_all(q_sess, feeds))
-    fp32_ms = median_ms(ref_sess, feeds[0], repeats)
-    int8_ms = median_ms(q_sess, feeds[0], repeats)
+    fp32_ms, int8_ms = host_latency(ref_sess, q_sess, feeds[0], repeats)
     fp32_bytes, int8_bytes = Path(fp32_path).stat().st_size, Path(int8_path).stat().st_size
     return Evaluation(
         fp32_bytes=fp32_bytes,
@@ -172,6 +164,7 @@ def evaluate(
         samples=len(feeds),
         data=data,
         kernel_min_cosine=min(o.cosine for o in kernels),
+        boards=boards(),
     )
 
 

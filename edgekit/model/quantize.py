@@ -37,6 +37,7 @@ from edgekit.model import mixed
 from edgekit.model.evaluate import Evaluation, Feeds, Reference, evaluate, worst_layers
 from edgekit.model.fallback import Search, search
 from edgekit.model.loader import atomic_path, load_onnx
+from edgekit.model.speed import slower_warning
 
 METHODS = ("minmax", "entropy", "percentile", "distribution")
 #: how far below the model's own accuracy this host's fused int8 kernels may fall unwarned
@@ -97,31 +98,18 @@ def quantize_model(
     data_kind: str,
 ) -> QuantizeResult:
     """Quantize ``src`` into ``dst``; raise ``ModelError`` (writing nothing) below min_cosine."""
-    from onnxruntime.quantization import quant_pre_process
-
     if options.method not in METHODS:
         raise ModelError(f"unknown calibration method {options.method!r}; use {METHODS}")
     if options.fallback not in FALLBACKS:
         raise ModelError(f"unknown fallback {options.fallback!r}; use {FALLBACKS}")
-    # absolute before the chdir below: a relative path would then name a file in the temp dir
+    # absolute before _preprocess's chdir: a relative path would then name a file in the temp dir
     src, dst = Path(src).absolute(), Path(dst).absolute()
     model = load_onnx(src)  # clear errors for bad files before ORT's
     logging.getLogger("root").setLevel(logging.ERROR)  # ORT's quantizer logs chattily
     with tempfile.TemporaryDirectory(prefix="edgekit-quant-") as tmp_name:
         tmp = Path(tmp_name)
-        pre = tmp / "preprocessed.onnx"
-        source = _at_least_opset13(model, src, tmp)
-        # ORT's symbolic shape inference dumps "sym_shape_infer_temp.onnx" and a <uuid>.data
-        # copy of the weights into the *current directory* when it cannot infer every shape;
-        # run it from the temp dir so nothing lands in the user's folder (CLI: one thread).
-        with contextlib.chdir(tmp):
-            try:
-                quant_pre_process(str(source), str(pre), skip_symbolic_shape=False)
-            except Exception:  # symbolic shape inference fails on some graphs; retry without
-                quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+        pre = _preprocess(model, src, tmp)
         pre_model = onnx.load(str(pre))
-        _name_nodes(pre_model)
-        onnx.save(pre_model, str(pre))
         excluded = _select(pre_model, options.keep_fp32, "--keep-fp32")
         floats = _select(pre_model, options.exclude, "--exclude")
         if options.dynamic:  # no activation Q/DQ to bypass: --exclude keeps nodes wholly fp32
@@ -144,28 +132,57 @@ def quantize_model(
         passed = report.min_cosine >= options.min_cosine
         if not passed and not options.dynamic:
             report.worst_layers = worst_layers(pre, full, held_out[:4], tmp)
-        warnings = []
-        kernel = report.kernel_min_cosine
-        if kernel is not None and kernel < report.min_cosine - KERNEL_GAP:
-            warnings.append(
-                f"on this host, ONNX Runtime's fused int8 kernels reach min cosine {kernel:.4f} "
-                f"(the model itself: {report.min_cosine:.4f}); x86 CPUs without AVX-512 VNNI / "
-                "AVX-VNNI add int8 products in 16 bits with saturation; Arm nodes and VNNI "
-                "CPUs compute like the model")
-        if data_kind == "synthetic":
-            warnings.append(
-                "calibrated and evaluated on SYNTHETIC random data: real accuracy is UNKNOWN"
-            )
         result = QuantizeResult(
             output=str(dst) if passed else None, mode=mode, excluded_nodes=excluded,
             fp32_activation_nodes=floats, evaluation=report, passed=passed,
-            search=[asdict(s) for s in found.steps] if found else [], warnings=warnings,
+            search=[asdict(s) for s in found.steps] if found else [],
+            warnings=_warnings(report, mode, data_kind),
         )
         if not passed:
             return result
         with atomic_path(Path(dst)) as part:
             shutil.copyfile(out, part)
     return result
+
+
+def _preprocess(model: onnx.ModelProto, src: Path, tmp: Path) -> Path:
+    """ORT's quant_pre_process (shape inference, fusions) of ``src`` into ``tmp``, every node
+    named."""
+    from onnxruntime.quantization import quant_pre_process
+
+    pre = tmp / "preprocessed.onnx"
+    source = _at_least_opset13(model, src, tmp)
+    # ORT's symbolic shape inference dumps "sym_shape_infer_temp.onnx" and a <uuid>.data
+    # copy of the weights into the *current directory* when it cannot infer every shape;
+    # run it from the temp dir so nothing lands in the user's folder (CLI: one thread).
+    with contextlib.chdir(tmp):
+        try:
+            quant_pre_process(str(source), str(pre), skip_symbolic_shape=False)
+        except Exception:  # symbolic shape inference fails on some graphs; retry without
+            quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+    pre_model = onnx.load(str(pre))
+    _name_nodes(pre_model)
+    onnx.save(pre_model, str(pre))
+    return pre
+
+
+def _warnings(report: Evaluation, mode: str, data_kind: str) -> list[str]:
+    """What the user must not miss: host kernels less accurate than the model, int8 slower
+    than fp32, synthetic calibration data."""
+    out = []
+    kernel = report.kernel_min_cosine
+    if kernel is not None and kernel < report.min_cosine - KERNEL_GAP:
+        out.append(
+            f"on this host, ONNX Runtime's fused int8 kernels reach min cosine {kernel:.4f} "
+            f"(the model itself: {report.min_cosine:.4f}); x86 CPUs without AVX-512 VNNI / "
+            "AVX-VNNI add int8 products in 16 bits with saturation; Arm nodes and VNNI "
+            "CPUs compute like the model")
+    slower = slower_warning(report.fp32_ms, report.int8_ms, mode)
+    if slower:
+        out.append(slower)
+    if data_kind == "synthetic":
+        out.append("calibrated and evaluated on SYNTHETIC random data: real accuracy is UNKNOWN")
+    return out
 
 
 def _choose(
