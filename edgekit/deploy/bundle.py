@@ -1,5 +1,6 @@
-"""What `deploy` needs from a model bundle (edgekit.model.bundle, docs/BUNDLE.md): its files
-with sha256, its stages with their memory needs, and the node packages its runtime needs.
+"""Deploy's side of a model bundle (the `Bundle` type is edgekit.model.bundle's, docs/BUNDLE.md):
+a model file or folder resolved to a verified bundle, the manifest as a shipped file, and the
+node packages its runtime needs.
 
 A plain model file is first turned into a bundle with `edgekit bundle create` (cached on the
 host by the model's sha256), so deploy always ships a verified bundle.
@@ -7,69 +8,36 @@ host by the model's sha256), so deploy always ships a verified bundle.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit import names
 from edgekit.errors import ModelError
-from edgekit.model import bundle as model_bundle
-from edgekit.model.bundle import MANIFEST, FileEntry, sha256_file
+from edgekit.model.bundle import MANIFEST, Bundle, FileEntry, open_bundle, sha256_file
 
-__all__ = ["Bundle", "FileEntry", "check_name", "load", "manifest_entry", "resolve", "sha256_file"]
+__all__ = ["Bundle", "FileEntry", "check_name", "load", "manifest_entry", "node_packages",
+           "resolve", "sha256_file"]
 
 #: runtime -> node packages it needs beyond the base set (onnxruntime, ray, numpy, psutil)
 RUNTIME_EXTRAS = {"litert": ["ai-edge-litert"]}
 
 
-@dataclass(frozen=True)
-class Stage:
-    index: int
-    file: str
-    mem_bytes: int
-
-
-@dataclass
-class Bundle:
-    path: Path
-    name: str
-    runtime: str
-    files: list[FileEntry]
-    stages: list[Stage]
-    extras: list[str] = field(default_factory=list)
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.bytes for f in self.files)
-
-    @property
-    def version(self) -> str:
-        """Content id: the same files give the same version on every host."""
-        h = hashlib.sha256((self.path / MANIFEST).read_bytes())
-        for f in sorted(self.files, key=lambda f: f.path):
-            h.update(f"{f.path}\0{f.sha256}\n".encode())
-        return h.hexdigest()[:16]
-
-    @property
-    def mem_bytes(self) -> int:
-        """Memory to run the whole model on one node (sum of stages)."""
-        return sum(s.mem_bytes for s in self.stages)
-
-
 def load(folder: Path, name: str | None = None) -> Bundle:
-    """Read and verify (sizes, sha256, stage chain) a bundle folder."""
+    """Read and verify (sizes, sha256, stage chain) a bundle folder, served as `name`."""
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise ModelError(f"not a bundle folder (no {MANIFEST})", where=str(folder))
     check_name(name, str(folder))
-    m = model_bundle.verify(folder)
-    stages = [Stage(s.index, s.file, int(s.mem_bytes)) for s in m.stages]
-    extras = list(RUNTIME_EXTRAS.get(m.runtime, []))
-    if (m.extra or {}).get("custom_ops"):
+    return open_bundle(folder, name)
+
+
+def node_packages(bundle: Bundle) -> list[str]:
+    """What a node needs installed to run this bundle, beyond the base packages."""
+    extras = list(RUNTIME_EXTRAS.get(bundle.runtime, []))
+    if (bundle.manifest.extra or {}).get("custom_ops"):
         extras.append("onnxruntime-extensions")
-    return Bundle(folder, name or m.name, m.runtime, list(m.files), stages, extras)
+    return extras
 
 
 def check_name(name: str | None, where: str) -> None:

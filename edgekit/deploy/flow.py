@@ -164,7 +164,7 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
              ui: Reporter, pool: Pool) -> None:
     cache = wheelhouse_dir()
     head_name = inv.head.name if inv.head is not None else None
-    reqs = wheels.pins(bundle.extras)
+    reqs = wheels.pins(bundle_mod.node_packages(bundle))
     ray_token = state.secret(dep, "ray-token").read_bytes()
     api_token = state.secret(dep, "api-token")
     app = st.apps.get(bundle.name)
@@ -347,7 +347,7 @@ def _serve_and_verify(st: state.DeployState, dep: Path, bundle: bundle_mod.Bundl
         ui.step(n, "verify")
     with headnode.reach(st, pool[hd.where] if hd.on_node else None) as url:
         h = verify.wait(url, api_token.read_text().strip(), [bundle.name], nodes,
-                        opts.verify_timeout_s)
+                        opts.verify_timeout_s, {bundle.name: bundle.version})
     for n in nodes:
         r = res.node(n)
         r.healthy = n in h.alive_nodes

@@ -64,7 +64,8 @@ def status(inventory_path: Path, accept_new_host_keys: bool = False) -> dict:
             **_worker_stack(health, name),
         }
     return {"inventory": str(inv.path), "head": vars(st.head),
-            "apps": {m: {"version": a.version, "bundle": a.bundle, "plan": a.plan["nodes"]}
+            "apps": {m: {"version": a.version, "bundle": a.bundle, "plan": a.plan["nodes"],
+                         "served_version": health.versions.get(m, "") if health else ""}
                      for m, a in st.apps.items()},
             "api_ready": bool(health and health.ready), "nodes": nodes,
             "tunnel": headnode.needs_tunnel(st.head), "api_error": health.error if health else ""}
@@ -149,7 +150,9 @@ def _reload_api(dep: Path, st: state.DeployState, name: str, version: str,
     app.version, app.bundle = version, folder
     with headnode.reach(st, conn) as url:
         h = verify.wait(url, read_token(dep / "api-token", "api-token"), [name],
-                        sorted(app.active), 120.0)
+                        sorted(app.active), 120.0, {name: version})
+    if not h.ready:
+        res.error = f"after the rollback the API is not serving {name} {version}: {h.error}"
     res.head["api_url"] = st.head.api_url
     for node in app.active:
         res.node(node).healthy = node in h.alive_nodes

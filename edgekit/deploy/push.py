@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgekit.deploy import transfer, versions
-from edgekit.deploy.bundle import Bundle, manifest_entry
+from edgekit.deploy.bundle import manifest_entry
 from edgekit.deploy.layout import NodeLayout
 from edgekit.deploy.survey import Survey
+from edgekit.model.bundle import Bundle
 from edgekit.remote.ssh import Connection
 
 

@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgekit.deploy import selfcase
-from edgekit.deploy.bundle import Bundle
 from edgekit.deploy.layout import NodeLayout
 from edgekit.deploy.plan import Plan
 from edgekit.deploy.report import Reporter, RunResult
 from edgekit.deploy.state import DeployState, NodeState
-from edgekit.model.bundle import load_manifest
+from edgekit.model.bundle import Bundle
 from edgekit.node import selftest as node_selftest
 from edgekit.node.agreement import Tolerance
 from edgekit.node.selftest import StageCase
@@ -133,7 +132,7 @@ class SelfTest:
     def __init__(self, bundle: Bundle, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.bundle = bundle
         self.timeout_s = timeout_s
-        self.manifest = load_manifest(bundle.path)
+        self.manifest = bundle.manifest
         self._lock = threading.Lock()
         self._refs: list[StageCase] | None = None
         self._failed: Exception | None = None  # the host could not compute the reference

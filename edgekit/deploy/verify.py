@@ -23,6 +23,8 @@ class Health:
     error: str = ""
     #: node -> what its workers compute with (edgekit.node.stack.describe + "warning")
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: model -> the version id the API serves (edgekit.model.bundle.Bundle.version)
+    versions: dict[str, str] = field(default_factory=dict)
 
 
 def _get(url: str, token: str, timeout_s: float = 5.0) -> tuple[int, Any]:
@@ -48,19 +50,28 @@ def check(api_url: str, token: str, models: list[str]) -> Health:
         (h.alive_nodes if r.get("alive") else h.dead_nodes).update(r.get("nodes", []))
     h.dead_nodes -= h.alive_nodes
     h.workers = (status or {}).get("workers") or {}
+    h.versions = {m: str(info.get("version", ""))
+                  for m, info in ((status or {}).get("models") or {}).items()}
     return h
 
 
 def wait(api_url: str, token: str, models: list[str], nodes: list[str],
-         timeout_s: float) -> Health:
-    """Poll until every model is ready and every node in `nodes` has a live replica."""
+         timeout_s: float, versions: dict[str, str] | None = None) -> Health:
+    """Poll until every model is ready (at `versions`, model -> id, when given) and every
+    node in `nodes` has a live replica."""
     deadline = time.monotonic() + timeout_s
     h = Health(False, error="not checked")
     while time.monotonic() < deadline:
         h = check(api_url, token, models)
-        if h.ready and set(nodes) <= h.alive_nodes:
+        stale = {m: v for m, v in (versions or {}).items() if h.versions.get(m) != v}
+        if h.ready and set(nodes) <= h.alive_nodes and not stale:
             return h
         time.sleep(1.0)
+    if h.ready and stale:
+        h.ready = False
+        h.error = "; ".join(f"the API serves {m} version {h.versions.get(m) or '?'}, "
+                            f"not {v}" for m, v in stale.items())
+        return h
     if h.ready:
         missing = sorted(set(nodes) - h.alive_nodes)
         h.ready = False

@@ -2,9 +2,10 @@
 
 ``load_manifest(dir)`` parses and type-checks the manifest; ``verify(dir)`` also checks every
 file's size and sha256 and that the stages chain (each stage's inputs come from the model's
-inputs or the previous stage's outputs, the last stage yields the model's outputs). Bundles are
-assembled in a temporary sibling folder and renamed into place, so a failed build leaves
-nothing behind.
+inputs or the previous stage's outputs, the last stage yields the model's outputs);
+``open_bundle(dir)`` gives the verified ``Bundle`` with its one version id, the type deploy,
+the API and status all read. Bundles are assembled in a temporary sibling folder and renamed
+into place, so a failed build leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -219,6 +220,63 @@ def verify(bundle_dir: Path) -> Manifest:
     if lacking:
         raise BundleError(f"last stage does not produce model output(s) {', '.join(lacking)}")
     return manifest
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle folder, read once: what deploy ships, the API serves, status shows.
+
+    `version` is the bundle's one version id everywhere (deploy, status, rollback, the API's
+    metadata and /v2/models/{m}/versions/{id}, metrics, logs): a hash of the manifest and of
+    every file's path and sha256, so the same content has the same id on every host and two
+    different contents never share one. `label` is the version its author gave
+    (`edgekit bundle create --version 2`, "1" by default); the API answers to it as well."""
+
+    path: Path
+    manifest: Manifest
+    name: str  # served under: the manifest's name unless `deploy --name` gave another
+    version: str
+
+    @property
+    def label(self) -> str:
+        return self.manifest.version
+
+    @property
+    def runtime(self) -> str:
+        return self.manifest.runtime
+
+    @property
+    def files(self) -> list[FileEntry]:
+        return self.manifest.files
+
+    @property
+    def stages(self) -> list[StageEntry]:
+        return self.manifest.stages
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    @property
+    def mem_bytes(self) -> int:
+        """Memory to run the whole model on one node (sum of stages)."""
+        return sum(s.mem_bytes for s in self.stages)
+
+
+def open_bundle(folder: Path, name: str | None = None) -> Bundle:
+    """Verify `folder` (see `verify`) and give it its version id."""
+    folder = Path(folder)
+    manifest = verify(folder)
+    return Bundle(folder, manifest, name or manifest.name, content_id(folder, manifest))
+
+
+def content_id(folder: Path, manifest: Manifest) -> str:
+    """The version id of a verified bundle: 16 hex digits of sha256 over the manifest's bytes
+    and every file's path and sha256."""
+    h = hashlib.sha256((Path(folder) / MANIFEST).read_bytes())
+    for f in sorted(manifest.files, key=lambda f: f.path):
+        h.update(f"{f.path}\0{f.sha256}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def write_bundle(

@@ -140,7 +140,7 @@ def _model(request: web.Request):
     if info is None:
         raise ProtocolError(f"unknown model {show(name)}; serving {sorted(st.pool.models)}", 404)
     version = request.match_info.get("version")
-    if version is not None and version != info.spec.version:
+    if version is not None and not info.spec.has_version(version):
         raise ProtocolError(
             f"model '{name}' has no version {show(version)} (serving {info.spec.version})", 404
         )

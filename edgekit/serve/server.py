@@ -210,6 +210,7 @@ class ServerState:
             "models": {
                 n: {
                     "version": i.spec.version,
+                    "label": i.spec.label,
                     "runtime": i.spec.runtime,
                     "stages": len(i.spec.stages),
                     "source": str(i.spec.source),

@@ -72,15 +72,17 @@ def padded_bundle(src: Path, folder: Path, pad_bytes: int, seed: int) -> Path:
     return folder
 
 
-def infer_json(inv: Path, api: str, model: str, x: np.ndarray, name: str = "x") -> np.ndarray:
-    """One JSON OIP request through a deployment's API (its token from the deploy state):
-    the first output, flattened."""
+def infer_json(inv: Path, api: str, model: str, x: np.ndarray, name: str = "x",
+               version: str | None = None) -> np.ndarray:
+    """One JSON OIP request through a deployment's API (its token from the deploy state),
+    to /versions/{version}/infer when given: the first output, flattened."""
     from edgekit.deploy.layout import deployment_dir
 
     token = (deployment_dir(inv) / "api-token").read_text().strip()
     body = {"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32",
                         "data": x.ravel().tolist()}]}
-    req = urllib.request.Request(f"{api}/v2/models/{model}/infer", json.dumps(body).encode(),
+    path = f"{model}/versions/{version}" if version else model
+    req = urllib.request.Request(f"{api}/v2/models/{path}/infer", json.dumps(body).encode(),
                                  method="POST", headers={"Authorization": f"Bearer {token}",
                                                          "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as resp:

@@ -86,6 +86,24 @@ def _wait_partial(world, name: str, sha: str, done: threading.Event | subprocess
     return False
 
 
+def _one_version(world, want: str) -> None:
+    """Issue 13: `edgekit status --json`, the API's model metadata and the deploy state name
+    the same version id, and the API serves /v2/models/{m}/versions/{that id}."""
+    import urllib.request
+
+    st = ops.status(world["inv"])
+    token = (deployment_dir(world["inv"]) / "api-token").read_text().strip()
+    req = urllib.request.Request(f"{world['api']}/v2/models/{MODEL}",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        meta = json.loads(resp.read())
+    assert st["apps"][MODEL]["version"] == want, st["apps"]
+    assert st["apps"][MODEL]["served_version"] == want, st["apps"]
+    assert meta["versions"] == [want], meta
+    got = infer_json(world["inv"], world["api"], MODEL, _image(), version=want)
+    assert np.allclose(got, _infer(world, world["api"]))
+
+
 def _pad_sha(bundle: Path) -> str:
     files = json.loads((bundle / "manifest.json").read_text())["files"]
     return next(f["sha256"] for f in files if f["path"] == "pad.bin")
@@ -102,6 +120,7 @@ def test_deploy_real_model_serves_on_every_node(world):
     world["api"], world["v1"] = res.head["api_url"], res.nodes["pi1"].version
     world["bundle"] = Path(json.loads(
         (deployment_dir(world["inv"]) / "state.json").read_text())["apps"][MODEL]["bundle"])
+    _one_version(world, world["v1"])
 
 
 def test_second_identical_deploy_sends_nothing(world):
@@ -147,6 +166,7 @@ def test_killed_deploy_keeps_previous_version_then_rerun_completes(world):
     assert res.nodes["pi1"].sent_bytes < PAD  # resumed from the partial upload
     assert {_active(world, n) for n in WORKERS} == {res.nodes["pi1"].version}
     world["v2"], world["b2"] = res.nodes["pi1"].version, b2
+    _one_version(world, world["v2"])  # a redeploy of new content: a new id, shown alike
 
 
 def _cut_ssh(user: str) -> int:
@@ -193,6 +213,7 @@ def test_rollback_switches_back(world):
     assert all(res.nodes[n].healthy for n in WORKERS), res.to_dict()
     st = ops._load(world["inv"])[2]
     assert st.apps[MODEL].version == world["v2"]
+    _one_version(world, world["v2"])
 
 
 def test_unreachable_and_32bit_nodes_are_reported_others_proceed(world):
