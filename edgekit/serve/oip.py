@@ -2,8 +2,10 @@
 
 Binary tensor extension: the body is a JSON header of `Inference-Header-Content-Length`
 bytes followed by raw little-endian row-major tensors, in the order of the inputs whose
-`parameters.binary_data_size` is set. Outputs are sent binary when the request asks
-(`binary_data_output` globally or `binary_data` per output), JSON otherwise.
+`parameters.binary_data_size` is set (a BYTES tensor: per element a 4-byte little-endian
+length and its bytes). Outputs are sent binary when the request asks (`binary_data_output`
+globally or `binary_data` per output), JSON otherwise. How JSON values are checked against
+their datatype and how NaN/Infinity are written: tensordata.py.
 
 Everything in a request comes from a client that may be hostile, so every field is checked
 for its type and range before it is used, names, dtype and shape are checked against the
@@ -22,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.serve.quietlog import show
-from edgekit.serve.tensors import OIP_TO_NUMPY, TensorSpec, oip_from_numpy
+from edgekit.serve.tensordata import BadValue, json_data, json_values, pack_bytes, unpack_bytes
+from edgekit.serve.tensors import DATATYPES, OIP_TO_NUMPY, TensorSpec, oip_from_numpy
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 #: more dimensions than any model here takes; numpy itself stops at 64
@@ -138,20 +141,20 @@ def _decode_input(
     item: dict, spec: TensorSpec, blob: memoryview, offset: int, limit: int
 ) -> tuple[np.ndarray, int]:
     name, dtype_name = spec.name, item.get("datatype")
-    if not isinstance(dtype_name, str) or dtype_name not in OIP_TO_NUMPY:
+    if not isinstance(dtype_name, str) or dtype_name not in DATATYPES:
         raise ProtocolError(
-            f"input '{name}': datatype must be one of {sorted(OIP_TO_NUMPY)}, "
+            f"input '{name}': datatype must be one of {sorted(DATATYPES)}, "
             f"got {show(dtype_name)}"
         )
     if dtype_name != spec.datatype:
         raise ProtocolError(f"input '{name}': expected datatype {spec.datatype}, got {dtype_name}")
-    dtype = OIP_TO_NUMPY[dtype_name]
     shape = _shape(name, item.get("shape"))
     problem = spec.check_shape(shape)
     if problem:
         raise ProtocolError(problem)
     count = math.prod(shape)
-    nbytes = count * dtype.itemsize
+    # a BYTES element takes at least its 4-byte length on the wire
+    nbytes = count * (OIP_TO_NUMPY[dtype_name].itemsize if dtype_name != "BYTES" else 4)
     if nbytes > limit:
         raise ProtocolError(
             f"input '{name}': shape {list(shape)} x {dtype_name} is {nbytes} bytes decoded, "
@@ -162,17 +165,19 @@ def _decode_input(
     if params is not None and not isinstance(params, dict):
         raise ProtocolError(f"input '{name}': parameters must be an object")
     size = (params or {}).get("binary_data_size")
-    if size is not None:
-        return _binary(name, size, shape, dtype, blob, offset), size
-    if "data" not in item:
-        raise ProtocolError(f"input '{name}': no 'data' and no binary_data_size")
-    data = item["data"]
-    if not isinstance(data, list):
-        raise ProtocolError(f"input '{name}': data must be a list, got {show(data)}")
     try:
-        arr = np.asarray(data, dtype=dtype)
-    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise ProtocolError(f"input '{name}': data is not {dtype_name}: {str(exc)[:80]}") from None
+        if size is not None:
+            if dtype_name == "BYTES":
+                return _binary_bytes(name, size, shape, blob, offset, limit), size
+            return _binary(name, size, shape, OIP_TO_NUMPY[dtype_name], blob, offset), size
+        if "data" not in item:
+            raise ProtocolError(f"input '{name}': no 'data' and no binary_data_size")
+        data = item["data"]
+        if not isinstance(data, list):
+            raise ProtocolError(f"input '{name}': data must be a list, got {show(data)}")
+        arr = json_values(name, dtype_name, data)
+    except BadValue as exc:
+        raise ProtocolError(str(exc)) from None
     if arr.size != count:
         raise ProtocolError(f"input '{name}': {arr.size} values for shape {list(shape)}")
     return arr.reshape(shape), 0
@@ -207,6 +212,22 @@ def _binary(
     arr = np.frombuffer(blob, dtype=dtype.newbyteorder("<"), count=size // dtype.itemsize,
                         offset=offset)
     return arr.astype(dtype, copy=False).reshape(shape)
+
+
+def _binary_bytes(name: str, size: Any, shape: tuple, blob: memoryview, offset: int,
+                  limit: int) -> np.ndarray:
+    """A BYTES input from the binary data: its size is the client's, checked, not derived."""
+    if type(size) is not int or size < 0:
+        raise ProtocolError(f"input '{name}': binary_data_size must be a non-negative "
+                            f"integer, got {show(str(size), 24)}")
+    if size > limit:
+        raise ProtocolError(f"input '{name}': binary_data_size {size} is over this input's "
+                            f"limit of {limit} bytes", 413)
+    if offset + size > len(blob):
+        raise ProtocolError(
+            f"input '{name}': binary data ends after {len(blob) - offset} of {size} bytes"
+        )
+    return unpack_bytes(name, blob[offset:offset + size], math.prod(shape)).reshape(shape)
 
 
 def _requested_outputs(doc: dict, io: ModelIO) -> tuple[list[str] | None, dict[str, bool], bool]:
@@ -260,16 +281,18 @@ def encode_response(
             "shape": list(arr.shape),
         }
         if req.binary_outputs.get(name, req.binary_default):
-            raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            raw = (pack_bytes(arr) if item["datatype"] == "BYTES" else
+                   arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
             item["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
-            item["data"] = arr.reshape(-1).tolist()
+            item["data"] = json_data(arr)
         items.append(item)
     doc: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": items}
     if req.id is not None:
         doc["id"] = req.id
-    head = json.dumps(doc, separators=(",", ":")).encode()
+    # allow_nan=False: json_data wrote NaN/Infinity as strings; a bare token is never sent
+    head = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)

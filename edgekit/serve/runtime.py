@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from edgekit.errors import ModelError
-from edgekit.serve.tensors import TensorSpec, dim, oip_from_numpy, oip_from_ort
+from edgekit.serve.tensors import DATATYPES, TensorSpec, dim, oip_from_numpy, oip_from_ort
 
 
 class Runtime(Protocol):
@@ -20,6 +20,20 @@ class Runtime(Protocol):
     outputs: list[TensorSpec]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def check_datatypes(inputs: list[TensorSpec], outputs: list[TensorSpec], where: str,
+                    refused: frozenset[str] = frozenset()) -> None:
+    """Refuse at load a model with a tensor the protocol (or this runtime) cannot carry, naming
+    the tensor: a model that reports ready must never refuse every request afterwards."""
+    for kind, specs in (("input", inputs), ("output", outputs)):
+        for s in specs:
+            if s.datatype not in DATATYPES or s.datatype in refused:
+                raise ModelError(
+                    f"{kind} '{s.name}' has type {s.datatype}, which edgekit cannot serve "
+                    f"with this runtime (served: {', '.join(sorted(DATATYPES - refused))})",
+                    where=where,
+                )
 
 
 def ort_session_options(threads: int):
@@ -61,6 +75,7 @@ class OrtRuntime:
             TensorSpec(o.name, oip_from_ort(o.type), tuple(dim(d) for d in o.shape))
             for o in self.session.get_outputs()
         ]
+        check_datatypes(self.inputs, self.outputs, where)
         self._names = [o.name for o in self.outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -82,6 +97,9 @@ class LiteRtRuntime:
         self._out = self.interp.get_output_details()
         self.inputs = [self._spec(d) for d in self._in]
         self.outputs = [self._spec(d) for d in self._out]
+        # string tensors: LiteRT's interpreter takes bytes, edgekit's BYTES are ORT's str;
+        # untested here (no .tflite with a string tensor), so refused at load, never at run
+        check_datatypes(self.inputs, self.outputs, where, frozenset({"BYTES"}))
 
     @staticmethod
     def _spec(detail: dict) -> TensorSpec:

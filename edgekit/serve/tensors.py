@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: OIP datatype -> numpy dtype (BYTES is not supported: no edgekit model takes strings)
+#: OIP datatype -> numpy dtype of the fixed-size types; BYTES (strings) has no fixed size and
+#: is a numpy object array of `str` inside edgekit (tensordata.py)
 OIP_TO_NUMPY: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8),
@@ -27,6 +28,8 @@ OIP_TO_NUMPY: dict[str, np.dtype] = {
     "FP64": np.dtype(np.float64),
 }
 NUMPY_TO_OIP: dict[np.dtype, str] = {v: k for k, v in OIP_TO_NUMPY.items()}
+#: every datatype edgekit serves
+DATATYPES = frozenset([*OIP_TO_NUMPY, "BYTES"])
 
 _ORT_TO_OIP = {
     "tensor(bool)": "BOOL",
@@ -41,6 +44,7 @@ _ORT_TO_OIP = {
     "tensor(float16)": "FP16",
     "tensor(float)": "FP32",
     "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
 }
 
 
@@ -50,7 +54,9 @@ def oip_from_ort(ort_type: str) -> str:
 
 
 def oip_from_numpy(dtype: np.dtype) -> str:
-    return NUMPY_TO_OIP.get(np.dtype(dtype), str(dtype))
+    """OIP datatype of a numpy dtype; strings (object, str_, bytes_ arrays) are BYTES."""
+    dtype = np.dtype(dtype)
+    return "BYTES" if dtype.kind in "OUS" else NUMPY_TO_OIP.get(dtype, str(dtype))
 
 
 @dataclass(frozen=True)

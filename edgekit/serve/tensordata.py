@@ -1,0 +1,197 @@
+"""Tensor values on the wire: JSON `data` lists and BYTES elements, checked both ways.
+
+JSON in: a value must fit its datatype exactly - an integer type takes integers (or integral
+numbers such as 3.0) within its range, BOOL takes true/false, the float types take numbers
+whose magnitude the type can hold, BYTES takes strings - or the request is a 400 naming the
+input, the value and its index. numpy alone casts silently (INT64 1.7 -> 1, BOOL "x" -> True,
+FP32 "1" -> 1.0, FP16 1e6 -> inf), so the values are first taken as an object array, their
+Python types are collected in one C-level pass, and ranges are checked on whole arrays: a
+large valid input costs a few percent of what parsing its JSON text already did.
+
+JSON out: NaN and +-Infinity have no JSON number, and the bare tokens that Python (and
+Triton's rapidjson writer) emit are not JSON: kserve's client (orjson) cannot read such a
+response. They are sent as the strings "NaN", "Infinity", "-Infinity" - protobuf's JSON
+mapping for float/double, which the KServe v2 protocol is defined in. numpy turns those
+strings back into floats, so tritonclient's and kserve's `as_numpy` read them unchanged; the
+same strings are accepted in float inputs.
+
+BYTES: elements are text (ONNX Runtime's string tensors take Python `str`; given `bytes` it
+stores their repr). In JSON an element is a string; in the binary tensor extension each
+element is a 4-byte little-endian length followed by that many bytes, which must be UTF-8.
+Inside edgekit a BYTES tensor is a numpy object array of `str`.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from edgekit.serve.quietlog import show
+from edgekit.serve.tensors import OIP_TO_NUMPY
+
+#: the float values JSON has no number for, as protobuf's JSON mapping spells them
+NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+_LEN = struct.Struct("<I")
+
+
+class BadValue(ValueError):
+    """A value that does not fit its tensor; `oip` answers it as a 400 with this message."""
+
+
+def _json_show(value: Any) -> str:
+    """A client's JSON value for a message, short."""
+    if isinstance(value, str):
+        return f"the string {show(value, 24)}"
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, int | float):
+        return _num(value)
+    return "a nested list" if isinstance(value, list) else "an object"
+
+
+def _num(value: Any) -> str:
+    """A client's number for a message, cut (JSON integers can have thousands of digits)."""
+    text = str(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def _first(flat: np.ndarray, kind: type) -> tuple[int, Any]:
+    """Index and value of the first element of Python type `kind` (for the error message)."""
+    i = next(i for i, v in enumerate(flat) if type(v) is kind)
+    return i, flat[i]
+
+
+def json_values(name: str, datatype: str, data: list) -> np.ndarray:
+    """The flat array of `datatype` for an input's JSON `data` (nested lists allowed)."""
+    try:
+        flat = np.asarray(data, dtype=object).reshape(-1)
+    except (ValueError, TypeError, RecursionError):
+        raise BadValue(f"input '{name}': data is not a regular nested list") from None
+    kinds = set(map(type, flat))
+    if datatype == "BYTES":
+        _allow(name, datatype, flat, kinds, {str}, "strings")
+        return flat
+    if datatype == "BOOL":
+        _allow(name, datatype, flat, kinds, {bool}, "true/false")
+        return flat.astype(np.bool_)
+    dtype = OIP_TO_NUMPY[datatype]
+    if dtype.kind == "f":
+        return _floats(name, datatype, flat, kinds, dtype)
+    return _integers(name, datatype, flat, kinds, dtype)
+
+
+def _allow(name: str, datatype: str, flat: np.ndarray, kinds: set, allowed: set,
+           what: str) -> None:
+    wrong = sorted(kinds - allowed, key=lambda k: k.__name__)
+    if wrong:
+        i, value = _first(flat, wrong[0])
+        raise BadValue(
+            f"input '{name}': {datatype} takes {what}, "
+            f"got {_json_show(value)} at index {i}"
+        )
+
+
+def _integers(name: str, datatype: str, flat: np.ndarray, kinds: set,
+              dtype: np.dtype) -> np.ndarray:
+    _allow(name, datatype, flat, kinds, {int, float}, "integers")
+    info = np.iinfo(dtype)
+    if float in kinds:  # JSON has one number type: 3.0 is the integer 3, 1.7 is refused
+        values = flat.astype(np.float64)
+        bad = ~np.isfinite(values) | (values != np.floor(values))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise BadValue(f"input '{name}': {datatype} takes integers, got "
+                                f"{float(values[i])!r} at index {i}")
+        # exclusive upper bound: float(2**63 - 1) rounds to 2**63, which is out of range
+        bad = (values < info.min) | (values >= float(info.max) + 1)
+    else:
+        try:
+            values = flat.astype(np.uint64 if dtype == np.uint64 else np.int64)
+        except OverflowError:  # a Python int past 64 bits (or negative for UINT64)
+            values = flat  # compared as Python ints below: exact, and only on this path
+        bad = (values < info.min) | (values > info.max)
+    bad = np.asarray(bad, dtype=bool)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise BadValue(f"input '{name}': value {_num(flat[i])} at index {i} is "
+                            f"out of range for {datatype} [{info.min}, {info.max}]")
+    return values.astype(dtype)
+
+
+def _floats(name: str, datatype: str, flat: np.ndarray, kinds: set,
+            dtype: np.dtype) -> np.ndarray:
+    _allow(name, datatype, flat, kinds, {int, float, str}, "numbers")
+    if str in kinds:  # only the spellings of NaN and +-Infinity
+        for i, v in enumerate(flat):
+            if type(v) is str:
+                if v not in NON_FINITE:
+                    raise BadValue(
+                        f"input '{name}': {datatype} takes numbers (or \"NaN\", \"Infinity\", "
+                        f"\"-Infinity\"), got {_json_show(v)} at index {i}")
+                flat[i] = NON_FINITE[v]
+    try:
+        wide = flat.astype(np.float64)
+    except OverflowError:  # an integer literal past float64
+        i = next(i for i, v in enumerate(flat) if type(v) is int and abs(v) > 2**1023)
+        raise BadValue(f"input '{name}': value {_num(flat[i])} at index {i} is "
+                            f"out of range for {datatype}") from None
+    with np.errstate(over="ignore"):
+        values = wide.astype(dtype)
+    overflow = np.isinf(values) & np.isfinite(wide)
+    if overflow.any():
+        i = int(np.argmax(overflow))
+        raise BadValue(f"input '{name}': value {float(wide[i])!r} at index {i} is out of range "
+                            f"for {datatype} (largest {float(np.finfo(dtype).max)!r})")
+    return values
+
+
+def json_data(arr: np.ndarray) -> list:
+    """An output's values as a flat JSON-ready list (non-finite floats as strings)."""
+    flat = arr.reshape(-1)
+    if arr.dtype.kind in "OUS":
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
+    values = flat.tolist()
+    if arr.dtype.kind == "f":
+        odd = np.flatnonzero(~np.isfinite(flat))
+        for i in odd.tolist():
+            v = values[i]
+            values[i] = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+    return values
+
+
+def pack_bytes(arr: np.ndarray) -> bytes:
+    """A BYTES tensor in the binary extension: per element, its length (4 bytes LE) + bytes."""
+    parts = []
+    for v in arr.reshape(-1):
+        raw = v if isinstance(v, bytes) else str(v).encode("utf-8")
+        parts += [_LEN.pack(len(raw)), raw]
+    return b"".join(parts)
+
+
+def unpack_bytes(name: str, raw: memoryview, count: int) -> np.ndarray:
+    """`count` BYTES elements from exactly `raw` (length-prefixed, UTF-8), as str."""
+    if 4 * count > len(raw):  # every element has a 4-byte length: checked before a loop
+        raise BadValue(f"input '{name}': {len(raw)} bytes cannot hold {count} BYTES "
+                            f"elements (4-byte length each)")
+    out = np.empty(count, dtype=object)
+    offset = 0
+    for i in range(count):
+        if offset + 4 > len(raw):
+            raise BadValue(f"input '{name}': BYTES element {i}'s length is cut off")
+        (n,) = _LEN.unpack_from(raw, offset)
+        offset += 4
+        if offset + n > len(raw):
+            raise BadValue(f"input '{name}': BYTES element {i} says {n} bytes, "
+                                f"{len(raw) - offset} are left")
+        try:
+            out[i] = bytes(raw[offset:offset + n]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadValue(f"input '{name}': BYTES element {i} is not UTF-8 text (the "
+                                f"model's string tensors take text)") from None
+        offset += n
+    if offset != len(raw):
+        raise BadValue(f"input '{name}': {len(raw) - offset} bytes left after "
+                            f"{count} BYTES elements")
+    return out
