@@ -5,81 +5,32 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
-from rich.table import Table
+from rich.markup import escape
+from rich.progress import Progress
 
+from edgekit.cli._deployview import Bars, exit_code, progress, result_view
 from edgekit.cli._output import console, emit_json, err_console, json_option
 from edgekit.cli._params import model_name, version_name
-from edgekit.cli.nodes import ACCEPT_OPTION, NODES_OPTION, kernels_cell, runtime_lines
+from edgekit.cli.nodes import ACCEPT_OPTION, NODES_OPTION, runtime_lines
 
-EXIT_NODES_FAILED = 4
-
-
-class _Bars:
-    """One rich progress bar per node: current step and bytes sent."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.tasks: dict[str, TaskID] = {}
-
-    def _task(self, node: str) -> TaskID:
-        if node not in self.tasks:
-            self.tasks[node] = self.progress.add_task(node, total=None, step="")
-        return self.tasks[node]
-
-    def step(self, node: str, text: str) -> None:
-        self.progress.update(self._task(node), step=text)
-
-    def bytes(self, node: str, sent: int, total: int) -> None:
-        self.progress.update(self._task(node), completed=sent, total=total)
+_Bars = Bars  # (`edgekit demo` draws its deploy with these two)
 
 
 def _progress(as_json: bool) -> Progress:
-    return Progress(TextColumn("{task.description:>8}"), TextColumn("{task.fields[step]:<12}"),
-                    BarColumn(), DownloadColumn(), console=err_console,
-                    disable=as_json or not err_console.is_terminal)
-
-
-def _summary(res) -> None:  # type: ignore[no-untyped-def]
-    table = Table(title=f"{res.command}: {'ok' if res.ok else 'FAILED'} in {res.seconds:.1f} s")
-    for col in ("node", "result", "step", "version", "runtime", "sent", "selftest", "services",
-                "detail"):
-        table.add_column(col, overflow="fold")
-    for r in res.nodes.values():
-        mark = "[green]ok[/]" if r.ok else "[red]failed[/]"
-        sent = f"{r.sent_bytes / 1e6:.1f} MB" if r.sent_bytes else "-"
-        table.add_row(r.node, mark, r.step, r.version[:12], r.runtime, sent,
-                      _selftest_cell(r.selftest), r.services, r.detail)
-    console.print(table)
-    for r in res.nodes.values():
-        if r.log_tail:
-            console.print(f"[bold]{r.node}[/] log tail:\n{r.log_tail}", highlight=False)
-    if res.head:
-        console.print(f"head: {res.head}", highlight=False)
-    if res.error:
-        console.print(f"[red]error:[/] {res.error}")
-
-
-def _selftest_cell(t: dict) -> str:
-    if not t:
-        return "-"
-    if t.get("cached"):
-        return "ok (cached)"
-    if not t.get("ok"):
-        return "[red]failed[/]"
-    cos = t.get("min_cosine")
-    return f"ok {t.get('seconds', 0):.1f} s" + (f", cos {cos:.5f}" if cos is not None else "")
+    """Per-node deploy progress on stderr; off under --json or when stderr is not a terminal."""
+    return progress(err_console, as_json or not err_console.is_terminal)
 
 
 def _finish(res, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     if as_json:
         emit_json(res.to_dict())
     else:
-        _summary(res)
+        console.print(result_view(res))
         if res.head.get("warning"):
-            err_console.print(f"[yellow]warning:[/] {res.head['warning']}")
-    if not res.ok:
-        raise SystemExit(EXIT_NODES_FAILED)
+            err_console.print(f"[yellow]warning:[/] {escape(res.head['warning'])}")
+    code = exit_code(res)
+    if code:
+        raise SystemExit(code)
 
 
 @click.command("deploy")
@@ -115,16 +66,21 @@ def _finish(res, as_json: bool) -> None:  # type: ignore[no-untyped-def]
 @json_option
 def deploy(nodes_file: str, accept_new_host_keys: bool, target: Path, as_json: bool,
            **opts: object) -> None:
-    """Provision the nodes, push MODEL_OR_BUNDLE over SSH, start Ray and the API, verify."""
+    """Provision the nodes, push MODEL_OR_BUNDLE over SSH, start Ray and the API, verify.
+
+    Exit 0: every node serves (or, with --dry-run, was checked and planned). Exit 8: a
+    partial deploy, some nodes serve the model and others failed (the result says which and
+    why). Exit 4: nothing serves.
+    """
     from edgekit.deploy.flow import DeployOptions
     from edgekit.deploy.flow import deploy as run
 
     options = DeployOptions(Path(nodes_file), target,
                             accept_new_host_keys=accept_new_host_keys, **opts)  # type: ignore[arg-type]
-    with _progress(as_json) as progress:
-        res = run(options, _Bars(progress))
+    with _progress(as_json) as bars:
+        res = run(options, Bars(bars))
     if not as_json and res.plan:
-        console.print("plan:\n  " + "\n  ".join(res.plan))
+        console.print("plan:\n  " + "\n  ".join(res.plan), highlight=False)
     _finish(res, as_json)
 
 
@@ -140,26 +96,15 @@ def status(nodes_file: str, accept_new_host_keys: bool, as_json: bool) -> None:
     if as_json:
         emit_json(st)
     else:
-        hd = st["head"]
-        where = "" if hd.get("where", "host") == "host" else f" on {hd['where']}"
-        via = " (SSH tunnel)" if st.get("tunnel") else ""
-        table = Table(title=f"API {hd.get('api_url')}{where}{via} ready={st['api_ready']}")
-        for col in ("node", "reachable", "active", "kept", "services", "healthy", "kernels"):
-            table.add_column(col, overflow="fold")
-        for name, n in st["nodes"].items():
-            table.add_row(name, str(n["reachable"]), str(n["active"]), str(n["kept"]),
-                          str(n["services"]), str(n["healthy"]) if n["reachable"] else n["error"],
-                          kernels_cell(n.get("kernels", "")))
-        console.print(table)
+        from edgekit.cli._deployview import status_boards, status_view
+
+        console.print(status_view(st, status_boards(Path(nodes_file))))
         workers = st["nodes"].items()
         for line in runtime_lines({k: (n["onnxruntime"], n["litert"]) for k, n in workers
                                    if n.get("kernels")}):
-            console.print(f"workers: {line}")
-        for name, n in workers:
-            if n.get("warning"):
-                console.print(f"[yellow]warning[/] {name}: {n['warning']}")
+            console.print(f"workers: {line}", highlight=False)
     if not st["api_ready"] or not all(n["healthy"] for n in st["nodes"].values()):
-        raise SystemExit(EXIT_NODES_FAILED)
+        raise SystemExit(4)
 
 
 @click.command("rollback")

@@ -12,9 +12,9 @@ import urllib.request
 from typing import Any
 
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
+from edgekit.cli._table import Col, FitTable
 from edgekit.errors import ClusterError
 
 _SPARK = "▁▂▃▄▅▆▇█"
@@ -86,51 +86,56 @@ def _f(value: Any, fmt: str, dash: str = "-") -> str:
     return dash if value is None else format(value, fmt)
 
 
+#: the dashboard's columns; rank 0 stays at any width, higher ranks drop first (at 80
+#: columns: node, board, temperature, state and reason; edgekit.cli._table)
+COLUMNS = [
+    Col("node"), Col("board", wrap=True, min_width=14), Col("temp °C", 1, justify="right"),
+    Col("trend", 6), Col("clock MHz", 3, justify="right"), Col("throttle", 2),
+    Col("W", 4, justify="right"), Col("util", 4, justify="right"),
+    Col("req/s", 2, justify="right"), Col("p95 ms", 4, justify="right"),
+    Col("J/inf", 5, justify="right"), Col("weight", 3, justify="right"), Col("state"),
+    Col("reason", wrap=True, min_width=24, hide_empty=True),
+]
+
+
+def _board(model: str | None) -> str:
+    from edgekit.cli.nodes import _board as short
+
+    return short(model or "")
+
+
+def _cells(name: str, r: dict[str, Any]) -> list[str | Text]:
+    state = r.get("state") or "?"
+    if r.get("stale"):
+        state += " (stale)"
+    thr = r.get("throttled")
+    if isinstance(thr, dict):
+        throttle = "NOW" if thr.get("any_now") else ("since boot" if thr.get("raw") else "no")
+    else:
+        throttle = "?"
+    watts = _f(r.get("power_w"), ".1f")
+    if r.get("power_source") == "estimated":
+        watts += "~"
+    temp = r.get("temp_c")
+    return [
+        name, _board(r.get("board")),
+        Text(_f(temp, ".1f"), style="red" if (temp or 0) >= 78 else ""),
+        sparkline(r.get("temp_history") or []),
+        f"{_f(r.get('freq_mhz'), '.0f')}/{_f(r.get('max_freq_mhz'), '.0f')}",
+        Text(throttle, style="bold red" if throttle == "NOW" else ""),
+        watts, _f(r.get("util"), ".0%"), _f(r.get("requests_per_s"), ".1f"),
+        _f(r.get("p95_ms"), ".1f"), _f(r.get("j_per_inference"), ".2f"),
+        _f(r.get("weight"), ".2f"),
+        Text(state, style=_STATE_STYLE.get(r.get("state") or "", "")),
+        r.get("reason") or "",
+    ]
+
+
 def render(status: dict[str, Any]) -> Group:
-    """One dashboard frame."""
-    table = Table(title="edgekit nodes", expand=False, header_style="bold")
-    for col, just in (
-        ("node", "left"),
-        ("temp °C", "right"),
-        ("trend", "left"),
-        ("clock MHz", "right"),
-        ("throttle", "left"),
-        ("W", "right"),
-        ("util", "right"),
-        ("req/s", "right"),
-        ("p95 ms", "right"),
-        ("J/inf", "right"),
-        ("weight", "right"),
-        ("state", "left"),
-    ):
-        table.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
+    """One dashboard frame; its table is laid out for the width it is printed at."""
+    table = FitTable(COLUMNS, title="edgekit nodes")
     for name, r in sorted(node_rows(status).items()):
-        state = r.get("state") or "?"
-        if r.get("stale"):
-            state += " (stale)"
-        thr = r.get("throttled")
-        if isinstance(thr, dict):
-            throttle = "NOW" if thr.get("any_now") else ("since boot" if thr.get("raw") else "no")
-        else:
-            throttle = "?"
-        watts = _f(r.get("power_w"), ".1f")
-        if r.get("power_source") == "estimated":
-            watts += "~"
-        temp = r.get("temp_c")
-        table.add_row(
-            name,
-            Text(_f(temp, ".1f"), style="red" if (temp or 0) >= 78 else ""),
-            sparkline(r.get("temp_history") or []),
-            f"{_f(r.get('freq_mhz'), '.0f')}/{_f(r.get('max_freq_mhz'), '.0f')}",
-            Text(throttle, style="bold red" if throttle == "NOW" else ""),
-            watts,
-            _f(r.get("util"), ".0%"),
-            _f(r.get("requests_per_s"), ".1f"),
-            _f(r.get("p95_ms"), ".1f"),
-            _f(r.get("j_per_inference"), ".2f"),
-            _f(r.get("weight"), ".2f"),
-            Text(state, style=_STATE_STYLE.get(r.get("state") or "", "")),
-        )
+        table.add_row(*_cells(name, r))
     s = summary(status)
     cap = f" cap {s['power_cap_w']:.0f} W" if s["power_cap_w"] else ""
     limit = f" admission {s['admission_limit']}" if s["admission_limit"] else ""
@@ -141,14 +146,9 @@ def render(status: dict[str, Any]) -> Group:
     )
     thermal = (status.get("controllers") or {}).get("thermal") or {}
     recent = thermal.get("decisions") or []
-    lines = [
-        Text(
-            f"{d['node']}: {d['state']} w={d['weight']:.2f} - {d['reason']}",
-            overflow="ellipsis",
-            no_wrap=True,
-        )
-        for d in recent[-4:]
-    ]
+    # wrapped, not cut: the reason is the point of the line
+    lines = [Text(f"{d['node']}: {d['state']} w={d['weight']:.2f} - {d['reason']}")
+             for d in recent[-4:]]
     return Group(table, totals, *lines)
 
 

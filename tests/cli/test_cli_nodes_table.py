@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rich.console import Console
+from cli_screens import rows, screen, words
 
 from edgekit.cli._table import Col, FitTable
 from edgekit.cli.nodes import _table
@@ -30,30 +30,6 @@ def _reports() -> list[NodeReport]:
         NodeReport("pi3", "pi@10.0.0.3:2222", False, False,
                    problems=["ssh: [Errno 111] Connection refused"]),
     ]
-
-
-def screen(renderable: object, width: int) -> str:
-    con = Console(width=width, record=True, color_system=None)
-    con.print(renderable)
-    return con.export_text()
-
-
-def words(text: str) -> list[str]:
-    """The words of a screen, table rules removed (a wrapped reason spans lines)."""
-    return [w for w in text.replace("│", " ").replace("┃", " ").split() if w.strip("━─┏┓┗┛")]
-
-
-def rows(text: str) -> dict[str, str]:
-    """Table rows by their first cell: the row's words, wrapped lines joined."""
-    out: dict[str, str] = {}
-    name = ""
-    for line in text.splitlines():
-        cells = line.split("│")
-        if len(cells) < 3:
-            continue
-        name = cells[1].strip() or name
-        out[name] = " ".join([out.get(name, ""), *cells[2:]]).strip()
-    return {k: " ".join(v.split()) for k, v in out.items()}
 
 
 def test_80_columns_every_node_board_verdict_and_reason() -> None:

@@ -1,0 +1,235 @@
+"""How `deploy`, `rollback`, `undeploy` and `status` look: per-node progress while a deploy
+runs, the per-node result after it, and the status table. Pure functions of the results
+(edgekit.deploy.report.RunResult, the dict of edgekit.deploy.ops.status), so tests render them
+into a Console of a chosen width."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.progress import Progress, ProgressColumn, Task, TaskID, TextColumn
+from rich.text import Text
+
+from edgekit.cli._table import Col, FitTable
+from edgekit.cli.nodes import kernels_text
+from edgekit.deploy.report import NodeResult, RunResult
+
+EXIT_NODES_FAILED = 4
+#: some nodes serve the model, others failed: usable, but not what was asked for
+EXIT_PARTIAL = 8
+
+#: a deploy step (edgekit.deploy.flow / selftest) -> what the node is doing, in words
+PHASES = {
+    "check": "checking the node",
+    "provision": "checking/installing the runtime",
+    "push": "sending the model",
+    "selftest": "self-test: running the model",
+    "start": "starting Ray and services",
+    "verify": "waiting for its workers",
+}
+
+
+class _Detail(ProgressColumn):
+    """Bytes while the model is sent, else the seconds spent in the current phase."""
+
+    def render(self, task: Task) -> Text:
+        f = task.fields
+        if f.get("done"):
+            return Text("")
+        if f.get("to_send"):
+            return Text(f"{f['sent'] / 1e6:.1f}/{f['to_send'] / 1e6:.1f} MB")
+        return Text(f"{time.monotonic() - f.get('since', time.monotonic()):.0f} s", "dim")
+
+
+class Bars:
+    """edgekit.deploy.report.Reporter drawn as one progress line per node."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def _task(self, node: str) -> TaskID:
+        if node not in self.tasks:
+            self.tasks[node] = self.progress.add_task(node, total=None, step="", sent=0,
+                                                      to_send=0, since=time.monotonic())
+        return self.tasks[node]
+
+    def step(self, node: str, text: str) -> None:
+        # a final word comes coloured ("[green]serving", "[red]push failed")
+        done = text.startswith(("[red]", "[green]"))
+        self.progress.update(self._task(node), step=PHASES.get(text, text), to_send=0, sent=0,
+                             since=time.monotonic(), done=done)
+
+    def bytes(self, node: str, sent: int, total: int) -> None:
+        self.progress.update(self._task(node), sent=sent, to_send=total)
+
+
+def progress(console: Any, disable: bool) -> Progress:
+    return Progress(TextColumn("{task.description:>10}", style="bold"),
+                    TextColumn("{task.fields[step]}"), _Detail(), console=console,
+                    disable=disable)
+
+
+def _selftest(t: dict) -> str:
+    if not t:
+        return ""
+    if t.get("cached"):
+        return "self-test passed before"
+    if not t.get("ok"):
+        return "self-test failed"
+    cos = t.get("min_cosine")
+    return f"self-test ok in {t.get('seconds', 0):.1f} s" + (
+        f" (cosine {cos:.5f})" if cos is not None else "")
+
+
+def _happened(r: NodeResult) -> str:
+    parts = [f"runtime {r.runtime}" if r.runtime else "",
+             f"sent {r.sent_bytes / 1e6:.1f} MB" if r.sent_bytes else "",
+             _selftest(r.selftest), f"services: {r.services}" if r.services else ""]
+    return "; ".join(p for p in parts if p)
+
+
+def _outcome(res: RunResult, r: NodeResult) -> Text:
+    if not r.ok:
+        return Text(f"failed at {r.step or 'start'}", "red")
+    if r.healthy:
+        return Text("serving", "green")
+    if r.step == "plan":
+        return Text("not used")
+    if res.head.get("where") == r.node:
+        return Text("runs the head")
+    return Text(r.step or "ok")
+
+
+def serving(res: RunResult) -> list[str]:
+    return [n for n, r in res.nodes.items() if r.ok and r.healthy]
+
+
+def exit_code(res: RunResult) -> int:
+    """0, EXIT_PARTIAL (a deploy some nodes serve and others failed) or EXIT_NODES_FAILED."""
+    if res.ok:
+        return 0
+    if res.command == "deploy" and serving(res):
+        return EXIT_PARTIAL
+    return EXIT_NODES_FAILED
+
+
+def headline(res: RunResult) -> Text:
+    """One plain sentence: what serves now, and what did not work."""
+    failed = [f"{n} (at {r.step})" for n, r in res.nodes.items() if not r.ok]
+    up = serving(res)
+    if res.command != "deploy":
+        if res.ok:
+            return Text(f"{res.command}: done on every node", "green")
+        return Text(f"{res.command} FAILED on " + (", ".join(failed) or res.error), "red")
+    if res.ok and not up:  # a dry run
+        return Text("dry run: checked and planned, nothing was changed")
+    if res.ok:
+        return Text(f"deployed: serving on {', '.join(up)}", "green")
+    if up:
+        return Text(f"PARTIAL deploy (exit {EXIT_PARTIAL}): serving on {', '.join(up)}; "
+                    f"failed: {', '.join(failed)}", "yellow")
+    why = f": {res.error}" if res.error else ""
+    return Text(f"deploy FAILED: nothing serves{why}" +
+                (f"; failed: {', '.join(failed)}" if failed else ""), "red")
+
+
+RESULT_COLUMNS = [Col("node"), Col("result"), Col("version", 2),
+                  Col("what happened", wrap=True, min_width=20, hide_empty=True),
+                  Col("detail", wrap=True, min_width=20, hide_empty=True)]
+
+
+def result_view(res: RunResult) -> RenderableType:
+    """The table of a deploy-family command, its log tails, the head and the headline."""
+    table = FitTable(RESULT_COLUMNS, title=f"{res.command} in {res.seconds:.1f} s")
+    for r in res.nodes.values():
+        table.add_row(r.node, _outcome(res, r), r.version[:12], _happened(r), r.detail)
+    parts: list[RenderableType] = [table]
+    for r in res.nodes.values():
+        if r.log_tail:
+            parts.append(Text(f"{r.node} log tail:\n{r.log_tail}"))
+    head = {k: v for k, v in res.head.items() if k not in ("api_log", "warning")}
+    if head:
+        parts.append(Text("head: " + ", ".join(f"{k} {v}" for k, v in head.items())))
+    if res.head.get("api_log"):
+        parts.append(Text(f"API log tail:\n{res.head['api_log']}"))
+    if res.error:
+        parts.append(Text(f"error: {res.error}", "red"))
+    parts.append(headline(res))
+    return Group(*parts)
+
+
+STATUS_COLUMNS = [Col("node"), Col("board", wrap=True, min_width=14), Col("verdict"),
+                  Col("reason", wrap=True, min_width=24, hide_empty=True),
+                  Col("active", 1), Col("services", 2), Col("kept", 3), Col("kernels", 2)]
+
+
+def _versions(by_model: dict | None, many: bool = False) -> str:
+    """{model: version} or {model: [versions]} as "model 1a2b3c4d5e6f" lines (no dicts)."""
+    lines = []
+    for model, v in (by_model or {}).items():
+        if many:
+            lines += [f"{model} {x[:12]}" for x in v] if v else [f"{model} none"]
+        else:
+            lines.append(f"{model} {v[:12] if v else 'none active'}")
+    return "\n".join(lines) or "-"
+
+
+def _node_verdict(st: dict, n: dict) -> tuple[Text, str]:
+    if not n["reachable"]:
+        return Text("unreachable", "red"), n.get("error") or ""
+    down = sorted(k for k, up in (n.get("services") or {}).items() if not up)
+    reasons = [f"not running: {', '.join(down)}"] if down else []
+    if not any((n.get("active") or {}).values()):
+        reasons.append("no model version active")
+    if n["healthy"]:
+        return Text("serving", "green"), "; ".join([*reasons, n.get("warning") or ""]).strip("; ")
+    if not st["api_ready"]:
+        reasons.append(f"API not ready: {st.get('api_error') or 'no answer'}")
+    elif not reasons:
+        reasons.append("the API sees no live worker on it")
+    return Text("not serving", "red"), "; ".join(reasons)
+
+
+def status_view(st: dict, boards: dict[str, str]) -> RenderableType:
+    """`edgekit status`: one row per node, then the deployed models and the API."""
+    hd = st["head"]
+    where = "" if hd.get("where", "host") == "host" else f" on {hd['where']}"
+    via = " (SSH tunnel)" if st.get("tunnel") else ""
+    ready = "ready" if st["api_ready"] else "NOT ready"
+    table = FitTable(STATUS_COLUMNS, title=f"API {hd.get('api_url')}{where}{via}: {ready}")
+    for name, n in st["nodes"].items():
+        verdict, reason = _node_verdict(st, n)
+        svc = n.get("services") or {}
+        up = f"{sum(bool(v) for v in svc.values())}/{len(svc)} up" if svc else "-"
+        table.add_row(name, boards.get(name) or "?", verdict, reason,
+                      _versions(n.get("active")), up, _versions(n.get("kept"), many=True),
+                      kernels_text(n.get("kernels", "")))
+    parts: list[RenderableType] = [table]
+    for model, app in (st.get("apps") or {}).items():
+        served = app.get("served_version")
+        also = f", the API serves {served[:12]}" if served and served != app["version"] else ""
+        parts.append(Text(f"model {model}: version {app['version'][:12]}{also}; planned on "
+                          f"{', '.join(app.get('plan') or []) or 'no node'}"))
+    return Group(*parts)
+
+
+def status_boards(nodes_file: Path) -> dict[str, str]:
+    """What each node is, for `status` (which does not probe): the inventory's `board` label
+    if given, else the arch, cores and RAM the last deploy recorded."""
+    from edgekit import inventory
+    from edgekit.deploy import state
+    from edgekit.deploy.layout import deployment_dir
+
+    inv = inventory.load(nodes_file)
+    st = state.load(deployment_dir(inv.path), str(inv.path.resolve()))
+    out = {}
+    for node in inv:
+        ns = st.nodes.get(node.name)
+        recorded = (f"{ns.arch} {ns.cores}-core {ns.ram_bytes / 2**30:.1f}G"
+                    if ns and ns.arch else "")
+        out[node.name] = node.labels.get("board") or recorded
+    return out
