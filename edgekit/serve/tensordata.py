@@ -98,20 +98,17 @@ def _integers(name: str, datatype: str, flat: np.ndarray, kinds: set,
     _allow(name, datatype, flat, kinds, {int, float}, "integers")
     info = np.iinfo(dtype)
     if float in kinds:  # JSON has one number type: 3.0 is the integer 3, 1.7 is refused
-        values = flat.astype(np.float64)
-        bad = ~np.isfinite(values) | (values != np.floor(values))
+        wide = _wide_floats(name, datatype, flat)
+        bad = ~np.isfinite(wide) | (wide != np.floor(wide))
         if bad.any():
             i = int(np.argmax(bad))
             raise BadValue(f"input '{name}': {datatype} takes integers, got "
-                                f"{float(values[i])!r} at index {i}")
-        # exclusive upper bound: float(2**63 - 1) rounds to 2**63, which is out of range
-        bad = (values < info.min) | (values >= float(info.max) + 1)
-    else:
-        try:
-            values = flat.astype(np.uint64 if dtype == np.uint64 else np.int64)
-        except OverflowError:  # a Python int past 64 bits (or negative for UINT64)
-            values = flat  # compared as Python ints below: exact, and only on this path
-        bad = (values < info.min) | (values > info.max)
+                           f"{float(wide[i])!r} at index {i}")
+    try:  # exact: numpy converts each Python int (and integral float) by value
+        values = flat.astype(np.uint64 if dtype == np.uint64 else np.int64)
+    except OverflowError:  # past 64 bits (or negative for UINT64)
+        values = flat  # compared as Python numbers below: exact, and only on this path
+    bad = (values < info.min) | (values > info.max)
     bad = np.asarray(bad, dtype=bool)
     if bad.any():
         i = int(np.argmax(bad))
@@ -131,12 +128,7 @@ def _floats(name: str, datatype: str, flat: np.ndarray, kinds: set,
                         f"input '{name}': {datatype} takes numbers (or \"NaN\", \"Infinity\", "
                         f"\"-Infinity\"), got {_json_show(v)} at index {i}")
                 flat[i] = NON_FINITE[v]
-    try:
-        wide = flat.astype(np.float64)
-    except OverflowError:  # an integer literal past float64
-        i = next(i for i, v in enumerate(flat) if type(v) is int and abs(v) > 2**1023)
-        raise BadValue(f"input '{name}': value {_num(flat[i])} at index {i} is "
-                            f"out of range for {datatype}") from None
+    wide = _wide_floats(name, datatype, flat)
     with np.errstate(over="ignore"):
         values = wide.astype(dtype)
     overflow = np.isinf(values) & np.isfinite(wide)
@@ -145,6 +137,20 @@ def _floats(name: str, datatype: str, flat: np.ndarray, kinds: set,
         raise BadValue(f"input '{name}': value {float(wide[i])!r} at index {i} is out of range "
                             f"for {datatype} (largest {float(np.finfo(dtype).max)!r})")
     return values
+
+
+def _wide_floats(name: str, datatype: str, flat: np.ndarray) -> np.ndarray:
+    """`flat` (numbers) as float64; an integer literal past float64's range is a BadValue."""
+    try:
+        return flat.astype(np.float64)
+    except OverflowError:
+        for i, v in enumerate(flat):
+            try:
+                float(v)
+            except OverflowError:
+                raise BadValue(f"input '{name}': value {_num(v)} at index {i} is out of "
+                               f"range for {datatype}") from None
+        raise
 
 
 def json_data(arr: np.ndarray) -> list:
