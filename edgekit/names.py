@@ -19,9 +19,23 @@ NAME_RULE = "1-63 letters, digits, '.', '_' or '-', starting with a letter or di
 #: a bundle version: the same, plus '+' (semver build metadata)
 VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}")
 VERSION_RULE = "1-63 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
+#: the Ray custom resource every edgekit node advertises (`edgekit-node-<name>`, 1 unit):
+#: workers and agents are pinned to a node by asking for a sliver of it
+NODE_RESOURCE_PREFIX = "edgekit-node-"
 #: one component of a path edgekit puts in a shell command or a unit file
 _PART_RE = re.compile(r"[A-Za-z0-9_.+-]+")
 PATH_RULE = "letters, digits, '.', '_', '+', '-' and '/' only, no '..' component"
+
+
+def node_resource(node: str) -> str:
+    """The Ray resource that pins work to `node`."""
+    return NODE_RESOURCE_PREFIX + node
+
+
+def resource_node(resource: str) -> str | None:
+    """The node a Ray resource key stands for (None: not an edgekit node resource)."""
+    return resource[len(NODE_RESOURCE_PREFIX):] if resource.startswith(NODE_RESOURCE_PREFIX) \
+        else None
 
 
 def is_name(value: object) -> bool:

@@ -39,7 +39,6 @@ from edgekit.remote.ssh import Connection, Outcome, Pool, run_each
 T = TypeVar("T")
 
 RAY_NODE_RESERVE_BYTES = 700 * MB  # OS + Ray worker (~300 MiB) + idle workers + agent
-RESOURCE_PREFIX = "edgekit-node-"
 SELFTEST_TIMEOUT_S = selftest.DEFAULT_TIMEOUT_S  # (a DeployOptions field shadows the module)
 
 
@@ -256,7 +255,7 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
         ns, lay = st.nodes[name], NodeLayout(f.root)
         cfg = {"address": addr, "node_ip": f.node_ip, "num_cpus": ns.cores,
                "object_store_bytes": object_store_bytes(ns.ram_bytes),
-               "resources": {RESOURCE_PREFIX + name: 1},
+               "resources": {names.node_resource(name): 1},
                "temp_dir": f"{f.root}/run/ray", "token_path": lay.ray_token, "root": f.root,
                # a new runtime or head restarts the node's services (the file changes)
                "generation": f"{ns.fingerprint}:{addr}"}

@@ -10,6 +10,7 @@ its temp dir), which is what a Pi losing power and rebooting looks like to the h
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from edgekit import names
 from edgekit.errors import ClusterError
 from edgekit.node.raynode import system_config_arg
 
@@ -122,7 +124,7 @@ class LocalCluster:
             "start",
             f"--address={self.address}",
             f"--num-cpus={self.cpus_per_node}",
-            f'--resources={{"edgekit-node-{name}": 1}}',
+            f"--resources={json.dumps({names.node_resource(name): 1})}",
             f"--temp-dir={self.root / name}",
             "--disable-usage-stats",
             *self._ports(),

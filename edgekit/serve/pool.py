@@ -22,6 +22,7 @@ import numpy as np
 import ray
 from ray import exceptions as rex
 
+from edgekit import names
 from edgekit.errors import ClusterError
 from edgekit.node import stack
 from edgekit.serve.deadline import DeadlineExceeded, Deadlines
@@ -35,7 +36,6 @@ from edgekit.serve.tensors import TensorSpec
 from edgekit.serve.worker import RunError, remote_worker_class, unpack
 
 log = logging.getLogger("edgekit.serve")
-RESOURCE_PREFIX = "edgekit-node-"
 #: worker actor names: edgekit:<model>:<stage>:<node>:g<generation> (namespace "edgekit")
 ACTOR_PREFIX = "edgekit:"
 
@@ -109,8 +109,9 @@ def edgekit_nodes() -> dict[str, float]:
             continue
         res = n.get("Resources", {})
         for key in res:
-            if key.startswith(RESOURCE_PREFIX):
-                found[key[len(RESOURCE_PREFIX) :]] = float(res.get("CPU", 1.0))
+            node = names.resource_node(key)
+            if node is not None:
+                found[node] = float(res.get("CPU", 1.0))
     return found
 
 
@@ -140,11 +141,11 @@ class WorkerPool:
         live = edgekit_nodes()
         if not live:
             raise ClusterError(
-                f"no Ray node carries an '{RESOURCE_PREFIX}<name>' resource",
+                f"no Ray node carries an '{names.node_resource('<name>')}' resource",
                 hint="start workers with ray start --resources or edgekit deploy",
             )
-        names = sorted(live) if not nodes else list(nodes)
-        missing = [n for n in names if n not in live]
+        chosen = sorted(live) if not nodes else list(nodes)
+        missing = [n for n in chosen if n not in live]
         if missing:
             raise ClusterError(
                 f"nodes not in the Ray cluster: {', '.join(missing)}",
@@ -156,9 +157,9 @@ class WorkerPool:
             info = describe_model(spec)
             self.models[spec.name] = info
             k = len(spec.stages)
-            if k > len(names):
+            if k > len(chosen):
                 raise ClusterError(
-                    f"model '{spec.name}' has {k} stages but only {len(names)} nodes",
+                    f"model '{spec.name}' has {k} stages but only {len(chosen)} nodes",
                     where=spec.name,
                 )
             blobs = [
@@ -166,8 +167,8 @@ class WorkerPool:
                 else ray.put(s.file.read_bytes())
                 for s in spec.stages
             ]
-            for p in range(len(names) // k):
-                group = tuple(names[p * k : (p + 1) * k])
+            for p in range(len(chosen) // k):
+                group = tuple(chosen[p * k : (p + 1) * k])
                 stages = []
                 for stage, node in zip(spec.stages, group, strict=True):
                     make = self._maker(
@@ -202,7 +203,7 @@ class WorkerPool:
 
         def make(generation: int):
             return cls.options(
-                resources={RESOURCE_PREFIX + node: self.t.resource_sliver},
+                resources={names.node_resource(node): self.t.resource_sliver},
                 name=f"{ACTOR_PREFIX}{spec.name}:{index}:{node}:g{generation}",
             ).remote(node, where, spec.runtime, blob, threads, keep, compress)
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekit import settings
+from edgekit import names, settings
 from edgekit.thermal import _procfs, config, firmware, sensors
 from edgekit.thermal.reading import Reading
 
@@ -176,7 +176,7 @@ def start_agent_actor(node: str, interval_s: float = config.sample_interval_s) -
 
     from edgekit.errors import ClusterError
 
-    resource = f"edgekit-node-{node}"
+    resource = names.node_resource(node)
     node_ids = [
         n["NodeID"] for n in ray.nodes() if n.get("Alive") and resource in n.get("Resources", {})
     ]

@@ -25,8 +25,8 @@ from pathlib import Path
 import psutil
 
 from edgekit.errors import ClusterError
+from edgekit.names import node_resource
 from edgekit.node import raynode
-from edgekit.serve.pool import RESOURCE_PREFIX
 from edgekit.virtual.cluster import VirtualCluster
 
 
@@ -82,10 +82,10 @@ class RayOnNodes:
             node_env = self.env({"EDGEKIT_SYSROOT": str(sysroot),
                                  "PATH": f"{sysroot}/usr/bin:{os.environ.get('PATH', '')}"})
             cfg = {**base, "name": rec.name, "address": self.address, "num_cpus": 1,
-                   "resources": {RESOURCE_PREFIX + rec.name: 1},
+                   "resources": {node_resource(rec.name): 1},
                    "temp_dir": str(self.root / rec.name)}
             self._spawn(cfg, node_env)
-        self._wait_nodes([RESOURCE_PREFIX + r.name for r in self.vc.nodes])
+        self._wait_nodes([node_resource(r.name) for r in self.vc.nodes])
         # Ray's start-up (raylet waiting for its agents) times out under a 0.4-core quota on a
         # busy host: join first, then move each node's whole process tree into its group;
         # workers the raylet forks later are born there
