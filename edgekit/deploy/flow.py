@@ -277,9 +277,9 @@ def _rollout(inv: inventory.Inventory, st: state.DeployState, dep: Path,
         return how
 
     # the head node first: the others join its Ray head
-    for names, fn in (([head_name] if head_name else [], start_head),
+    for group, fn in (([head_name] if head_name else [], start_head),
                       ([n for n in ready if n != head_name and res.node(n).ok], start)):
-        for name, out in _each(pool, names, fn).items():
+        for name, out in _each(pool, group, fn).items():
             if out.ok and out.value:
                 res.node(name).services = str(out.value)
             elif not out.ok:
