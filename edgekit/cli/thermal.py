@@ -75,7 +75,7 @@ def _monitor(url: str, once: bool, interval_s: float, token: str | None, as_json
     "out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Picture to write: .html (charts + summary) or .svg.",
+    help="Picture to write: .html (charts + summary), .svg or .png.",
 )
 @click.option("--title", help="Title shown on the page (default: the run folder).")
 @json_option

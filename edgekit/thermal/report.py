@@ -1,13 +1,22 @@
-"""`edgekit report`: temperature, clock, throughput and power over time per node, as one
-self-contained HTML page with inline SVG (or a bare SVG), from a run's telemetry.csv.
+"""`edgekit report`: temperature, clock, throughput and power over time per node, from a run's
+telemetry.csv, as one self-contained HTML page (summary table and the charts as inline SVG),
+or the charts alone as .svg or .png.
 
-Why not matplotlib: it would add a large dependency for four line charts; an SVG opens in any
-browser, needs nothing installed on the head, and stays readable as text.
+The charts are drawn with matplotlib (its object API and Agg/SVG backends: no display, no
+pyplot state): it picks round tick values, lays the axes out so no label is cut, and is a
+well-kept library where the hand-drawn SVG it replaced had meaningless axes on empty panels,
+unrounded ticks and a clipped last label. It costs the head about 75 MB installed with
+fonttools, beside the several hundred Ray takes there (aarch64 wheels exist, so a Pi head
+installs it like the x86 host); only this command imports it, and nodes never install it
+(their requirements are requirements-node.txt).
+A measurement with no value in the run (no power meter, no throughput before a deploy) gets
+a panel that says "no data" and why, not an axis scaled to nothing.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import itertools
 from pathlib import Path
 from typing import Any
@@ -16,14 +25,15 @@ from edgekit import settings
 from edgekit.errors import InputError
 from edgekit.thermal.recorder import read_telemetry
 
-_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
+#: telemetry column, panel title, and what an empty panel means
 _PANELS = [
-    ("temp_c", "temperature (°C)"),
-    ("freq_mhz", "ARM clock (MHz)"),
-    ("requests_per_s", "throughput (req/s)"),
-    ("power_w", "power (W)"),
+    ("temp_c", "temperature (°C)", "no temperature readings in this run"),
+    ("freq_mhz", "ARM clock (MHz)", "no clock readings in this run"),
+    ("requests_per_s", "throughput (req/s)", "no request counts in this run (nothing served)"),
+    ("power_w", "power (W)", "no power readings in this run (no power meter or PMIC)"),
 ]
-_W, _H, _PAD_L, _PAD_B, _PAD_T = 760, 200, 60, 30, 24
+SUFFIXES = (".html", ".htm", ".svg", ".png")
+_WIDTH_IN, _PANEL_IN = 9.0, 2.1
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -51,70 +61,90 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _panel(rows: list[dict[str, Any]], key: str, title: str, t0: float, t1: float) -> str:
+def _series(rows: list[dict[str, Any]], key: str, t0: float) -> dict[str, list[tuple]]:
+    """node -> [(seconds since start, value)] for the rows that have ``key``."""
+    out: dict[str, list[tuple]] = {}
+    for r in rows:
+        if r.get(key) is not None:
+            out.setdefault(r["node"], []).append((r["t_head_s"] - t0, r[key]))
+    return out
+
+
+def _draw_panel(ax: Any, rows: list[dict[str, Any]], panel: tuple[str, str, str],
+                colors: dict[str, str], t0: float) -> None:
+    key, title, empty = panel
+    ax.set_title(title, loc="left", fontsize=10, fontweight="bold")
+    series = _series(rows, key, t0)
+    if not series:
+        ax.set_axis_off()  # no ticks, no frame: nothing was measured, so nothing is scaled
+        ax.text(0.5, 0.5, f"no data: {empty}", transform=ax.transAxes, ha="center",
+                va="center", color="#666")
+        return
+    for node, pts in series.items():
+        ts, vs = zip(*pts, strict=True)
+        ax.plot(ts, vs, color=colors[node], linewidth=1.4, label=node,
+                marker="o" if len(pts) < 3 else None, markersize=3)
+    if key == "temp_c":
+        limit = settings.throttle_temp_c
+        ax.axhline(limit, color="red", linestyle="--", linewidth=1, label=f"throttle {limit:g} °C")
+        bottom, top = ax.get_ylim()
+        ax.set_ylim(bottom, max(top, limit + 3))  # the throttle line never sits on the frame
+    ax.grid(True, color="#ddd", linewidth=0.6)
+    # above the plot, right of the title: a legend inside would hide lines
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False,
+              ncols=min(6, len(series) + 1), borderaxespad=0.1)
+    ax.margins(x=0)
+
+
+def _figure(rows: list[dict[str, Any]]) -> Any:
+    """All panels stacked, sharing one time axis (seconds since the run's first row)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    t0 = rows[0]["t_head_s"]
     nodes = sorted({r["node"] for r in rows})
-    vals = [r[key] for r in rows if r.get(key) is not None]
-    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
-    if key == "temp_c":
-        hi = max(hi, settings.throttle_temp_c + 2)
-    if hi - lo < 1e-9:
-        hi = lo + 1.0
-    lo -= 0.05 * (hi - lo)
-    span_t = max(t1 - t0, 1e-9)
+    palette = [f"C{i}" for i in range(10)]
+    colors = {n: palette[i % len(palette)] for i, n in enumerate(nodes)}
+    fig = Figure(figsize=(_WIDTH_IN, _PANEL_IN * len(_PANELS)), layout="constrained")
+    axes = fig.subplots(len(_PANELS), 1, sharex=True)
+    for ax, panel in zip(axes, _PANELS, strict=True):
+        _draw_panel(ax, rows, panel, colors, t0)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    shown = [ax for ax in axes if ax.axison]
+    if shown:  # the time axis is labelled once, under the lowest panel that has one
+        shown[-1].xaxis.set_tick_params(labelbottom=True)
+        shown[-1].set_xlabel("seconds since the run started")
+        shown[-1].xaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 2.5, 5, 10]))
+        span = rows[-1]["t_head_s"] - t0
+        shown[-1].set_xlim(0, span if span > 0 else 1.0)
+    return fig
 
-    def x(t: float) -> float:
-        return _PAD_L + (t - t0) / span_t * (_W - _PAD_L - 10)
 
-    def y(v: float) -> float:
-        return _PAD_T + (1 - (v - lo) / (hi - lo)) * (_H - _PAD_T - _PAD_B)
+def _render(rows: list[dict[str, Any]], fmt: str) -> bytes:
+    import matplotlib
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" '
-        f'font-family="sans-serif" font-size="11">',
-        f'<text x="{_PAD_L}" y="15" font-weight="bold">{html.escape(title)}</text>',
-        f'<rect x="{_PAD_L}" y="{_PAD_T}" width="{_W - _PAD_L - 10}" '
-        f'height="{_H - _PAD_T - _PAD_B}" fill="none" stroke="#999"/>',
-    ]
-    for frac in (0.0, 0.5, 1.0):
-        v = lo + frac * (hi - lo)
-        parts.append(f'<text x="{_PAD_L - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.4g}</text>')
-    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
-        t = t0 + frac * span_t
-        parts.append(
-            f'<text x="{x(t):.1f}" y="{_H - 10}" text-anchor="middle">{t - t0:.0f} s</text>'
-        )
-    if key == "temp_c":
-        yt = y(settings.throttle_temp_c)
-        parts.append(
-            f'<line x1="{_PAD_L}" x2="{_W - 10}" y1="{yt:.1f}" y2="{yt:.1f}" '
-            'stroke="red" stroke-dasharray="4 3"/>'
-        )
-        parts.append(
-            f'<text x="{_W - 12}" y="{yt - 3:.1f}" text-anchor="end" fill="red">'
-            f"throttle {settings.throttle_temp_c:g} °C</text>"
-        )
-    for i, node in enumerate(nodes):
-        pts = [
-            (r["t_head_s"], r[key]) for r in rows if r["node"] == node and r.get(key) is not None
-        ]
-        if not pts:
-            continue
-        color = _COLORS[i % len(_COLORS)]
-        path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in pts)
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{path}"/>')
-        parts.append(
-            f'<text x="{_PAD_L + 8 + 70 * i}" y="{_PAD_T + 14}" fill="{color}">'
-            f"{html.escape(node)}</text>"
-        )
-    parts.append("</svg>")
-    return "\n".join(parts)
+    fig = _figure(rows)
+    buf = io.BytesIO()
+    # text stays text in the SVG; fixed ids and no date make the same run give the same file
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "edgekit"}):
+        fig.savefig(buf, format=fmt, dpi=110,
+                    metadata={"Date": None} if fmt == "svg" else None)
+    return buf.getvalue()
+
+
+def render_svg(run_dir: Path) -> str:
+    """All four panels in one SVG document."""
+    return _render(_load(run_dir), "svg").decode()
 
 
 def render_html(run_dir: Path, title: str | None = None) -> str:
-    rows = _load(run_dir)
-    t0, t1 = rows[0]["t_head_s"], rows[-1]["t_head_s"]
-    panels = "\n".join(_panel(rows, k, t, t0, t1) for k, t in _PANELS)
-    summ = summarize(rows)
+    """The summary table and the charts (inline SVG) as one HTML page."""
+    return _html(_load(run_dir), title or str(run_dir))
+
+
+def _html(rows: list[dict[str, Any]], title: str) -> str:
+    svg = _render(rows, "svg").decode()
+    svg = svg[svg.index("<svg"):]  # inline: no XML declaration or doctype inside HTML
     head = ["node", "max °C", "s throttled", "mean W", "energy J", "requests", "duration s"]
     body = "".join(
         "<tr>"
@@ -122,47 +152,38 @@ def render_html(run_dir: Path, title: str | None = None) -> str:
             f"<td>{html.escape(str(v if v is not None else '-'))}</td>" for v in (n, *s.values())
         )
         + "</tr>"
-        for n, s in summ.items()
+        for n, s in summarize(rows).items()
     )
-    name = html.escape(title or str(run_dir))
+    name = html.escape(title)
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{name}</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}</style>"
+        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}"
+        "svg{max-width:100%;height:auto}</style>"
         f"</head><body><h2>{name}</h2><table><tr>"
         + "".join(f"<th>{h}</th>" for h in head)
-        + f"</tr>{body}</table>\n{panels}\n"
+        + f"</tr>{body}</table>\n{svg}\n"
         "</body></html>\n"
     )
 
 
-def render_svg(run_dir: Path) -> str:
-    """All four panels stacked in one SVG document."""
-    rows = _load(run_dir)
-    t0, t1 = rows[0]["t_head_s"], rows[-1]["t_head_s"]
-    inner = [
-        _panel(rows, k, t, t0, t1).replace("<svg ", f'<svg y="{i * _H}" ', 1)
-        for i, (k, t) in enumerate(_PANELS)
-    ]
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H * len(_PANELS)}">'
-        + "\n".join(inner)
-        + "</svg>\n"
-    )
-
-
 def write_report(run_dir: Path, out: Path, title: str | None = None) -> dict[str, Any]:
-    """Write `out` (.html or .svg); returns the per-node summary."""
+    """Write `out` (.html, .svg or .png); returns the per-node summary."""
     suffix = out.suffix.lower()
-    if suffix not in (".html", ".htm", ".svg"):
+    if suffix not in SUFFIXES:
         raise InputError(
-            f"cannot write {suffix or 'that'}: use a .html or .svg file",
+            f"cannot write {suffix or 'that'}: use a .html, .svg or .png file",
             where=str(out),
-            hint="open the .html in a browser; it embeds SVG charts",
+            hint="open the .html in a browser; it has the summary table and the charts",
         )
-    text = render_svg(run_dir) if suffix == ".svg" else render_html(run_dir, title)
+    rows = _load(run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    return summarize(_load(run_dir))
+    if suffix == ".png":
+        out.write_bytes(_render(rows, "png"))
+    elif suffix == ".svg":
+        out.write_text(_render(rows, "svg").decode())
+    else:
+        out.write_text(_html(rows, title or str(run_dir)))
+    return summarize(rows)
 
 
 def _load(run_dir: Path) -> list[dict[str, Any]]:
