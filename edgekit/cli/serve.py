@@ -32,9 +32,15 @@ def _read_token(path: Path | None) -> str | None:
 
 
 @click.command()
-@click.option("--ray-address", default=None, help="Ray cluster address (default: auto).")
-@click.option("--model", "models", multiple=True, required=True,
-              help="NAME=BUNDLE_DIR_OR_MODEL_FILE (repeatable).")
+@click.argument("model_args", metavar="[MODEL_FILE | NAME=PATH]...", nargs=-1)
+@click.option("--local", is_flag=True,
+              help="Start a one-node Ray of its own on this machine (token auth, stopped on "
+              "exit) and serve the model there: the fastest way to try a model.")
+@click.option("--ray-address", default=None,
+              help="Ray cluster address (default: auto, the edgekit cluster on this machine; "
+              "refused fast if it is not one).")
+@click.option("--model", "models", multiple=True,
+              help="NAME=BUNDLE_DIR_OR_MODEL_FILE (repeatable; or give them as arguments).")
 @click.option("--nodes", default=None, help="Comma-separated node names (default: all).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -70,53 +76,105 @@ def _read_token(path: Path | None) -> str | None:
 @click.option("--power-cap", "power_cap_w", type=float, default=None,
               help="Cluster power cap in watts (turns on the thermal controller).")
 @json_option
-def serve(ray_address, models, nodes, host, port, token_file, max_queue, threads, compress,
-          node_bundles, batches, controllers, max_body_mb, max_json_mb, memory_budget_mb,
-          deadlines, idle_timeout, body_timeout, allow_unauthenticated, power_cap_w,
-          as_json) -> None:
-    """Place workers on the Ray nodes and serve the inference API until stopped."""
-    import dataclasses
+def serve(model_args, local, ray_address, models, nodes, host, port, token_file, max_queue,
+          threads, compress, node_bundles, batches, controllers, max_body_mb, max_json_mb,
+          memory_budget_mb, deadlines, idle_timeout, body_timeout, allow_unauthenticated,
+          power_cap_w, as_json) -> None:
+    """Place workers on the Ray nodes and serve the inference API until stopped.
 
-    from edgekit.serve.server import ServeConfig, check_exposure, run
-    from edgekit.serve.settings import Tunables
+    `edgekit serve --local model.onnx` serves one model file on this machine alone."""
+    import contextlib
+
+    from edgekit.serve.preflight import check_models
     from edgekit.tokenfile import check_private
 
+    models = (*models, *model_args)
+    if local and (ray_address or nodes or node_bundles):
+        raise click.UsageError("--local starts its own Ray: it takes no --ray-address, "
+                               "--nodes or --node-bundles")
     if token_file is not None:  # before Ray or a worker is touched
         check_private(token_file)
-    if power_cap_w is not None:  # the thermal controller reads it when it is built
-        import os
+    check_models(models)  # a wrong path is named now, not after joining Ray
+    if local:
+        from edgekit.serve.local import local_ray
 
-        os.environ["EDGEKIT_POWER_CAP_W"] = str(power_cap_w)
-        controllers = (*controllers, "thermal") if "thermal" not in controllers else controllers
-    tunables = dataclasses.replace(Tunables(), keepalive_timeout_s=idle_timeout,
-                                   body_idle_timeout_s=body_timeout)
-    config = ServeConfig(
-        models=list(models), ray_address=ray_address,
-        nodes=[n for n in nodes.split(",") if n] if nodes else None, host=host, port=port,
-        token_file=token_file, max_body_bytes=max_body_mb * 1024 * 1024,
-        max_json_bytes=max_json_mb * 1024 * 1024,
-        memory_budget_bytes=memory_budget_mb * 1024 * 1024 if memory_budget_mb else None,
-        deadlines=_pairs(deadlines, "--deadline", "[MODEL=]SECONDS", float, "*"),
-        allow_unauthenticated=allow_unauthenticated, max_queue=max_queue, threads=threads,
-        compress=compress, batching=_batching(batches), controllers=list(controllers),
-        node_bundles=node_bundles, tunables=tunables)
+        own_ray = local_ray(host, port)  # its token is in our env before Ray is imported
+    else:
+        own_ray = contextlib.nullcontext()
+    with own_ray as node:
+        _serve(node, {**click.get_current_context().params, "models": models})
+
+
+def _serve(node, p: dict) -> None:
+    """The serve command once its input is checked; `node`: the --local Ray, if any."""
+    from edgekit.serve.preflight import check_cluster
+    from edgekit.serve.server import check_exposure, run
+
+    config = _config(p)
     check_exposure(config, config.token())  # before Ray is touched
-    if allow_unauthenticated and config.token() is None:
-        err_console.print(f"[yellow]warning:[/] serving on {host} without a bearer token "
-                          "(--allow-unauthenticated)")
+    if p["allow_unauthenticated"] and config.token() is None:
+        err_console.print(f"[yellow]warning:[/] serving on {config.host} without a bearer "
+                          "token (--allow-unauthenticated)")
+    if node is not None:
+        if not p["as_json"]:
+            err_console.print(f"starting a one-node Ray on this machine ({node.cpus} CPUs, "
+                              f"token auth, in {node.root})…")
+        config.ray_address = node.start()
+    else:  # fails fast on an unreachable, foreign or non-edgekit Ray cluster
+        config.ray_address = check_cluster(p["ray_address"], config.nodes)
+    if not p["as_json"]:
+        err_console.print("placing workers on the Ray nodes…")
+    run(config, _on_ready(node, p))
+
+
+def _config(p: dict):
+    """The ServeConfig the command's options describe."""
+    import dataclasses
+    import os
+
+    from edgekit.serve.server import ServeConfig
+    from edgekit.serve.settings import Tunables
+
+    controllers = list(p["controllers"])
+    if p["power_cap_w"] is not None:  # the thermal controller reads it when it is built
+        os.environ["EDGEKIT_POWER_CAP_W"] = str(p["power_cap_w"])
+        controllers += [] if "thermal" in controllers else ["thermal"]
+    tunables = dataclasses.replace(Tunables(), keepalive_timeout_s=p["idle_timeout"],
+                                   body_idle_timeout_s=p["body_timeout"])
+    mib = 1024 * 1024
+    return ServeConfig(
+        models=list(p["models"]), ray_address=p["ray_address"],
+        nodes=[n for n in p["nodes"].split(",") if n] if p["nodes"] else None,
+        host=p["host"], port=p["port"], token_file=p["token_file"],
+        max_body_bytes=p["max_body_mb"] * mib, max_json_bytes=p["max_json_mb"] * mib,
+        memory_budget_bytes=p["memory_budget_mb"] * mib if p["memory_budget_mb"] else None,
+        deadlines=_pairs(p["deadlines"], "--deadline", "[MODEL=]SECONDS", float, "*"),
+        allow_unauthenticated=p["allow_unauthenticated"], max_queue=p["max_queue"],
+        threads=p["threads"], compress=p["compress"], batching=_batching(p["batches"]),
+        controllers=controllers, node_bundles=p["node_bundles"], tunables=tunables)
+
+
+def _on_ready(node, p: dict):
+    """What to print once serving: the URL, and with --local how to call it."""
+    url = f"http://{p['host']}:{p['port']}"
 
     def ready(state) -> None:
-        info = {"url": f"http://{host}:{port}", "models": sorted(state.pool.models),
+        info = {"url": url, "models": sorted(state.pool.models),
                 "replicas": state.pool.describe()}
-        if as_json:
-            emit_json(info)
-        else:
-            console.print(f"serving {', '.join(info['models'])} on {info['url']} "
-                          f"({len(info['replicas'])} replicas); Ctrl-C stops")
+        if node is not None:
+            from edgekit.serve.local import how_to_call
 
-    if not as_json:
-        err_console.print("placing workers on the Ray nodes…")
-    run(config, ready)
+            info["local_ray"] = {"address": node.address, "folder": str(node.root)}
+            info["try"] = how_to_call(url, info["models"], p["token_file"])
+        if p["as_json"]:
+            emit_json(info)
+            return
+        console.print(f"serving {', '.join(info['models'])} on {url} "
+                      f"({len(info['replicas'])} replicas); Ctrl-C stops")
+        for line in info.get("try", []):
+            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+
+    return ready
 
 
 def _batching(batches: tuple[str, ...]) -> dict[str, tuple[int, float]]:
