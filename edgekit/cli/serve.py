@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from edgekit.cli._endpoint import NODES_OPTION, endpoint
 from edgekit.cli._output import console, emit_json, err_console, json_option
@@ -246,17 +247,22 @@ def _image(path: Path, spec: dict):
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help=".npy (single input), .npz (by name) or an image.")
 @click.option("--top-k", default=5, show_default=True, type=int)
+@click.option("--labels", "labels_path", type=click.Path(exists=True, dir_okay=False,
+                                                          path_type=Path),
+              help="Class labels, one per line: read a [1, N] output as N classes.")
 @_TOKEN
 @_INSECURE
 @_RETRY
 @NODES_OPTION
 @json_option
-def infer(url, model, input_path, top_k, token_file, insecure, retry_for, nodes_file,
-          as_json) -> None:
-    """Send one request and print the outputs (top-k classes for a classifier)."""
-    import numpy as np
-
+def infer(url, model, input_path, top_k, labels_path, token_file, insecure, retry_for,
+          nodes_file, as_json) -> None:
+    """Send one request and print the outputs: the top-k classes of a classifier (a [1, N]
+    softmax, or any [1, N] output given --labels), else the tensor or its summary."""
+    from edgekit.cli._clientview import entry_lines, output_entry, read_labels
     from edgekit.client import Client
+
+    labels = read_labels(labels_path) if labels_path is not None else None
 
     # open (a tunnel to a head node's API) until the command ends
     url, token_file = click.get_current_context().with_resource(
@@ -267,28 +273,14 @@ def infer(url, model, input_path, top_k, token_file, insecure, retry_for, nodes_
     result = {"model": model, "node": client.last_node, "compute_ms": client.last_compute_ms,
               "outputs": {}}
     for name, arr in out.items():
-        entry: dict = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
-        if arr.ndim == 2 and arr.shape[0] == 1 and arr.dtype.kind == "f":
-            idx = np.argsort(arr[0])[::-1][:top_k]
-            entry["top_k"] = [{"class": int(i), "score": float(arr[0, i])} for i in idx]
-        elif arr.size <= 64:
-            entry["data"] = arr.tolist()
-        else:
-            entry.update(min=float(arr.min()), max=float(arr.max()), mean=float(arr.mean()))
-        result["outputs"][name] = entry
+        result["outputs"][name] = output_entry(name, arr, top_k, labels)
     if as_json:
         emit_json(result)
         return
     console.print(f"[bold]{model}[/] on {result['node']} ({result['compute_ms']} ms compute)")
     for name, entry in result["outputs"].items():
-        console.print(f"  {name} {entry['shape']} {entry['dtype']}")
-        for t in entry.get("top_k", []):
-            console.print(f"    class {t['class']:>5}  {t['score']:.4f}")
-        if "data" in entry:
-            console.print(f"    {entry['data']}")
-        if "mean" in entry:
-            console.print(f"    min {entry['min']:.4g} max {entry['max']:.4g} "
-                          f"mean {entry['mean']:.4g}")
+        for line in entry_lines(name, entry):
+            console.print(line, markup=False, highlight=False)
 
 
 @click.command()
@@ -301,14 +293,21 @@ def infer(url, model, input_path, top_k, token_file, insecure, retry_for, nodes_
 @click.option("--concurrency", default=4, show_default=True, type=int, help="Closed loop.")
 @click.option("--rate", default=None, type=float, help="Open loop: requests per second.")
 @click.option("--duration", default=10.0, show_default=True, type=float, help="Seconds.")
+@click.option("--max-refused", default=0.5, show_default=True,
+              type=click.FloatRange(0.0, 1.0),
+              help="Largest share of requests refused with 503 (overload) for a passing run.")
 @_TOKEN
 @_INSECURE
 @_RETRY
 @NODES_OPTION
 @json_option
-def bench(url, model, input_path, shape, concurrency, rate, duration, token_file, insecure,
-          retry_for, nodes_file, as_json) -> None:
-    """Load-test a served model: throughput, p50/p95/p99/max, errors, per-node share."""
+def bench(url, model, input_path, shape, concurrency, rate, duration, max_refused, token_file,
+          insecure, retry_for, nodes_file, as_json) -> None:
+    """Load-test a served model: throughput, p50/p95/p99/max, errors, per-node share.
+
+    Exit 1 when the run failed: any request errored, more than --max-refused of them were
+    refused (503), or none succeeded; the last line (and `verdict` in --json) says which.
+    """
     import asyncio
     import time
 
@@ -343,26 +342,38 @@ def bench(url, model, input_path, shape, concurrency, rate, duration, token_file
         report = asyncio.run(run_bench(url, model, feeds, duration, concurrency, rate, token,
                                        tick, insecure=insecure, retry_for_s=retry_for))
     s = report.summary()
+    from edgekit.cli._clientview import EXIT_BENCH_FAILED, bench_verdict
+
+    s["verdict"] = verdict = bench_verdict(s, max_refused)
     if as_json:
         emit_json(s)
     else:
-        lat = s["latency_ms"]
-        console.print(f"[bold]{model}[/] {s['mode']}, {s['duration_s']} s: "
-                      f"{s['throughput_per_s']} req/s, ok {s['ok']}, 503 {s['refused_503']}, "
-                      f"errors {s['errors']}")
-        if s["retried"]:
-            console.print(f"  API unreachable: {s['retried']} retries, longest outage "
-                          f"ridden out {s['outage_s']} s")
-        console.print(f"  latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  "
-                      f"max {lat['max']}")
-        console.print("  node share: " + ", ".join(f"{n} {v:.0%}"
-                                                    for n, v in s["node_share"].items()))
-        if s["energy"]:
-            e = s["energy"]
-            nodes = ", ".join(f"{n} {v:.3g}" for n, v in e["nodes"].items() if v is not None)
-            console.print(f"  energy: {e['j_per_inference']} J/inference at {e['power_w']} W "
-                          f"(cluster); per node J/inference: {nodes or 'n/a'}")
-        for e in s["error_samples"]:
-            console.print(f"  [red]error:[/] {e}")
-    if s["errors"]:
-        raise SystemExit(2)
+        _print_bench(s)
+    if not verdict["passed"]:
+        raise SystemExit(EXIT_BENCH_FAILED)
+
+
+def _print_bench(s: dict) -> None:
+    lat, verdict = s["latency_ms"], s["verdict"]
+    console.print(f"[bold]{s['model']}[/] {s['mode']}, {s['duration_s']} s: "
+                  f"{s['throughput_per_s']} req/s, {s['requests']} requests: ok {s['ok']}, "
+                  f"refused (503) {s['refused_503']} ({verdict['refused_share']:.0%}), "
+                  f"errors {s['errors']}")
+    if s["retried"]:
+        console.print(f"  API unreachable: {s['retried']} retries, longest outage "
+                      f"ridden out {s['outage_s']} s")
+    console.print(f"  latency ms: p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  "
+                  f"max {lat['max']}")
+    console.print("  node share: " + ", ".join(f"{n} {v:.0%}"
+                                                for n, v in s["node_share"].items()))
+    if s["energy"]:
+        e = s["energy"]
+        nodes = ", ".join(f"{n} {v:.3g}" for n, v in e["nodes"].items() if v is not None)
+        console.print(f"  energy: {e['j_per_inference']} J/inference at {e['power_w']} W "
+                      f"(cluster); per node J/inference: {nodes or 'n/a'}")
+    for e in s["error_samples"]:
+        console.print(f"  [red]error:[/] {escape(str(e))}")
+    if verdict["passed"]:
+        console.print("[green]passed[/]")
+    else:
+        console.print(f"[red]FAILED:[/] {escape('; '.join(verdict['problems']))}")
