@@ -163,3 +163,24 @@ def test_every_deploy_step_has_words() -> None:
     # the steps edgekit.deploy.flow and selftest report (ui.step) while a node is worked on
     assert set(PHASES) == {"check", "provision", "push", "selftest", "start", "verify"}
     assert all(" " in words for words in PHASES.values())
+
+
+def test_deploy_progress_shows_a_phase_per_node_not_bytes_of_nothing() -> None:
+    from edgekit.cli._deployview import Bars, progress
+
+    bars = progress(None, False)
+    ui = Bars(bars)
+    ui.step("pi1", "provision")
+    ui.step("pi2", "push")
+    ui.bytes("pi2", 3_000_000, 12_000_000)
+    ui.step("pi3", "push")
+    ui.step("pi3", "[red]push failed")
+    ui.step("pi4", "check")
+    ui.step("pi4", "[green]serving")
+    by_node = {line.split()[0]: line for line in screen(bars.get_renderable(), 80).splitlines()
+               if line.strip()}
+    assert "checking/installing the runtime" in by_node["pi1"] and " s" in by_node["pi1"]
+    assert "sending the model" in by_node["pi2"] and "3.0/12.0 MB" in by_node["pi2"]
+    assert by_node["pi3"].split()[1:] == ["push", "failed"]
+    assert by_node["pi4"].split()[1:] == ["serving"]
+    assert "?" not in " ".join(by_node.values()) and "bytes" not in " ".join(by_node.values())
