@@ -13,11 +13,11 @@ from edgekit import names
 from edgekit.cli._output import console, emit_json, json_option
 from edgekit.cli._params import model_name, version_name
 from edgekit.cli.quantize import (
-    _check_quant,
     _floats,
     _preprocess,
     _print_quant,
     _run_quantize,
+    check_quant,
     quantize_cmd,
     quantize_options,
 )
@@ -230,7 +230,7 @@ def bundle_create(model: Path, output: Path, name: str | None, version: str, do_
             result = _run_quantize(model, source, o, pre)
             if not as_json:
                 _print_quant(result)
-            _check_quant(result, o["min_cosine"])
+            check_quant(result, o["min_cosine"], as_json)
             report = asdict(result)
             report.pop("output", None)
             extra["quantization"] = report

@@ -3,6 +3,7 @@ options it shares with `edgekit bundle --quantize`."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,29 @@ def _print_quant(result: Any) -> None:
         err_console.print(f"[bold yellow]WARNING:[/] {w}")
 
 
+def check_quant(result: Any, min_cosine: float, as_json: bool) -> None:
+    """Refuse a quantization below ``min_cosine``. Under --json the refusal is one document:
+    the error document every failing --json command prints, with the result that led to it
+    (which outputs fell short, the worst layers) beside it."""
+    if not as_json or result.passed:
+        return _check_quant(result, min_cosine)
+    from dataclasses import asdict
+
+    from rich.markup import escape
+
+    from edgekit.cli.main import error_document
+
+    try:
+        _check_quant(result, min_cosine)
+    except ModelError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(exc.render())}", highlight=False)
+        emit_json({**error_document(exc.exit_code, exc.message, kind=type(exc).__name__,
+                                    hint=exc.hint), **asdict(result)})
+        # sys.exit, not click's Exit: main() runs click with standalone_mode=False, where
+        # click turns Exit into a return value and the exit status would be 0
+        sys.exit(exc.exit_code)
+
+
 def _check_quant(result: Any, min_cosine: float) -> None:
     if not result.passed:
         worst = ", ".join(str(w["node"]) for w in result.evaluation.worst_layers[:3])
@@ -190,7 +214,10 @@ def quantize_cmd(model: Path, output: Path, as_json: bool, **opts: Any) -> None:
     pre = _preprocess(opts.pop("size"), opts.pop("mean"), opts.pop("std"), opts.pop("layout"),
                       opts.pop("channels"))
     result = _run_quantize(model, output, opts, pre)
-    emit_json(result) if as_json else _print_quant(result)
-    _check_quant(result, opts["min_cosine"])
+    if not as_json:
+        _print_quant(result)  # the table first: it shows why a refusal below happens
+    check_quant(result, opts["min_cosine"], as_json)
+    if as_json:
+        emit_json(result)
 
 

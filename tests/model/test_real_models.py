@@ -78,7 +78,9 @@ def test_quantize_refuses_below_min_cosine(tmp_path, calib_dir, monkeypatch, cap
          "--min-cosine", "0.99999", "--fallback", "none", "--json", *CLS], monkeypatch, capsys)
     assert code == 3 and "below --min-cosine" in err and "nothing written" in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
-    worst = json.loads(stdout)["evaluation"]["worst_layers"]
+    doc = json.loads(stdout)  # one document: the error and the evaluation behind it
+    assert doc["exit_code"] == 3 and "below --min-cosine" in doc["error"]["message"]
+    worst = doc["evaluation"]["worst_layers"]
     assert worst and worst[0]["node"]
 
 

@@ -93,3 +93,23 @@ def test_reports_say_pi_speed_and_warn_when_slower(command, tmp_path, save, cali
     slower = ev["int8_ms"] > ev["fp32_ms"] * speed.SLOWER
     warned = [w for w in result["warnings"] if "SLOWER than fp32" in w]
     assert bool(warned) == slower  # whichever way this host's timing fell, never silent
+
+
+@pytest.mark.parametrize("command", ["quantize", "bundle"])
+def test_refusal_under_json_is_one_document(command, tmp_path, save, calib, monkeypatch,
+                                            capsys) -> None:
+    src = save(skip_model())
+    out = tmp_path / ("q.onnx" if command == "quantize" else "b")
+    args = [command, str(src), "-o", str(out), "--calib", str(calib), "--min-cosine", "1.01",
+            "--fallback", "none", "--json"]
+    if command == "bundle":
+        args += ["--quantize", "--name", "m"]
+    monkeypatch.setattr(sys, "argv", ["edgekit", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    raw = capsys.readouterr().out
+    doc = json.loads(raw)  # exactly one JSON document on stdout
+    assert exit_info.value.code == 3 and doc["exit_code"] == 3
+    assert doc["error"]["kind"] == "ModelError" and "below --min-cosine" in doc["error"]["message"]
+    assert doc["passed"] is False and doc["evaluation"]["boards"][0]["board"] == "pi4"
+    assert not out.exists()
