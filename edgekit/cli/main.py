@@ -71,7 +71,10 @@ def main() -> None:
     """
     as_json = wants_json(sys.argv[1:])
     try:
-        cli.main(standalone_mode=False)
+        # without standalone mode click returns (not raises) a ctx.exit(n)'s code
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Abort:
         _fail(as_json, 130, "aborted", kind="aborted")
     except click.ClickException as exc:

@@ -75,3 +75,26 @@ def test_status_of_an_inventory_never_deployed(tmp_path: Path) -> None:
 ])
 def test_wants_json(args: list[str], want: bool) -> None:
     assert wants_json(args) is want
+
+
+def test_a_commands_ctx_exit_code_reaches_the_shell(monkeypatch) -> None:
+    """click without standalone mode returns ctx.exit(n)'s code instead of raising it:
+    main() must still exit with it (it exited 0)."""
+    import click
+
+    from edgekit.cli import main as cli_main
+
+    @click.group()
+    def group() -> None:
+        pass
+
+    @group.command("exit-three")
+    @click.pass_context
+    def exit_three(ctx: click.Context) -> None:
+        ctx.exit(3)
+
+    monkeypatch.setattr(cli_main, "cli", group)
+    monkeypatch.setattr(sys, "argv", ["edgekit", "exit-three"])
+    with pytest.raises(SystemExit) as exc:
+        cli_main.main()
+    assert exc.value.code == 3
