@@ -225,7 +225,9 @@ def how_to_call(url: str, models: list[str], token_file: Path | None) -> list[st
         lines.append(f"edgekit infer --url {url} --model {name} --input INPUT{token}"
                      "   (INPUT: .npy, .npz by input name, or an image)")
         lines.append(f"edgekit bench --url {url} --model {name} --duration 10{token}")
-    lines.append(f"curl {url}/v2/models/{models[0]}   (any KServe v2 / Triton HTTP client)")
+    auth = f' -H "Authorization: Bearer $(cat {token_file})"' if token_file else ""
+    lines.append(f"curl{auth} {url}/v2/models/{models[0]}   (any KServe v2 / Triton HTTP "
+                 "client)")
     return lines
 
 
