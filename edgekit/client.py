@@ -91,12 +91,14 @@ def retrying(call: Callable[[], Any], retry_for_s: float,
 
 def encode(inputs: dict[str, np.ndarray]) -> tuple[bytes, int]:
     """Binary-extension request body for `inputs` and its JSON header length."""
+    from edgekit.serve.tensordata import pack_bytes
     from edgekit.serve.tensors import oip_from_numpy
 
     items, blobs = [], []
     for name, arr in inputs.items():
         arr = np.ascontiguousarray(arr)
-        raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        raw = pack_bytes(arr) if arr.dtype.kind in "OUS" else \
+            arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
         items.append({"name": name, "shape": list(arr.shape),
                       "datatype": oip_from_numpy(arr.dtype),
                       "parameters": {"binary_data_size": len(raw)}})
@@ -106,19 +108,28 @@ def encode(inputs: dict[str, np.ndarray]) -> tuple[bytes, int]:
 
 
 def decode(body: bytes, header_length: str | None) -> dict[str, np.ndarray]:
+    """An OIP response's outputs as arrays: BYTES as str objects, JSON's "NaN"/"Infinity"
+    strings as float nan/inf (docs/SERVING.md, "Tensor values")."""
+    from edgekit.serve.tensordata import unpack_bytes
     from edgekit.serve.tensors import OIP_TO_NUMPY
 
     n = int(header_length) if header_length else len(body)
     doc = json.loads(body[:n])
     out, offset = {}, n
     for item in doc["outputs"]:
-        dtype = OIP_TO_NUMPY[item["datatype"]]
+        name, shape, bytes_ = item["name"], item["shape"], item["datatype"] == "BYTES"
+        dtype = np.dtype(object) if bytes_ else OIP_TO_NUMPY[item["datatype"]]
         size = (item.get("parameters") or {}).get("binary_data_size")
         if size is None:
-            out[item["name"]] = np.asarray(item["data"], dtype=dtype).reshape(item["shape"])
+            out[name] = np.asarray(item["data"], dtype=dtype).reshape(shape)
+        elif bytes_:
+            count = int(np.prod(shape))
+            out[name] = unpack_bytes(name, memoryview(body)[offset:offset + size],
+                                     count).reshape(shape)
+            offset += size
         else:
             arr = np.frombuffer(body[offset:offset + size], dtype=dtype.newbyteorder("<"))
-            out[item["name"]] = arr.astype(dtype).reshape(item["shape"])
+            out[name] = arr.astype(dtype).reshape(shape)
             offset += size
     return out
 

@@ -312,3 +312,28 @@ def test_a_model_with_an_unservable_tensor_never_reports_ready(ray_cluster, tmp_
         start_server(ray_cluster, tmp_path_factory, ["--nodes", "pi1"], {"seq": path})
     assert "edgekit serve exited" in str(err.value)
     assert "output 's' has type seq(tensor(float))" in str(err.value)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_edgekit_client_speaks_bytes_and_non_finite_floats(conf, binary):
+    """Our own client (edgekit infer, bench): BYTES in and out, NaN/Infinity back as floats."""
+    from edgekit.client import Client, decode, encode
+
+    client = Client(conf.url, token=conf.token, retry_for_s=0)
+    a, b = np.array([0, 1, -1, 6], np.float32), np.array([0, 0, 0, 3], np.float32)
+    if binary:
+        q = client.infer("ratio", {"a": a, "b": b})["q"]
+        words = client.infer("text", {"t": np.array(["pi", "zero"], dtype=object)})
+    else:  # the JSON answer through the same decoder
+        body = json.dumps({"inputs": [
+            {"name": "a", "datatype": "FP32", "shape": [4], "data": a.tolist()},
+            {"name": "b", "datatype": "FP32", "shape": [4], "data": b.tolist()}]}).encode()
+        q = decode(_http(conf, "/v2/models/ratio/infer", body)[1], None)["q"]
+        raw, n = encode({"t": np.array(["pi", "zero"], dtype=object)})
+        code, got, headers = _http(conf, "/v2/models/text/infer", raw, headers={
+            "Inference-Header-Content-Length": str(n)})
+        assert code == 200, got[:300]
+        words = decode(got, headers.get("Inference-Header-Content-Length"))
+    assert np.isnan(q[0]) and list(q[1:]) == [np.inf, -np.inf, 2.0]
+    assert words["same"].tolist() == ["pi", "zero"]
+    assert words["loud"].tolist() == ["pi!", "zero!"]
