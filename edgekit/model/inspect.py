@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import onnx
 from edgekit.model import graph as g
 from edgekit.model.loader import default_opset, detect_format, graph_inputs, load_onnx
 from edgekit.model.macs import node_costs
+from edgekit.model.report import Report, TensorSpec
 from edgekit.model.shapes import (
     concrete_shapes,
     declared_shape,
@@ -19,6 +19,7 @@ from edgekit.model.shapes import (
     dtype_of,
     resolve_input_shapes,
 )
+from edgekit.model.tflite import inspect_tflite
 
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 _QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
@@ -26,45 +27,9 @@ _QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"
 _DYNAMIC_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"}
 
 
-@dataclass
-class TensorSpec:
-    """One input or output: dims are ints, or strings for dynamic ones."""
-
-    name: str
-    dtype: str
-    shape: list[int | str] | None
-    dynamic_dims: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Report:
-    """Everything `edgekit inspect` prints."""
-
-    path: str
-    format: str
-    runtime: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    opset: int | None
-    nodes: int
-    op_counts: dict[str, int]
-    parameters: int
-    parameter_bytes: int
-    macs_total: int
-    top_nodes: list[dict[str, object]]
-    peak_activation_bytes: int
-    quantization: str  # "none", "int8 (QDQ)", "int8 weights only (QDQ, fp32 activations)", ...
-    assumed: list[str] = field(default_factory=list)
-    file_bytes: int = 0
-    #: how the runtime runs it where that is not plain (a TFLite custom op a delegate provides)
-    runtime_notes: list[str] = field(default_factory=list)
-
-
 def inspect_model(path: Path, shapes: dict[str, list[int]] | None = None, top: int = 10) -> Report:
     """Inspect an ONNX or TFLite file."""
     if detect_format(Path(path)) == "tflite":
-        from edgekit.model.tflite import inspect_tflite
-
         return inspect_tflite(Path(path), top=top)
     return inspect_onnx(load_onnx(Path(path)), str(path), shapes, top)
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import ModelError
+from edgekit.model.report import Report, TensorSpec
 
 #: LiteRT's message for an op no resolver or delegate provides (node number and op name)
 _UNRESOLVED = re.compile(
@@ -101,9 +102,7 @@ def _macs(op: dict, tensors: dict[int, dict]) -> int:
     return int(np.prod(out)) * int(x[-1])
 
 
-def _spec(detail: dict) -> Any:
-    from edgekit.model.inspect import TensorSpec
-
+def _spec(detail: dict) -> TensorSpec:
     sig = [int(d) for d in detail.get("shape_signature", detail["shape"])]
     shape: list[int | str] = [d if d > 0 else "?" for d in sig]
     return TensorSpec(
@@ -128,9 +127,7 @@ def quantization_kind(tensors: dict[int, dict], constants: set[int]) -> str:
     return "none"
 
 
-def inspect_tflite(path: Path, top: int = 10) -> Any:
-    from edgekit.model.inspect import Report
-
+def inspect_tflite(path: Path, top: int = 10) -> Report:
     interp, delegated = interpreter(path)
     tensors = {int(t["index"]): t for t in interp.get_tensor_details()}
     # public API has no op list; stable since TF 2.5. DELEGATE: the delegate's own kernel node
