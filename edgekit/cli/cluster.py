@@ -55,6 +55,7 @@ def cluster() -> None:
               help="Give each node its own network namespace behind a link shaped to RATE "
                    "(e.g. 1gbit, with 0.2 ms delay); nodes then listen on 10.237.S.x:22.")
 @json_option
+# reason: a click command takes one parameter per option
 def up(n: int, board: tuple[str, ...], cooling: tuple[str, ...], ram: str | None,
        ambient: float | None, linux32: tuple[str, ...], init: tuple[str, ...],
        arch: tuple[str, ...], cpu_budget: float | None, link: str | None,

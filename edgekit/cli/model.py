@@ -206,6 +206,7 @@ def bundle_group() -> None:
 @click.option("--inputs", "input_files", multiple=True, type=click.Path(path_type=Path))
 @click.option("--tolerance", type=float, default=1e-5)
 @json_option
+# reason: a click command takes one parameter per option
 def bundle_create(model: Path, output: Path, name: str | None, version: str, do_quantize: bool,
                   k: int, tar_path: Path | None, force: bool, as_json: bool, **o: Any) -> None:
     """Make a bundle folder from MODEL (optionally quantized and sharded)."""

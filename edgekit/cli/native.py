@@ -42,6 +42,7 @@ def info(as_json: bool) -> None:
               help="Calibration inputs (.npz as --inputs): score weights by |w| x input norm.")
 @click.option("--threads", default=0, show_default=True, help="ORT intra-op threads (0: all).")
 @json_option
+# reason: a click command takes one parameter per option
 def prune(model: str, pattern: str, layers: tuple[str, ...], out: str, min_params: int,
           inputs_npz: str | None, samples: int, calib_npz: str | None, threads: int,
           as_json: bool) -> None:

@@ -77,6 +77,7 @@ def _read_token(path: Path | None) -> str | None:
 @click.option("--power-cap", "power_cap_w", type=float, default=None,
               help="Cluster power cap in watts (turns on the thermal controller).")
 @json_option
+# reason: a click command takes one parameter per option
 def serve(model_args, local, ray_address, models, nodes, host, port, token_file, max_queue,
           threads, compress, node_bundles, batches, controllers, max_body_mb, max_json_mb,
           memory_budget_mb, deadlines, idle_timeout, body_timeout, allow_unauthenticated,
@@ -255,6 +256,7 @@ def _image(path: Path, spec: dict):
 @_RETRY
 @NODES_OPTION
 @json_option
+# reason: a click command takes one parameter per option
 def infer(url, model, input_path, top_k, labels_path, token_file, insecure, retry_for,
           nodes_file, as_json) -> None:
     """Send one request and print the outputs: the top-k classes of a classifier (a [1, N]
@@ -301,6 +303,7 @@ def infer(url, model, input_path, top_k, labels_path, token_file, insecure, retr
 @_RETRY
 @NODES_OPTION
 @json_option
+# reason: a click command takes one parameter per option
 def bench(url, model, input_path, shape, concurrency, rate, duration, max_refused, token_file,
           insecure, retry_for, nodes_file, as_json) -> None:
     """Load-test a served model: throughput, p50/p95/p99/max, errors, per-node share.
