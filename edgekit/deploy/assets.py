@@ -7,12 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 from string import Template
 
+import edgekit
 from edgekit.errors import InputError
 
 
-def folder() -> Path:
-    from edgekit.deploy.wheels import source_root
+def source_root() -> Path:
+    """The edgekit checkout the host runs from (where pyproject.toml and deploy/ are)."""
+    root = Path(edgekit.__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        raise InputError("edgekit is not installed from a source checkout; cannot build its "
+                         "wheel for the nodes", where=str(root))
+    return root
 
+
+def folder() -> Path:
     path = source_root() / "deploy"
     if not path.is_dir():
         raise InputError("deploy/ folder missing from the edgekit checkout", where=str(path))

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
-import edgekit
+from edgekit.deploy.assets import node_requirements, source_root
 from edgekit.errors import EdgekitError, InputError
 
 #: prebuilt edgekit wheels to install on the nodes instead of building this checkout's, one per
@@ -51,8 +51,6 @@ class BuildError(EdgekitError):
 def pins(extras: list[str]) -> list[str]:
     """`name==version` for every node package, from the host's own install."""
     out = []
-    from edgekit.deploy.assets import node_requirements
-
     for name in (*node_requirements(), *sorted(set(extras))):
         try:
             out.append(f"{name}=={metadata.version(name)}")
@@ -60,14 +58,6 @@ def pins(extras: list[str]) -> list[str]:
             raise InputError(f"{name} is not installed on the host, so its version cannot be "
                              "pinned for the nodes", hint=f"pip install {name}") from None
     return out
-
-
-def source_root() -> Path:
-    root = Path(edgekit.__file__).resolve().parent.parent
-    if not (root / "pyproject.toml").is_file():
-        raise InputError("edgekit is not installed from a source checkout; cannot build its "
-                         "wheel for the nodes", where=str(root))
-    return root
 
 
 def source_digest(root: Path | None = None) -> str:
