@@ -39,10 +39,11 @@ def main() -> None:
     img = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     m, sd = np.array(mean, np.float32), np.array(std, np.float32)
+    norm = preprocess.Normalize(mean, std)
     rows["preprocess kernel 720p->224 NCHW f32"] = best_ms(
-        lambda: preprocess.image_to_tensor(img, (224, 224), mean, std))
-    rows["preprocess numpy"] = best_ms(
-        lambda: preprocess._numpy_impl(img, 224, 224, m, sd, 1 / 255, "NCHW", False, 1.0, 0))
+        lambda: preprocess.image_to_tensor(img, (224, 224), norm))
+    planned = preprocess.plan(img, (224, 224), norm, "NCHW", None)
+    rows["preprocess numpy"] = best_ms(lambda: preprocess._numpy_impl(*planned))
     try:
         import cv2
 

@@ -72,6 +72,7 @@ def _ensure_op() -> None:
 
         @onnx_op(op_type=OP_TYPE, inputs=inputs,
                  outputs=[t.dt_float], attrs={"n": t.dt_int64, "m": t.dt_int64})
+        # reason: onnx_op calls it with the op's five inputs and two attributes
         def _sparse_linear(x, vals, pos, wscale, bias, n=2, m=4):
             return _layer(vals, pos, wscale, bias, int(n), int(m))(x)
 

@@ -18,15 +18,32 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
                                           ((480, 640), (97, 131))])
 def test_preprocess_matches_numpy(layout: str, hw: tuple[int, int], size: tuple[int, int]) -> None:
     img = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
-    out = preprocess.image_to_tensor(img, size, MEAN, STD, layout)
-    m, s = np.array(MEAN, np.float32), np.array(STD, np.float32)
-    ref = preprocess._numpy_impl(img, *size, m, s, 1 / 255, layout, False, 1.0, 0)
+    norm = preprocess.Normalize(MEAN, STD)
+    out = preprocess.image_to_tensor(img, size, norm, layout)
+    ref = preprocess._numpy_impl(*preprocess.plan(img, size, norm, layout, None))
     assert out.shape == ref.shape and out.dtype == np.float32
     np.testing.assert_allclose(out, ref, atol=1e-5)
-    q = preprocess.image_to_tensor(img, size, MEAN, STD, layout, np.int8)
-    qs = preprocess.default_q_scale(m, s, 1 / 255)
-    qref = preprocess._numpy_impl(img, *size, m, s, 1 / 255, layout, True, qs, 0)
-    assert np.abs(q.astype(int) - qref).max() <= 1
+    for int8 in (preprocess.Int8(), preprocess.Int8(0.05, -3)):
+        q = preprocess.image_to_tensor(img, size, norm, layout, int8)
+        img_, p = preprocess.plan(img, size, norm, layout, int8)
+        if int8.q_scale is None:
+            m, s = np.array(MEAN, np.float32), np.array(STD, np.float32)
+            assert p.q_scale == preprocess.default_q_scale(m, s, 1 / 255)
+        qref = preprocess._numpy_impl(img_, p)
+        assert q.dtype == np.int8 and np.abs(q.astype(int) - qref).max() <= 1
+
+
+def test_preprocess_numpy_fallback_through_the_public_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the C library is not built, image_to_tensor gives the kernel's answer in numpy."""
+    from edgekit.native import _lib
+
+    img = np.random.default_rng(2).integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    norm, int8 = preprocess.Normalize(MEAN, STD), preprocess.Int8(0.04, 2)
+    built = [preprocess.image_to_tensor(img, (9, 11), norm, "NHWC", q) for q in (None, int8)]
+    monkeypatch.setattr(_lib, "LIB", None)
+    plain = [preprocess.image_to_tensor(img, (9, 11), norm, "NHWC", q) for q in (None, int8)]
+    np.testing.assert_allclose(plain[0], built[0], atol=1e-5)
+    assert plain[1].dtype == np.int8 and np.abs(plain[1].astype(int) - built[1]).max() <= 1
 
 
 def test_preprocess_strided_crop_and_gray() -> None:
@@ -42,9 +59,13 @@ def test_preprocess_refuses() -> None:
     with pytest.raises(NativeError, match="uint8"):
         preprocess.image_to_tensor(img.astype(np.float32), (2, 2))
     with pytest.raises(NativeError, match="std"):
-        preprocess.image_to_tensor(img, (2, 2), 0.0, (1.0, 0.0, 1.0))
+        preprocess.image_to_tensor(img, (2, 2), preprocess.Normalize(0.0, (1.0, 0.0, 1.0)))
+    with pytest.raises(NativeError, match="size"):
+        preprocess.image_to_tensor(img, (0, 2))
     with pytest.raises(NativeError, match="layout"):
         preprocess.image_to_tensor(img, (2, 2), layout="CHW")
+    with pytest.raises(NativeError, match="q_scale"):
+        preprocess.image_to_tensor(img, (2, 2), int8=preprocess.Int8(q_scale=0.0))
 
 
 @pytest.mark.parametrize("pattern", ["1:1", "1:2", "2:4", "1:4"])
