@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
+from edgekit.jsonable import json_default
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -25,19 +27,6 @@ def json_option(func: F) -> F:
 
 def emit_json(obj: Any) -> None:
     """Write one JSON document to stdout (dataclasses and paths become plain values)."""
-    json.dump(obj, sys.stdout, indent=2, default=_default, sort_keys=False)
+    json.dump(obj, sys.stdout, indent=2, default=json_default, sort_keys=False)
     sys.stdout.write("\n")
     sys.stdout.flush()
-
-
-def _default(value: Any) -> Any:
-    import dataclasses
-    from pathlib import Path
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

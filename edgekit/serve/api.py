@@ -23,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgekit import __version__
+from edgekit.jsonable import json_default
 from edgekit.serve.deadline import DeadlineExceeded
 from edgekit.serve.limits import Reservation, read_body
 from edgekit.serve.oip import HEADER_LENGTH, ProtocolError, encode_response
@@ -32,7 +33,7 @@ from edgekit.serve.triton import model_config, model_stats, repository_entry
 from edgekit.serve.worker import RunError
 
 if TYPE_CHECKING:
-    from edgekit.serve.server import ServerState
+    from edgekit.serve.state import ServerState
 
 STATE = web.AppKey("state", object)
 # Triton extension names; the repository index is offered without load/unload, so
@@ -280,6 +281,4 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    from edgekit.cli._output import _default
-
-    return json_answer(_state(request).status(), default=_default)
+    return json_answer(_state(request).status(), default=json_default)
