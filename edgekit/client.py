@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from edgekit.errors import EdgekitError, InputError
+from edgekit.oipwire import OIP_TO_NUMPY, oip_from_numpy, pack_bytes, unpack_bytes
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -91,9 +92,6 @@ def retrying(call: Callable[[], Any], retry_for_s: float,
 
 def encode(inputs: dict[str, np.ndarray]) -> tuple[bytes, int]:
     """Binary-extension request body for `inputs` and its JSON header length."""
-    from edgekit.serve.tensordata import pack_bytes
-    from edgekit.serve.tensors import oip_from_numpy
-
     items, blobs = [], []
     for name, arr in inputs.items():
         arr = np.ascontiguousarray(arr)
@@ -110,9 +108,6 @@ def encode(inputs: dict[str, np.ndarray]) -> tuple[bytes, int]:
 def decode(body: bytes, header_length: str | None) -> dict[str, np.ndarray]:
     """An OIP response's outputs as arrays: BYTES as str objects, JSON's "NaN"/"Infinity"
     strings as float nan/inf (docs/SERVING.md, "Tensor values")."""
-    from edgekit.serve.tensordata import unpack_bytes
-    from edgekit.serve.tensors import OIP_TO_NUMPY
-
     n = int(header_length) if header_length else len(body)
     doc = json.loads(body[:n])
     out, offset = {}, n

@@ -1,43 +1,29 @@
-"""Tensor values on the wire: JSON `data` lists and BYTES elements, checked both ways.
+"""Tensor values from JSON requests, checked: the server side of edgekit.oipwire.
 
-JSON in: a value must fit its datatype exactly - an integer type takes integers (or integral
-numbers such as 3.0) within its range, BOOL takes true/false, the float types take numbers
-whose magnitude the type can hold, BYTES takes strings - or the request is a 400 naming the
-input, the value and its index. numpy alone casts silently (INT64 1.7 -> 1, BOOL "x" -> True,
-FP32 "1" -> 1.0, FP16 1e6 -> inf), so the values are first taken as an object array, their
-Python types are collected in one C-level pass, and ranges are checked on whole arrays: a
-large valid input costs a few percent of what parsing its JSON text already did.
+A value must fit its datatype exactly - an integer type takes integers (or integral numbers
+such as 3.0) within its range, BOOL takes true/false, the float types take numbers whose
+magnitude the type can hold (or the strings "NaN", "Infinity", "-Infinity": oipwire.py says
+why), BYTES takes strings - or the request is a 400 naming the input, the value and its index.
+numpy alone casts silently (INT64 1.7 -> 1, BOOL "x" -> True, FP32 "1" -> 1.0, FP16 1e6 ->
+inf), so the values are first taken as an object array, their Python types are collected in
+one C-level pass, and ranges are checked on whole arrays: a large valid input costs a few
+percent of what parsing its JSON text already did.
 
-JSON out: NaN and +-Infinity have no JSON number, and the bare tokens that Python (and
-Triton's rapidjson writer) emit are not JSON: kserve's client (orjson) cannot read such a
-response. They are sent as the strings "NaN", "Infinity", "-Infinity" - protobuf's JSON
-mapping for float/double, which the KServe v2 protocol is defined in. numpy turns those
-strings back into floats, so tritonclient's and kserve's `as_numpy` read them unchanged; the
-same strings are accepted in float inputs.
-
-BYTES: elements are text (ONNX Runtime's string tensors take Python `str`; given `bytes` it
-stores their repr). In JSON an element is a string; in the binary tensor extension each
-element is a 4-byte little-endian length followed by that many bytes, which must be UTF-8.
-Inside edgekit a BYTES tensor is a numpy object array of `str`.
+The coding both ends share (datatypes, JSON out, BYTES in the binary extension) is in
+edgekit.oipwire, which the client imports without serve; its names are re-exported here for
+serve's codec (oip.py).
 """
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import numpy as np
 
+from edgekit.oipwire import NON_FINITE, OIP_TO_NUMPY, BadValue, json_data, pack_bytes, unpack_bytes
 from edgekit.serve.quietlog import show
-from edgekit.serve.tensors import OIP_TO_NUMPY
 
-#: the float values JSON has no number for, as protobuf's JSON mapping spells them
-NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
-_LEN = struct.Struct("<I")
-
-
-class BadValue(ValueError):
-    """A value that does not fit its tensor; `oip` answers it as a 400 with this message."""
+__all__ = ["BadValue", "json_data", "json_values", "pack_bytes", "unpack_bytes"]
 
 
 def _json_show(value: Any) -> str:
@@ -151,53 +137,3 @@ def _wide_floats(name: str, datatype: str, flat: np.ndarray) -> np.ndarray:
                 raise BadValue(f"input '{name}': value {_num(v)} at index {i} is out of "
                                f"range for {datatype}") from None
         raise
-
-
-def json_data(arr: np.ndarray) -> list:
-    """An output's values as a flat JSON-ready list (non-finite floats as strings)."""
-    flat = arr.reshape(-1)
-    if arr.dtype.kind in "OUS":
-        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
-    values = flat.tolist()
-    if arr.dtype.kind == "f":
-        odd = np.flatnonzero(~np.isfinite(flat))
-        for i in odd.tolist():
-            v = values[i]
-            values[i] = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
-    return values
-
-
-def pack_bytes(arr: np.ndarray) -> bytes:
-    """A BYTES tensor in the binary extension: per element, its length (4 bytes LE) + bytes."""
-    parts = []
-    for v in arr.reshape(-1):
-        raw = v if isinstance(v, bytes) else str(v).encode("utf-8")
-        parts += [_LEN.pack(len(raw)), raw]
-    return b"".join(parts)
-
-
-def unpack_bytes(name: str, raw: memoryview, count: int) -> np.ndarray:
-    """`count` BYTES elements from exactly `raw` (length-prefixed, UTF-8), as str."""
-    if 4 * count > len(raw):  # every element has a 4-byte length: checked before a loop
-        raise BadValue(f"input '{name}': {len(raw)} bytes cannot hold {count} BYTES "
-                            f"elements (4-byte length each)")
-    out = np.empty(count, dtype=object)
-    offset = 0
-    for i in range(count):
-        if offset + 4 > len(raw):
-            raise BadValue(f"input '{name}': BYTES element {i}'s length is cut off")
-        (n,) = _LEN.unpack_from(raw, offset)
-        offset += 4
-        if offset + n > len(raw):
-            raise BadValue(f"input '{name}': BYTES element {i} says {n} bytes, "
-                                f"{len(raw) - offset} are left")
-        try:
-            out[i] = bytes(raw[offset:offset + n]).decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadValue(f"input '{name}': BYTES element {i} is not UTF-8 text (the "
-                                f"model's string tensors take text)") from None
-        offset += n
-    if offset != len(raw):
-        raise BadValue(f"input '{name}': {len(raw) - offset} bytes left after "
-                            f"{count} BYTES elements")
-    return out

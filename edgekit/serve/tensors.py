@@ -1,7 +1,9 @@
-"""Tensor descriptions shared by the runtimes, the protocol codec and the client.
+"""Tensor descriptions shared by the runtimes and the protocol codec on the server.
 
 The Open Inference Protocol names datatypes ("FP32", "INT64", ...); ONNX Runtime names them
-"tensor(float)"; numpy has dtypes. This module is the one table between the three.
+"tensor(float)"; numpy has dtypes. The OIP <-> numpy table is edgekit.oipwire's (the client
+uses it too); this module adds ONNX Runtime's names and the `TensorSpec` a model's inputs and
+outputs are checked against.
 """
 
 from __future__ import annotations
@@ -11,25 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: OIP datatype -> numpy dtype of the fixed-size types; BYTES (strings) has no fixed size and
-#: is a numpy object array of `str` inside edgekit (tensordata.py)
-OIP_TO_NUMPY: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
-NUMPY_TO_OIP: dict[np.dtype, str] = {v: k for k, v in OIP_TO_NUMPY.items()}
-#: every datatype edgekit serves
-DATATYPES = frozenset([*OIP_TO_NUMPY, "BYTES"])
+from edgekit.oipwire import DATATYPES, NUMPY_TO_OIP, OIP_TO_NUMPY, oip_from_numpy
+
+#: serve's modules import the datatype table from here, next to ONNX Runtime's names
+__all__ = ["DATATYPES", "NUMPY_TO_OIP", "OIP_TO_NUMPY", "TensorSpec", "dim", "oip_from_numpy",
+           "oip_from_ort"]
 
 _ORT_TO_OIP = {
     "tensor(bool)": "BOOL",
@@ -51,12 +39,6 @@ _ORT_TO_OIP = {
 def oip_from_ort(ort_type: str) -> str:
     """OIP datatype of an ONNX Runtime type string (e.g. 'tensor(float)' -> 'FP32')."""
     return _ORT_TO_OIP.get(ort_type, ort_type)
-
-
-def oip_from_numpy(dtype: np.dtype) -> str:
-    """OIP datatype of a numpy dtype; strings (object, str_, bytes_ arrays) are BYTES."""
-    dtype = np.dtype(dtype)
-    return "BYTES" if dtype.kind in "OUS" else NUMPY_TO_OIP.get(dtype, str(dtype))
 
 
 @dataclass(frozen=True)
