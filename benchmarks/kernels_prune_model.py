@@ -93,7 +93,7 @@ def main() -> None:
 
     from edgekit.model import samples
     from edgekit.native import ortops, variant
-    from edgekit.native.prune import prune_model
+    from edgekit.native.prune import Layers, prune_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -127,7 +127,7 @@ def main() -> None:
             for crit in ("magnitude", "wanda", "wanda FFN only"):
                 out = str(Path(tmp) / f"minilm-{pattern[0]}of{pattern[1]}-{crit[:5]}.onnx")
                 report, _ = prune_model(model, out, pattern,
-                                        FFN if crit.endswith("only") else None,
+                                        Layers(FFN if crit.endswith("only") else None),
                                         calibration=calibration if crit != "magnitude" else None)
                 sess = session(out, True)
                 got = embed(sess, tok, texts)

@@ -50,7 +50,7 @@ def prune(model: str, pattern: str, layers: tuple[str, ...], out: str, min_param
     from rich.progress import Progress
     from rich.table import Table
 
-    from edgekit.native.prune import prune_model
+    from edgekit.native.prune import Layers, prune_model
     from edgekit.native.prune_eval import evaluate, synth_inputs
     from edgekit.native.sparse import parse_pattern
 
@@ -62,8 +62,8 @@ def prune(model: str, pattern: str, layers: tuple[str, ...], out: str, min_param
             bar.update(task, total=total, completed=done, description=f"pruned {name}")
 
         calibration = _load_feeds(calib_npz) if calib_npz else None
-        report, _ = prune_model(model, out, n_m, list(layers) or None, min_params, step,
-                                calibration)
+        report, _ = prune_model(model, out, n_m, Layers(list(layers) or None, min_params),
+                                calibration=calibration, progress=step)
         bar.update(task, description="evaluating against the dense model", total=None)
         feeds = _load_feeds(inputs_npz) if inputs_npz else synth_inputs(out, samples)
         evaluate(report, feeds, threads)

@@ -135,26 +135,31 @@ def input_norms(model, names: list[str], feeds: list[dict]) -> dict[str, np.ndar
     return {t: np.sqrt(v).astype(np.float32) for t, v in sums.items()}
 
 
+@dataclass(frozen=True)
+class Layers:
+    """Which MatMul/Gemm layers to prune: names or weight names matching any of ``names``
+    (fnmatch patterns; None: every layer), at least ``min_params`` weights each."""
+
+    names: list[str] | None = None
+    min_params: int = 16384
+
+
 def prune_model(path: str | Path, out: str | Path, pattern: tuple[int, int],
-                layers: list[str] | None = None, min_params: int = 16384,
-                progress=None, calibration: list[dict] | None = None) -> tuple[PruneReport, list]:
+                layers: Layers = Layers(), *, calibration: list[dict] | None = None,
+                progress=None) -> tuple[PruneReport, list]:
     """Write the pruned model to ``out`` (atomically) and return the per-layer report.
 
     With ``calibration`` feeds, weights are scored by |w| times the norm of their input over
-    those feeds (activation-aware), instead of |w| alone.
+    those feeds (activation-aware), instead of |w| alone. ``progress(done, total, name)`` is
+    called after each layer.
     """
-    import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     from edgekit.native import variant
-    from edgekit.native.linear import Int8Linear
 
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # onnx raises several types for unreadable files
-        raise ModelError(f"cannot read ONNX model ({exc})", where=str(path)) from None
+    model = _load(path)
     n, m = pattern
-    found, skipped = _candidates(model, layers, min_params, m)
+    found, skipped = _candidates(model, layers.names, layers.min_params, m)
     if not found:
         raise ModelError("no MatMul/Gemm layer qualifies for pruning", where=str(path),
                          hint="; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:5]) or None)
@@ -165,29 +170,11 @@ def prune_model(path: str | Path, out: str | Path, pattern: tuple[int, int],
     rng = np.random.default_rng(0)
     drop: set[str] = set()
     for i, (node, name, w, bias_name) in enumerate(found):
+        bias = _bias(inits, bias_name, w.shape[0])
         packed = prune_weight(w, n, m, norms.get(node.input[0]))
-        bias = (numpy_helper.to_array(inits[bias_name]).astype(np.float32).reshape(-1)
-                if bias_name else np.zeros(w.shape[0], np.float32))
-        layer = Int8Linear(packed, bias)
-        x = rng.standard_normal((128, w.shape[1])).astype(np.float32)
-        ref = x @ w.T + bias
-        got = layer(x)
-        cos = float((ref * got).sum() / (np.linalg.norm(ref) * np.linalg.norm(got) + 1e-30))
-        after = packed.vals.nbytes + packed.pos.nbytes + packed.wscale.nbytes + bias.nbytes
-        report.layers.append(LayerReport(
-            name, tuple(w.shape), 1.0 - n / m, w.nbytes + bias.nbytes, after, round(cos, 6),
-            round(_time_ms(lambda x=x, w=w: x @ w.T), 4),
-            round(_time_ms(lambda x=x, f=layer: f(x)), 4)))
-        prefix = f"{node.output[0]}_ek"
-        extra = [numpy_helper.from_array(packed.vals, prefix + "_vals"),
-                 numpy_helper.from_array(packed.pos, prefix + "_pos"),
-                 numpy_helper.from_array(packed.wscale, prefix + "_wscale"),
-                 numpy_helper.from_array(bias, prefix + "_bias")]
-        model.graph.initializer.extend(extra)
+        report.layers.append(_measure(name, w, bias, packed, pattern, rng))
         drop.update({node.input[1]} | ({bias_name} if bias_name else set()))
-        new = helper.make_node(OP_TYPE, [node.input[0]] + [t.name for t in extra],
-                               list(node.output), name=name, domain=DOMAIN, n=n, m=m)
-        node.CopyFrom(new)
+        _replace(model, node, name, packed, bias, pattern)  # node.input[1] is ours after this
         if progress:
             progress(i + 1, len(found), name)
     keep = [t for t in model.graph.initializer if t.name not in drop]
@@ -195,7 +182,66 @@ def prune_model(path: str | Path, out: str | Path, pattern: tuple[int, int],
     model.graph.initializer.extend(keep)
     if not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
-    out = Path(out)
+    _save(model, Path(out))
+    report.size_before = Path(path).stat().st_size
+    report.size_after = Path(out).stat().st_size
+    return report, found
+
+
+def _load(path: str | Path):
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # onnx raises several types for unreadable files
+        raise ModelError(f"cannot read ONNX model ({exc})", where=str(path)) from None
+
+
+def _bias(inits: dict, name: str | None, rows: int) -> np.ndarray:
+    from onnx import numpy_helper
+
+    if not name:
+        return np.zeros(rows, np.float32)
+    return numpy_helper.to_array(inits[name]).astype(np.float32).reshape(-1)
+
+
+def _measure(name: str, w: np.ndarray, bias: np.ndarray, packed, pattern: tuple[int, int],
+             rng: np.random.Generator) -> LayerReport:
+    """The pruned layer against the dense one on random activations: accuracy, size, time."""
+    from edgekit.native.linear import Int8Linear
+
+    n, m = pattern
+    layer = Int8Linear(packed, bias)
+    x = rng.standard_normal((128, w.shape[1])).astype(np.float32)
+    ref = x @ w.T + bias
+    got = layer(x)
+    cos = float((ref * got).sum() / (np.linalg.norm(ref) * np.linalg.norm(got) + 1e-30))
+    after = packed.vals.nbytes + packed.pos.nbytes + packed.wscale.nbytes + bias.nbytes
+    return LayerReport(
+        name, tuple(w.shape), 1.0 - n / m, w.nbytes + bias.nbytes, after, round(cos, 6),
+        round(_time_ms(lambda: x @ w.T), 4), round(_time_ms(lambda: layer(x)), 4))
+
+
+def _replace(model, node, name: str, packed, bias: np.ndarray, pattern: tuple[int, int]) -> None:
+    """Turn ``node`` into our custom op reading the packed weight as new initializers."""
+    from onnx import helper, numpy_helper
+
+    prefix = f"{node.output[0]}_ek"
+    extra = [numpy_helper.from_array(packed.vals, prefix + "_vals"),
+             numpy_helper.from_array(packed.pos, prefix + "_pos"),
+             numpy_helper.from_array(packed.wscale, prefix + "_wscale"),
+             numpy_helper.from_array(bias, prefix + "_bias")]
+    model.graph.initializer.extend(extra)
+    n, m = pattern
+    new = helper.make_node(OP_TYPE, [node.input[0]] + [t.name for t in extra],
+                           list(node.output), name=name, domain=DOMAIN, n=n, m=m)
+    node.CopyFrom(new)
+
+
+def _save(model, out: Path) -> None:
+    """Write ``out`` atomically: a reader never sees half a model."""
+    import onnx
+
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
     os.close(fd)
@@ -205,6 +251,3 @@ def prune_model(path: str | Path, out: str | Path, pattern: tuple[int, int],
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    report.size_before = Path(path).stat().st_size
-    report.size_after = out.stat().st_size
-    return report, found

@@ -135,12 +135,12 @@ def test_pruned_model_runs_sparse_layers_on_neon(a64world):
     import onnxruntime as ort
 
     from edgekit.native import ortops
-    from edgekit.native.prune import prune_model
+    from edgekit.native.prune import Layers, prune_model
     from tests.native.test_prune_ort import _model
 
     src, pruned = a64world["tmp"] / "m.onnx", a64world["tmp"] / "m.pruned.onnx"
     _model(src)
-    report, _ = prune_model(src, pruned, (2, 4), min_params=1000)
+    report, _ = prune_model(src, pruned, (2, 4), Layers(min_params=1000))
     assert report.layers and ortops.uses_custom_op(str(pruned))
     out = _deploy(a64world, pruned, "sparse")
     st = _status(a64world)

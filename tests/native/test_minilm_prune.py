@@ -26,7 +26,7 @@ def test_minilm_pruned_layer_runs_in_ort(tmp_path: Path) -> None:
 
     from edgekit.model import samples
     from edgekit.native import ortops
-    from edgekit.native.prune import prune_model
+    from edgekit.native.prune import Layers, prune_model
 
     model = str(samples.path("minilm-l6"))
     dense = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
@@ -36,7 +36,7 @@ def test_minilm_pruned_layer_runs_in_ort(tmp_path: Path) -> None:
     np.testing.assert_allclose(padded, short, atol=1e-5)  # padding is masked out
 
     out = tmp_path / "minilm-ffn0-2of4.onnx"
-    report, _ = prune_model(model, out, (2, 4), ["encoder.layer.0.intermediate.dense*"],
+    report, _ = prune_model(model, out, (2, 4), Layers(["encoder.layer.0.intermediate.dense*"]),
                             calibration=[_feed(16)])
     assert [lr.shape for lr in report.layers] == [(1536, 384)]
     pruned = ort.InferenceSession(str(out), ortops.session_options(),

@@ -65,10 +65,10 @@ def test_prune_refuses(tmp_path: Path) -> None:
                                    str(tmp_path / "o.onnx")])
     assert res.exit_code != 0
     from edgekit.errors import ModelError
-    from edgekit.native.prune import prune_model
+    from edgekit.native.prune import Layers, prune_model
 
     with pytest.raises(ModelError, match="no MatMul"):
-        prune_model(src, tmp_path / "o.onnx", (2, 4), min_params=10**9)
+        prune_model(src, tmp_path / "o.onnx", (2, 4), Layers(min_params=10**9))
     assert not (tmp_path / "o.onnx").exists()
 
 

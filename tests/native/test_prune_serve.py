@@ -33,12 +33,12 @@ def test_worker_actor_serves_pruned_model(tmp_path: Path, ray_local: None) -> No
     import onnxruntime as ort
 
     from edgekit.native import ortops
-    from edgekit.native.prune import prune_model
+    from edgekit.native.prune import Layers, prune_model
     from edgekit.serve.worker import remote_worker_class
 
     src, out = tmp_path / "m.onnx", tmp_path / "m.pruned.onnx"
     _model(src)
-    report, _ = prune_model(src, out, (2, 4), min_params=1000)
+    report, _ = prune_model(src, out, (2, 4), Layers(min_params=1000))
     assert len(report.layers) == 2 and ortops.uses_custom_op(str(out))
     x = np.random.default_rng(3).standard_normal((4, 128)).astype(np.float32)
     local = ort.InferenceSession(str(out), ortops.session_options()).run(None, {"x": x})[0]
