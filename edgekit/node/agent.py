@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+# not a climb: Sampler is thermal's node-side sampling (sensor files, no Ray at import), the
+# same one the thermal Ray agent uses on this node, so `status` and the controller read alike
 from edgekit.thermal.agent import Sampler
 
 PERIOD_S = 2.0

@@ -115,6 +115,11 @@ def versions(runtime: str) -> dict[str, str]:
 
 def _run_stage(case: Case, s: StageCase, node: str, threads: int) -> dict[str, Any]:
     """Load and run one stage as a worker does; raises _Failure saying which step failed."""
+    # serve's node-side modules on purpose, not a climb: the self-test vouches for the path a
+    # serving worker takes, so it must be that code (same sha256 check, same session options),
+    # not a copy. Both run on the node outside Ray: they import errors, serve.tensors (numpy)
+    # and edgekit.native only, never Ray or aiohttp. Kept under serve/ with the worker, their
+    # other user, rather than moved (tests/test_layers.py allows exactly these two).
     from edgekit.serve.nodefiles import NodeFile, read_verified
     from edgekit.serve.runtime import open_runtime, timed_run
 
@@ -158,7 +163,7 @@ def _emit(report: dict[str, Any], code: int, t0: float) -> int:
 
 
 def run(case: Case, root: str, node: str, threads: int, t0: float) -> int:
-    from edgekit.serve.nodefiles import ROOT_ENV
+    from edgekit.serve.nodefiles import ROOT_ENV  # node-side: see _run_stage
 
     os.environ[ROOT_ENV] = root  # where read_verified finds apps/<model>/current
     report: dict[str, Any] = {"node": node, "ok": False, "version": case.version,
