@@ -1,4 +1,7 @@
-"""Tunables in one place, each with its unit in its name and a one-line reason.
+"""edgekit's global tunables (where state lives, SSH, logs, firmware thresholds), each with its
+unit in its name and a one-line reason. A package with tunables of its own keeps them in one
+module of its own: serve/settings.py (`Tunables`, overridable per server) and
+thermal/config.py.
 
 Hardware figures come from ../shared/docs/pi-facts.md (Raspberry Pi documentation and
 published measurements); see docs/ARCHITECTURE.md for sources.

@@ -19,8 +19,6 @@ from collections import deque
 
 from edgekit.serve.settings import Tunables
 
-#: call times kept per model and replica for its p99
-WINDOW = 256
 Key = tuple[str, str]  # (model, replica label)
 
 
@@ -45,7 +43,7 @@ class Deadlines:
     def record(self, model: str, seconds: float, replica: str = "") -> None:
         """A successful call's time (the basis of the default deadline)."""
         key = (model, replica)
-        window = self._recent.setdefault(key, deque(maxlen=WINDOW))
+        window = self._recent.setdefault(key, deque(maxlen=self.t.deadline_window_calls))
         window.append(seconds)
         self._since[key] = self._since.get(key, 0) + 1
         if key not in self._p99 or self._since[key] >= 16:  # re-sort now and then only

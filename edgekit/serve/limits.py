@@ -24,11 +24,8 @@ from edgekit.serve.router import Saturated
 from edgekit.serve.settings import Tunables
 from edgekit.serve.tensors import TensorSpec
 
-#: generous JSON text per tensor value ("-1.2345678e-05, " is 16 characters)
-JSON_CHARS_PER_VALUE = 32
-#: room for the JSON around the tensors (names, shapes, parameters)
-HEADER_SLACK = 64 * 1024
-#: API-process bytes per body byte while a request is in flight (measured in
+#: API-process bytes per body byte while a request is in flight (measured facts, not
+#: choices, so not in settings.Tunables; measured in
 #: benchmarks/serve_hostile.py): binary = the body + the tensors Ray serializes from it;
 #: JSON = the body + arrays of up to 4x the text (FP64 from "0,") + Ray's copy. The
 #: ~12x of parsing a big JSON body happens in the decode process (decode.py), not here.
@@ -44,10 +41,11 @@ class BodyLimits:
 
 def model_io(
     inputs: list[TensorSpec], outputs: list[TensorSpec], max_body: int, max_json: int,
-    budget: int,
+    budget: int, t: Tunables | None = None,
 ) -> tuple[ModelIO, BodyLimits]:
     """A model's decode limits from its input specs, capped by the global limits and by what
     the memory budget could ever hold (a body over that is a 413, not a 503 forever)."""
+    t = t or Tunables()
     cap_binary = min(max_body, budget // BINARY_COST)
     cap_json = min(max_json, budget // JSON_COST)
     fixed = [s.fixed_bytes for s in inputs]
@@ -56,8 +54,8 @@ def model_io(
     binary, text = cap_binary, cap_json
     if inputs and all(f is not None for f in fixed):
         values = sum(math.prod(s.shape) for s in inputs)
-        binary = min(cap_binary, sum(f or 0 for f in fixed) + HEADER_SLACK)
-        text = min(cap_json, values * JSON_CHARS_PER_VALUE + HEADER_SLACK)
+        binary = min(cap_binary, sum(f or 0 for f in fixed) + t.header_slack_bytes)
+        text = min(cap_json, values * t.json_chars_per_value + t.header_slack_bytes)
     io = ModelIO(tuple(inputs), tuple(outputs), tensor_limit)
     return io, BodyLimits(binary, text)
 

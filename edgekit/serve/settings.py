@@ -1,4 +1,9 @@
-"""Serving tunables in one place (units in the names). `ServeConfig.tunables` overrides them."""
+"""Serving's tunables, the one module serve keeps them in (units in the names).
+
+`ServeConfig.tunables` overrides them. What `edgekit serve` takes as options (body caps,
+deadlines, queue length) is `ServeConfig` itself (state.py); constants that are measured
+facts rather than choices (limits.BINARY_COST) stay next to the code they describe.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +28,17 @@ class Tunables:
     deadline_factor: float = 10.0  # this many times the model's recent p99 call time there
     deadline_first_call_s: float = 300.0  # a replica's calls before it has a p99 (a board's
     # first run includes ONNX Runtime's lazy set-up: 15 s for the classifier on an emulated Pi 4)
+    deadline_window_calls: int = 256  # recent call times kept per model and replica for its p99
     # --- memory and logs ---
     json_inline_bytes: int = 256 * 1024  # JSON up to this is parsed in a thread, more in a process
+    json_chars_per_value: int = 32  # JSON text allowed per tensor value ("-1.2345678e-05, " is 16)
+    header_slack_bytes: int = 64 * 1024  # room for the JSON around the tensors (names, shapes)
+    # the memory budget of bodies in flight when --memory-budget-mb is not given: this share of
+    # the machine's memory, within min..max (a 4 GB Pi 4 head: ~470 MiB; its Ray head and
+    # workers need the rest)
+    memory_budget_share: float = 1 / 8
+    memory_budget_min_bytes: int = 64 << 20
+    memory_budget_max_bytes: int = 1 << 30
     name_wait_s: float = 10.0  # a model name another server's workers hold: wait for it this long
     log_lines: int = 10  # at most this many request-caused log lines ...
     log_interval_s: float = 10.0  # ... per this many seconds, then one "suppressed K" line

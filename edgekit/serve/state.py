@@ -70,12 +70,13 @@ class ServeConfig:
         return os.environ.get(TOKEN_ENV) or None
 
 
-def default_budget() -> int:
-    """Bytes the request bodies in flight may cost: an eighth of the machine's memory, within
-    64 MiB..1 GiB (a 4 GB Pi 4 head: ~470 MiB; its Ray head and workers need the rest)."""
+def default_budget(t: Tunables) -> int:
+    """Bytes the request bodies in flight may cost when no budget is given: a share of the
+    machine's memory, within bounds (settings.Tunables says which and why)."""
     import psutil
 
-    return int(min(1 << 30, max(64 << 20, psutil.virtual_memory().total // 8)))
+    share = int(psutil.virtual_memory().total * t.memory_budget_share)
+    return min(t.memory_budget_max_bytes, max(t.memory_budget_min_bytes, share))
 
 
 def load_controller(ref: Controller | str) -> Controller:
@@ -111,7 +112,7 @@ class ServerState:
         )
         self.pool.deadlines.fixed.update(config.deadlines)
         self.badlog = RateLimitedLog(log, t.log_lines, t.log_interval_s)
-        self.budget = ByteBudget(config.memory_budget_bytes or default_budget())
+        self.budget = ByteBudget(config.memory_budget_bytes or default_budget(t))
         self.decoder = Decoder(t.json_inline_bytes)
         self.io: dict[str, tuple[ModelIO, BodyLimits]] = {}
         self.controllers = [load_controller(c) for c in config.controllers]
@@ -134,7 +135,7 @@ class ServerState:
         c = self.config
         for name, info in self.pool.models.items():
             self.io[name] = model_io(info.inputs, info.outputs, c.max_body_bytes,
-                                     c.max_json_bytes, self.budget.total)
+                                     c.max_json_bytes, self.budget.total, c.tunables)
         self.decoder.start()
         for name, info in self.pool.models.items():
             if info.spec.max_batch > 1 and info.batchable:
