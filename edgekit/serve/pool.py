@@ -33,7 +33,7 @@ from edgekit.serve.router import NoCapacity, Replica, Router, Saturated
 from edgekit.serve.runtime import open_runtime
 from edgekit.serve.settings import Tunables
 from edgekit.serve.tensors import TensorSpec
-from edgekit.serve.worker import RunError, remote_worker_class, unpack
+from edgekit.serve.worker import RunError, StageRole, remote_worker_class, unpack
 
 log = logging.getLogger("edgekit.serve")
 #: worker actor names: edgekit:<model>:<stage>:<node>:g<generation> (namespace "edgekit")
@@ -152,7 +152,6 @@ class WorkerPool:
                 hint=f"live edgekit nodes: {', '.join(sorted(live))}",
             )
         self._check_names_free(specs)
-        cls = remote_worker_class()
         for spec in specs:
             info = describe_model(spec)
             self.models[spec.name] = info
@@ -171,9 +170,8 @@ class WorkerPool:
                 group = tuple(chosen[p * k : (p + 1) * k])
                 stages = []
                 for stage, node in zip(spec.stages, group, strict=True):
-                    make = self._maker(
-                        cls, spec, info, stage.index, node, blobs[stage.index], live[node]
-                    )
+                    make = self._maker(spec, info, stage.index, node, blobs[stage.index],
+                                       live[node])
                     try:
                         stages.append(StageActor(node, make, make(0)))
                     except rex.ActorAlreadyExistsError as exc:  # started since the check
@@ -194,18 +192,18 @@ class WorkerPool:
                 raise _served_elsewhere(*held[0])
             time.sleep(0.5)
 
-    def _maker(self, cls, spec, info, index, node, blob, cpus):
+    def _maker(self, spec, info, index, node, blob, cpus):
         """A function generation -> new worker actor for this stage on this node."""
         threads = self.threads or max(1, int(cpus))
         where = f"{spec.name}[{index}]@{node}" if spec.sharded else f"{spec.name}@{node}"
-        keep = info.keeps[index] if spec.sharded else None
-        compress = self.compress and spec.sharded
+        role = StageRole(info.keeps[index], self.compress) if spec.sharded else None
+        cls = remote_worker_class()
 
         def make(generation: int):
             return cls.options(
                 resources={names.node_resource(node): self.t.resource_sliver},
                 name=f"{ACTOR_PREFIX}{spec.name}:{index}:{node}:g{generation}",
-            ).remote(node, where, spec.runtime, blob, threads, keep, compress)
+            ).remote(node, where, spec.runtime, blob, threads, role)
 
         return make
 

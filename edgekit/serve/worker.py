@@ -15,7 +15,9 @@ Health pings run in their own concurrency group so a long inference never delays
 
 from __future__ import annotations
 
+import functools
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,15 @@ def unpack(value: np.ndarray | bytes) -> np.ndarray:
     return codec.unpack(value) if isinstance(value, bytes | bytearray | memoryview) else value
 
 
+@dataclass(frozen=True)
+class StageRole:
+    """What a pipeline stage does with the carry: the names it keeps after running, and
+    whether the float tensors it adds travel int8-compressed."""
+
+    keep: list[str]
+    compress: bool = False
+
+
 class Worker:
     def __init__(
         self,
@@ -49,8 +60,7 @@ class Worker:
         runtime: str,
         model: bytes | NodeFile,
         threads: int,
-        keep: list[str] | None = None,
-        compress: bool = False,
+        stage: StageRole | None = None,
     ):
         self.node = node
         self.where = where
@@ -59,8 +69,8 @@ class Worker:
         self.runtime = open_runtime(runtime, model, threads, where)
         self.threads = threads
         #: for a stage: names the carry keeps after this stage (None: plain model, no carry)
-        self.keep = set(keep) if keep is not None else None
-        self.compress = compress
+        self.keep = set(stage.keep) if stage is not None else None
+        self.compress = stage.compress if stage is not None else False
         self._in_names = [s.name for s in self.runtime.inputs]
         #: what this process computes with (kernel variant, ORT/LiteRT versions): the API
         #: shows it per node, so a node left on the numpy fallback is seen
@@ -101,8 +111,10 @@ class Worker:
         return nxt, ms_so_far + ms
 
 
+@functools.cache
 def remote_worker_class():
-    """The Worker as a Ray actor class.
+    """The Worker as a Ray actor class (one per process: Ray exports it to each cluster the
+    process joins, as it does for a class decorated at import).
 
     max_restarts=0: a dead worker fails its calls at once (the head retries them on another
     replica) and `health.HealthMonitor` recreates it when its node is back, instead of Ray
