@@ -297,13 +297,14 @@ def create_node(rec: state.ClusterRecord, node: state.NodeRecord, identity_pub: 
         chroot = rootfs.prepare_node(ndir, Path(node.rootfs), node.user, home_dir, sysroot)
     for attempt in range(3):  # another program may grab the free port before sshd binds it
         node.port = 22 if node.netns else provision.free_port()
-        config = provision.sshd_config(
+        files = provision.SshdFiles.in_dir(ndir)
+        config = provision.sshd_config(provision.SshdSettings(
             port=node.port, user=node.user, host_key=ndir / "ssh_host_ed25519_key",
-            pid_file=ndir / "sshd.pid", authorized_keys=ndir / "authorized_keys", sysroot=sysroot,
+            pid_file=files.pid_file, authorized_keys=ndir / "authorized_keys", sysroot=sysroot,
             address=node.address, runtime_dir=runtime, chroot=chroot,
             qemu_cpu=qemu.cpu_model(node.board) if chroot else None,
-        )  # fmt: skip
-        write_atomic(ndir / "sshd_config", config)
+        ))  # fmt: skip
+        write_atomic(files.config, config)
         try:
             power.boot(rec, node)
             break

@@ -28,18 +28,15 @@ def boot(rec: state.ClusterRecord, node: state.NodeRecord) -> None:
     if node.init == "systemd":
         entry = pwd.getpwnam(node.user)
         usermanager.prepare(group, entry.pw_uid, entry.pw_gid)
-        boot_sh = usermanager.launcher(
-            user=node.user, uid=entry.pw_uid, gid=entry.pw_gid, home=node.home(rec.run_dir),
-            sysroot=node.sysroot(rec.run_dir), path=provision.node_path(node.sysroot(rec.run_dir)),
-            group=group, log=ndir / "manager.log", pid_file=ndir / "manager.pid",
-        )  # fmt: skip
+        who = usermanager.ManagerUser(node.user, entry.pw_uid, entry.pw_gid,
+                                      node.home(rec.run_dir), node.sysroot(rec.run_dir))
+        boot_sh = usermanager.launcher(who, group, ndir / "manager.log", ndir / "manager.pid")
     if node.arch == "aarch64":  # its chroot is assembled in its own mount namespace
         boot_sh = (rootfs.mount_script(ndir, Path(node.rootfs), node.home(rec.run_dir),
                                        node.sysroot(rec.run_dir)), "")
     node.sshd_pid = provision.start_sshd(
-        ndir / "sshd_config", ndir / "sshd.log", ndir / "sshd.pid", group.procs_files(),
-        node.linux32, prefix, boot_sh,
-    )  # fmt: skip
+        provision.SshdFiles.in_dir(ndir), group.procs_files(), node.linux32, prefix, boot_sh
+    )
     if node.init == "systemd":
         node.manager_pid = usermanager.wait_started(ndir / "manager.pid", node.uid,
                                                     ndir / "manager.log")

@@ -8,6 +8,7 @@ import shlex
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import ClusterError
@@ -86,37 +87,57 @@ def node_path(sysroot: Path) -> str:
     return f"{sysroot}/usr/bin:/usr/local/bin:/usr/bin:/bin"
 
 
-def sshd_config(
-    *,
-    port: int,
-    user: str,
-    host_key: Path,
-    pid_file: Path,
-    authorized_keys: Path,
-    sysroot: Path,
-    address: str = "127.0.0.1",
-    runtime_dir: Path | None = None,
-    chroot: Path | None = None,
-    qemu_cpu: str | None = None,
-) -> str:
-    """runtime_dir: the node user's XDG_RUNTIME_DIR where a systemd user manager runs (what
+@dataclass(frozen=True)
+class SshdSettings:
+    """One node's sshd: where it listens, who may log in, its keys, its sessions' environment.
+
+    runtime_dir: the node user's XDG_RUNTIME_DIR where a systemd user manager runs (what
     pam_systemd gives SSH sessions on a Pi; this sshd runs without PAM). chroot + qemu_cpu:
     an aarch64 node, whose sessions live in its arm64 userland (rootfs.py) and whose every
-    process is emulated as that CPU model (qemu-user reads QEMU_CPU)."""
-    env = f"EDGEKIT_SYSROOT={sysroot} PATH={node_path(sysroot)}"
-    if runtime_dir is not None:
-        env += f" XDG_RUNTIME_DIR={runtime_dir}"
-    if qemu_cpu is not None:
-        env += f" QEMU_CPU={qemu_cpu}"
-    extra = f"ChrootDirectory {chroot}\n" if chroot is not None else ""
+    process is emulated as that CPU model (qemu-user reads QEMU_CPU).
+    """
+
+    port: int
+    user: str
+    host_key: Path
+    pid_file: Path
+    authorized_keys: Path
+    sysroot: Path
+    address: str = "127.0.0.1"
+    runtime_dir: Path | None = None
+    chroot: Path | None = None
+    qemu_cpu: str | None = None
+
+
+@dataclass(frozen=True)
+class SshdFiles:
+    """The files of one node's sshd, all in its node directory."""
+
+    config: Path
+    log: Path
+    pid_file: Path
+
+    @classmethod
+    def in_dir(cls, node_dir: Path) -> SshdFiles:
+        return cls(node_dir / "sshd_config", node_dir / "sshd.log", node_dir / "sshd.pid")
+
+
+def sshd_config(s: SshdSettings) -> str:
+    """The sshd_config text for ``s``."""
+    env = f"EDGEKIT_SYSROOT={s.sysroot} PATH={node_path(s.sysroot)}"
+    if s.runtime_dir is not None:
+        env += f" XDG_RUNTIME_DIR={s.runtime_dir}"
+    if s.qemu_cpu is not None:
+        env += f" QEMU_CPU={s.qemu_cpu}"
+    extra = f"ChrootDirectory {s.chroot}\n" if s.chroot is not None else ""
     return f"""\
 # sshd of one edgekit virtual node (written by `edgekit cluster up`)
-Port {port}
-ListenAddress {address}
-HostKey {host_key}
-PidFile {pid_file}
-AuthorizedKeysFile {authorized_keys}
-AllowUsers {user}
+Port {s.port}
+ListenAddress {s.address}
+HostKey {s.host_key}
+PidFile {s.pid_file}
+AuthorizedKeysFile {s.authorized_keys}
+AllowUsers {s.user}
 PermitRootLogin no
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -131,9 +152,7 @@ SetEnv {env}
 
 
 def start_sshd(
-    config: Path,
-    log: Path,
-    pid_file: Path,
+    files: SshdFiles,
     procs_files: list[Path],
     linux32: bool,
     prefix: tuple[str, ...] = (),
@@ -148,6 +167,7 @@ def start_sshd(
     """
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege-separation directory
     joins = "; ".join(f"echo $$ > {shlex.quote(str(f))}" for f in procs_files)
+    config, log, pid_file = files.config, files.log, files.pid_file
     argv = [SSHD, "-f", str(config), "-E", str(log)]
     if boot is not None:
         script = f"{boot[0]}\n{shlex.join(argv)} || exit $?\n{boot[1]}\n"

@@ -59,9 +59,8 @@ def step(home: Path, node: _Node, now_s: float, dt_s: float) -> None:
     used_cores = max(usage - node.last_usage_ns, 0) / 1e9 / dt_s if dt_s > 0 else 0.0
     node.last_usage_ns = usage
     cond = conditions(home, node.rec)
-    node.thermal = thermal.tick(
-        node.board, node.thermal, cond, used_cores, node.rec.cap_cores, now_s, dt_s
-    )
+    util = thermal.utilization(used_cores, node.rec.cap_cores)
+    node.thermal = thermal.tick(node.board, node.thermal, cond, util, now_s, dt_s)
     quota = thermal.quota_cores(node.rec.cap_cores, node.board, node.thermal.freq_mhz)
     if quota != node.quota_cores:
         node.group.set_cpu(quota)

@@ -111,17 +111,16 @@ def governor(
     return steps[idx], last_change_s
 
 
+def utilization(used_cores: float, cap_cores: float) -> float:
+    """Share of the node's full-speed CPU cap it used (0 for a node without a cap)."""
+    return used_cores / cap_cores if cap_cores > 0 else 0.0
+
+
 def tick(
-    board: Board,
-    state: NodeThermal,
-    cond: Conditions,
-    used_cores: float,
-    cap_cores: float,
-    now_s: float,
-    dt_s: float,
+    board: Board, state: NodeThermal, cond: Conditions, util: float, now_s: float, dt_s: float
 ) -> NodeThermal:
-    """Advance one node by dt: heat from the CPU it used, then let the firmware react."""
-    util = used_cores / cap_cores if cap_cores > 0 else 0.0
+    """Advance one node by dt: heat from the CPU it used (``util``, see :func:`utilization`),
+    then let the firmware react."""
     power = power_w(board, util, state.freq_mhz)
     duty = fan_duty(state.temp_c, state.fan_duty) if cond.cooling.fan_curve else 0.0
     temp = thermal_step(
@@ -147,7 +146,7 @@ def idle_state(board: Board, cond: Conditions, start_temp_c: float | None = None
     if start_temp_c is not None:
         return replace(state, temp_c=start_temp_c, power_w=board.idle_w)
     for _ in range(600):  # ten simulated minutes at idle: settled for every profile
-        state = tick(board, state, cond, 0.0, 1.0, now_s=-1e9, dt_s=1.0)
+        state = tick(board, state, cond, 0.0, now_s=-1e9, dt_s=1.0)
     return replace(state, last_change_s=-math.inf, sticky=0)
 
 

@@ -25,12 +25,13 @@ import shlex
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from edgekit.errors import ClusterError
-from edgekit.virtual import cgroups
+from edgekit.virtual import cgroups, provision
 from edgekit.virtual.cgroups import NodeGroup
 
 CANDIDATES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
@@ -119,11 +120,23 @@ def cleanup(group: NodeGroup, uid: int) -> None:
     shutil.rmtree(runtime_dir(uid), ignore_errors=True)
 
 
-def launcher(*, user: str, uid: int, gid: int, home: Path, sysroot: Path, path: str,
-             group: NodeGroup, log: Path, pid_file: Path) -> tuple[str, str]:
+@dataclass(frozen=True)
+class ManagerUser:
+    """Who a node's systemd user manager runs as, and the sysroot its units see."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+    sysroot: Path
+
+
+def launcher(who: ManagerUser, group: NodeGroup, log: Path, pid_file: Path) -> tuple[str, str]:
     """Shell for the node's boot, run as root in its new mount namespace: (before sshd starts,
     after sshd listens). Before: the tmpfs on /run/systemd. After: the manager, detached (own
     session, output to `log`), its pid in `pid_file`."""
+    user, uid, gid, home, sysroot = who.name, who.uid, who.gid, who.home, who.sysroot
+    path = provision.node_path(sysroot)
     q = shlex.quote
     conf = f'[Manager]\nDefaultEnvironment="EDGEKIT_SYSROOT={sysroot}" "PATH={path}"\n'
     before = "\n".join([

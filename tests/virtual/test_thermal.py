@@ -17,7 +17,7 @@ def run_load(board: str, cooling: str, seconds: float, ambient: float = 25.0, lo
     for _ in range(int(seconds / boards.tick_s)):
         now += boards.tick_s
         used = min(load, thermal.quota_cores(1.0, b, s.freq_mhz))
-        s = thermal.tick(b, s, cond, used, 1.0, now, boards.tick_s)
+        s = thermal.tick(b, s, cond, thermal.utilization(used, 1.0), now, boards.tick_s)
         states.append(s)
         times.append(now)
     return states, times
