@@ -33,7 +33,7 @@ def endpoint(url: str | None, token_file: Path | None,
     if nodes_file is None:
         yield url or DEFAULT_URL, token_file
         return
-    from edgekit.deploy import headnode, state
+    from edgekit.deploy import heads, state
     from edgekit.deploy.layout import deployment_dir
 
     folder = deployment_dir(nodes_file)
@@ -46,5 +46,5 @@ def endpoint(url: str | None, token_file: Path | None,
     if url:
         yield url, token_file
         return
-    with headnode.reach(st) as reached:
+    with heads.for_state(st, folder).reach(st, None) as reached:
         yield reached, token_file

@@ -47,10 +47,6 @@ class Head:
     generation: str = ""  # digest of a head node's Ray config (set once it is started)
 
     @property
-    def on_node(self) -> bool:
-        return self.where != "host"
-
-    @property
     def ray_address(self) -> str:
         return f"{self.ip}:{self.ray_port}"
 
@@ -72,11 +68,6 @@ def choose(prev: state.HeadState, where: str, ip: str, api_host: str, api_port: 
     else:
         ray_port, old_api = free(2)
     return Head(where, ip, ray_port, api_port or old_api, api_host)
-
-
-def needs_tunnel(h: state.HeadState) -> bool:
-    """A head node's API on its loopback: the host reaches it only through SSH."""
-    return h.where != "host" and h.api_host in LOOPBACK
 
 
 def head_capacity(usable: int, node: inventory.Node) -> int:
@@ -267,21 +258,23 @@ def unit_active(conn: Connection) -> bool | None:
 
 
 # -- reaching the API from the host -------------------------------------------------------
-def head_node(st: state.DeployState) -> inventory.Node:
-    return inventory.parse(st.nodes[st.head.where].line).nodes[0]
+def tunnelled(h: state.HeadState) -> bool:
+    """A head node's API bound to its loopback: the host reaches it only through SSH."""
+    return h.api_host in LOOPBACK
 
 
 @contextlib.contextmanager
 def reach(st: state.DeployState, conn: Connection | None = None,
           accept_new_host_keys: bool = False) -> Iterator[str]:
-    """The API's URL as this host can use it while the block runs: its own URL, or a local
-    one tunnelled over SSH to the head node's loopback (`conn`: reuse that connection)."""
-    if not needs_tunnel(st.head):
+    """The head node's API URL as this host can use it while the block runs: its own URL,
+    or a local one tunnelled over SSH to the node's loopback (`conn`: reuse that one)."""
+    if not tunnelled(st.head):
         yield st.head.api_url
         return
     own = conn is None
     if conn is None:
-        conn = Connection(head_node(st), accept_new_host_keys=accept_new_host_keys)
+        node = inventory.parse(st.nodes[st.head.where].line).nodes[0]
+        conn = Connection(node, accept_new_host_keys=accept_new_host_keys)
     try:
         with Tunnel(conn, st.head.api_port) as t:
             yield t.url

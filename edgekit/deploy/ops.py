@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from edgekit import inventory
-from edgekit.deploy import head, headnode, nodeops, services, state, verify
+from edgekit.deploy import head, headnode, heads, nodeops, services, state, verify
 from edgekit.deploy.layout import NodeLayout, deployment_dir
 from edgekit.deploy.report import RunResult
 from edgekit.errors import ClusterError
@@ -33,16 +33,17 @@ def _deployed(inv: inventory.Inventory, st: state.DeployState) -> list[inventory
 
 def status(inventory_path: Path, accept_new_host_keys: bool = False) -> dict:
     inv, dep, st = _load(inventory_path)
+    hd = heads.for_state(st, dep)
     token = read_token(dep / "api-token", "api-token") if (dep / "api-token").exists() else ""
     models = list(st.apps)
-    health = _health(st, token, models, accept_new_host_keys) if st.head.api_url else None
+    health = _health(hd, st, token, models, accept_new_host_keys) if st.head.api_url else None
 
     def one(c) -> dict:
         ns = st.nodes[c.node.name]
         lay = NodeLayout(ns.root)
         from edgekit.deploy import versions
         svc = services.status(c, lay)
-        if c.node.name == st.head.where and svc.get("units"):  # the head node's API unit
+        if c.node.name == hd.node and svc.get("units"):  # the head node's API unit
             svc["units"][headnode.API] = "active" if headnode.unit_active(c) else "inactive"
         return {"active": {m: versions.active(c, lay, m) for m in models},
                 "kept": {m: versions.listed(c, lay, m) for m in models},
@@ -68,7 +69,7 @@ def status(inventory_path: Path, accept_new_host_keys: bool = False) -> dict:
                          "served_version": health.versions.get(m, "") if health else ""}
                      for m, a in st.apps.items()},
             "api_ready": bool(health and health.ready), "nodes": nodes,
-            "tunnel": headnode.needs_tunnel(st.head), "api_error": health.error if health else ""}
+            "tunnel": bool(hd.tunnel(st)), "api_error": health.error if health else ""}
 
 
 def _worker_stack(health: verify.Health | None, node: str) -> dict:
@@ -79,11 +80,11 @@ def _worker_stack(health: verify.Health | None, node: str) -> dict:
     return {key: w.get(key, "") for key in ("kernels", "onnxruntime", "litert", "warning")}
 
 
-def _health(st: state.DeployState, token: str, models: list[str],
+def _health(hd: heads.Head, st: state.DeployState, token: str, models: list[str],
             accept_new_host_keys: bool) -> verify.Health:
     """The API's answer (through an SSH tunnel when it runs on a head node's loopback)."""
     try:
-        with headnode.reach(st, accept_new_host_keys=accept_new_host_keys) as url:
+        with hd.reach(st, None, accept_new_host_keys) as url:
             return verify.check(url, token, models)
     except Exception as exc:  # the head node is unreachable: say so, the table still shows
         return verify.Health(False, error=f"cannot reach the API on {st.head.where}: {exc}")
@@ -104,8 +105,9 @@ def rollback(inventory_path: Path, model: str | None, to: str | None,
             return nodeops.rollback(c, NodeLayout(st.nodes[c.node.name].root), name, to)
 
         # a head node's API reads the model from its own `current`: switched too
+        hd = heads.for_state(st, dep)
         with Pool([n for n in _deployed(inv, st)
-                   if n.name in app.plan["nodes"] or n.name == st.head.where],
+                   if n.name in app.plan["nodes"] or n.name == hd.node],
                   accept_new_host_keys=accept_new_host_keys) as pool:
             for node, out in pool.each(one).items():
                 r = res.node(node)
@@ -119,37 +121,25 @@ def rollback(inventory_path: Path, model: str | None, to: str | None,
                     r.fail("rollback", out.error or "")
             switched = {r.version for r in res.nodes.values() if r.ok and r.version}
             if len(switched) == 1:
-                _reload_api(dep, st, name, switched.pop(), res, pool)
+                _reload_api(hd, st, name, switched.pop(), res, pool)
         state.save(dep, st)
     res.seconds = time.monotonic() - t0
     return res
 
 
-def _reload_api(dep: Path, st: state.DeployState, name: str, version: str,
+def _reload_api(hd: heads.Head, st: state.DeployState, name: str, version: str,
                 res: RunResult, pool: Pool) -> None:
     """Restart the API so its workers load the rolled-back files from their nodes."""
-    import json
-
     app = st.apps[name]
     folder = app.bundles.get(version, app.bundle)  # the host's copy (metadata for a host API)
-    conn = pool.connections.get(st.head.where)
-    if conn is not None:  # the API on the head node reads the node's switched `current`
-        try:
-            headnode.reload(conn, st.nodes[st.head.where], name, version, 180.0)
-        except Exception as exc:
-            res.error = f"the API on {st.head.where} did not restart: {exc}"
-            return
-    else:
-        config_path = dep / "head" / "run" / "api.json"
-        if st.head.where != "host" or not config_path.exists():
-            return
-        cfg = json.loads(config_path.read_text())
-        cfg["models"] = [f"{name}={folder}"]
-        cfg["version"] = version  # a changed config is what makes the supervisor restart it
-        head.start_api(dep / "head", cfg)
+    try:
+        hd.reload(pool, st, name, version, folder)
+    except Exception as exc:
+        res.error = f"the API on {hd.where} did not restart: {exc}"
+        return
     app.version, app.bundle = version, folder
-    with headnode.reach(st, conn) as url:
-        h = verify.wait(url, read_token(dep / "api-token", "api-token"), [name],
+    with hd.reach(st, pool) as url:
+        h = verify.wait(url, read_token(hd.dep / "api-token", "api-token"), [name],
                         sorted(app.active), 120.0, {name: version})
     if not h.ready:
         res.error = f"after the rollback the API is not serving {name} {version}: {h.error}"
@@ -171,9 +161,8 @@ def undeploy(inventory_path: Path, purge: bool = False,
 
         # Workers first, then the head node, then the host's head: a Ray worker whose head is
         # already gone hangs in shutdown until its stop timeout (measured 45-60 s per undeploy)
-        nodes = _deployed(inv, st)
-        waves = [[n for n in nodes if n.name != st.head.where],
-                 [n for n in nodes if n.name == st.head.where]]
+        nodes, hd = _deployed(inv, st), heads.for_state(st, dep)
+        waves = [[n for n in nodes if n.name != hd.node], [n for n in nodes if n.name == hd.node]]
         for wave in (w for w in waves if w):
             with Pool(wave, accept_new_host_keys=accept_new_host_keys) as pool:
                 for node, out in pool.each(one).items():
@@ -186,7 +175,7 @@ def undeploy(inventory_path: Path, purge: bool = False,
                     else:
                         r.detail = "purged" if purge else "stopped, files removed (runtime kept)"
                         del st.nodes[node]
-        head.stop(dep / "head")
+        head.stop(dep / "head")  # the host's head, if there is one
         res.head = {"stopped": True}
         if res.ok:
             st.apps, st.head = {}, state.HeadState()
@@ -198,11 +187,12 @@ def undeploy(inventory_path: Path, purge: bool = False,
 def logs(inventory_path: Path, node: str, service: str, lines: int,
          accept_new_host_keys: bool = False) -> str:
     inv, dep, st = _load(inventory_path)
-    if node == "head" and st.head.where == "host":
-        return head.tail(dep / "head", service if service != "ray-worker" else "ray-head", lines)
-    node = st.head.where if node == "head" else node
-    if node == st.head.where and service == "ray-head":  # the head node's one Ray process
-        service = "ray-worker"
+    hd = heads.for_state(st, dep)
+    if node in ("head", hd.where):
+        where, service = hd.log_target(service)
+        if where is None:
+            return head.tail(dep / "head", service, lines)
+        node = where
     if node not in st.nodes:
         raise ClusterError(f"nothing deployed on {node}", where=str(inv.path))
     target = next(n for n in _deployed(inv, st) if n.name == node)

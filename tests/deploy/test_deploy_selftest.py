@@ -173,7 +173,7 @@ def test_wrong_and_unloadable_runtimes_are_refused_the_others_serve(sw):
         [sys.executable, "-m", "edgekit.cli.main", "deploy", "--nodes", str(sw["inv"]),
          str(b2), "--name", MODEL, "--offline", "--json"],
         capture_output=True, text=True, timeout=900, env=os.environ.copy(), check=False)
-    assert proc.returncode == 4, proc.stderr[-3000:]
+    assert proc.returncode == 8, proc.stderr[-3000:]  # partial: pi3 serves, pi1 and pi2 not
     out = json.loads(proc.stdout)
     nodes = {n["node"]: n for n in out["nodes"]}
     pi1, pi2, pi3 = nodes["pi1"], nodes["pi2"], nodes["pi3"]

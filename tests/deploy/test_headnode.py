@@ -9,11 +9,12 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fakesftp import FakeSftp
 
 from edgekit import inventory
-from edgekit.deploy import assets, flow, headnode, state
+from edgekit.deploy import assets, flow, headnode, heads, state
 from edgekit.deploy.layout import NodeLayout
 from edgekit.deploy.plan import MB
 from edgekit.remote.probe import NodeReport
@@ -33,7 +34,7 @@ def test_head_keeps_its_ports_while_it_stays_and_gets_new_ones_when_it_moves():
     moved = headnode.choose(prev, "pi2", "10.0.0.6", "127.0.0.1", None, lambda n: [7, 8][:n])
     assert (moved.ray_address, moved.api_port) == ("10.0.0.6:7", 8)
     home = headnode.choose(prev, "host", "10.0.0.1", "127.0.0.1", 8000, lambda n: [5, 6][:n])
-    assert (home.ray_port, home.api_port, home.on_node) == (5, 8000, False)  # --port wins
+    assert (home.ray_port, home.api_port, home.where) == (5, 8000, "host")  # --port wins
     fresh = headnode.choose(state.HeadState(), "host", "10.0.0.1", "127.0.0.1", None,
                             lambda n: [1, 2][:n])
     assert (fresh.ray_port, fresh.api_port) == (1, 2)  # an old state file: where="host"
@@ -45,9 +46,15 @@ def test_api_url_and_when_a_tunnel_is_needed():
     assert headnode.Head("pi1", "10.0.0.5", 1, 8000, "0.0.0.0").api_url == "http://10.0.0.5:8000"
     assert headnode.Head("host", "fd00::1", 1, 80, "::").api_url == "http://[fd00::1]:80"
     assert headnode.Head("pi1", "10.0.0.5", 1, 80, "10.9.9.9").api_url == "http://10.9.9.9:80"
-    assert headnode.needs_tunnel(state.HeadState(where="pi1", api_host="127.0.0.1"))
-    assert not headnode.needs_tunnel(state.HeadState(where="pi1", api_host="0.0.0.0"))
-    assert not headnode.needs_tunnel(state.HeadState(where="host"))
+    on_node = state.DeployState("inv", head=state.HeadState(where="pi1", api_host="127.0.0.1",
+                                                           api_port=8000))
+    assert heads.for_state(on_node, Path("/d")).tunnel(on_node) == \
+        "SSH to pi1, then 127.0.0.1:8000 there"
+    lan = state.DeployState("inv", head=state.HeadState(where="pi1", api_host="0.0.0.0"))
+    assert heads.for_state(lan, Path("/d")).tunnel(lan) == ""
+    host = state.DeployState("inv")  # an old state file, or a host head: where="host"
+    assert isinstance(heads.for_state(host, Path("/d")), heads.HostHead)
+    assert heads.for_state(host, Path("/d")).tunnel(host) == ""
 
 
 def test_head_ray_config_keeps_the_node_a_serving_node():

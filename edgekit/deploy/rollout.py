@@ -1,0 +1,301 @@
+"""Deploy's rollout once the plan is made (edgekit.deploy.flow.deploy), one step per method:
+
+1. `prepare`: on every planned node (and the head node), the runtime (provision) and the
+   bundle (push, switched atomically at the end);
+2. `selftest`: the model once on each prepared node before it gets traffic;
+3. `place_head`: the head's ports, and the Ray head where it runs on its own (edgekit.deploy.
+   heads); a head that moved elsewhere is retired;
+4. `start`: every node's services (the head node first: the others join its Ray head);
+5. `serve` + `verify`: the API on the head, then every serving node's worker answers, at the
+   version just pushed;
+6. `record`: the deployment's new state (versions kept for rollback).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from edgekit import inventory, names
+from edgekit.deploy import bundle as bundle_mod
+from edgekit.deploy import (
+    heads,
+    nodeops,
+    provision,
+    push,
+    selftest,
+    services,
+    state,
+    survey,
+    verify,
+    wheels,
+)
+from edgekit.deploy.headnode import Head as Placement
+from edgekit.deploy.layout import NodeLayout, wheelhouse_dir
+from edgekit.deploy.options import DeployOptions
+from edgekit.deploy.plan import MB, Plan
+from edgekit.deploy.report import Reporter, RunResult
+from edgekit.model.bundle import Bundle
+from edgekit.remote.probe import NodeReport
+from edgekit.remote.ssh import Connection, Outcome, Pool, run_each
+
+T = TypeVar("T")
+
+
+def object_store_bytes(total_ram: int) -> int:
+    """10 % of the board's RAM, within Ray's minimum (75 MiB) and 512 MiB."""
+    return int(min(max(total_ram // 10, 80 * MB), 512 * MB))
+
+
+@dataclass
+class Deployment:
+    """One deployment: its inventory, its host folder (state, secrets, bundles), its state."""
+
+    inv: inventory.Inventory
+    dep: Path
+    st: state.DeployState
+
+
+@dataclass
+class Checked:
+    """What the check and plan steps found: the plan, the fit nodes' probes and surveys."""
+
+    plan: Plan
+    fit: dict[str, NodeReport]
+    seen: dict[str, survey.Survey]
+
+
+@dataclass
+class Rollout:
+    opts: DeployOptions
+    d: Deployment
+    bundle: Bundle
+    pool: Pool
+    checked: Checked
+    res: RunResult
+    ui: Reporter
+    facts: dict[str, nodeops.NodeFacts] = field(default_factory=dict)
+    fresh: set[str] = field(default_factory=set)  # nodes whose runtime this deploy installed
+
+    def __post_init__(self) -> None:
+        self.head = heads.for_inventory(self.d.inv, self.d.dep)
+        self.prev_head = heads.for_state(self.d.st, self.d.dep)
+        app = self.d.st.apps.get(self.bundle.name)
+        self.app, self.history = app, list(app.history) if app else []
+        self.reqs = wheels.pins(bundle_mod.node_packages(self.bundle))
+        self.ray_token = state.secret(self.d.dep, "ray-token")
+        self.api_token = state.secret(self.d.dep, "api-token")
+
+    def run(self) -> None:
+        ready = self.prepare()
+        if not ready:
+            return
+        if self.opts.selftest:  # before any traffic: a node that answers wrongly gets none
+            selftest.gate(selftest.SelfTest(self.bundle, self.opts.selftest_timeout_s),
+                          self.pool, self.d.st, {n: selftest.stages_of(self.checked.plan, n)
+                                                 for n in ready if n in self.checked.plan.nodes},
+                          self.res, self.ui)
+        placement = self.place_head(ready)
+        if not self.start(ready, placement):
+            return
+        self.serve_and_verify(placement)
+        self.record()
+
+    # --- 1. runtime and bundle on every node ---------------------------------------------
+    def prepare(self) -> list[str]:
+        """Provision and push in parallel; the nodes that got both (none: the run ends)."""
+        p = self.checked.plan
+        # the head node gets the bundle even where the plan puts no replica: the API reads it
+        prepared = p.nodes + [n for n in [self.head.node] if n and n not in p.nodes]
+        for name, out in _each(self.pool, prepared, self._prepare_one).items():
+            if not out.ok:
+                self.res.node(name).fail(self.res.node(name).step or "provision",
+                                         out.error or "")
+                self.ui.step(name, f"[red]{self.res.node(name).step} failed")
+        ready = [n for n in prepared if self.res.node(n).ok]
+        if not ready or (self.head.node and self.head.node not in ready):
+            self.res.error = (f"the head node {self.head.node} could not be prepared"
+                              if ready else "no node could be prepared")
+            return []
+        return ready
+
+    def _prepare_one(self, c: Connection) -> str:
+        name, sv = c.node.name, self.checked.seen[c.node.name]
+        r, t_node = self.res.node(name), time.monotonic()
+        r.step = "provision"
+        self.ui.step(name, "provision")
+        f = self.facts[name] = nodeops.facts_from(c, sv.root, sv.python)
+        fp = self._runtime(c, f)
+        r.step = "push"
+        self.ui.step(name, "push")
+        sent = [0]
+
+        def progress(n: int) -> None:
+            sent[0] += n
+            self.ui.bytes(name, sent[0], self.bundle.total_bytes)
+
+        pu = push.push_node(c, NodeLayout(f.root), self.bundle, history=self.history,
+                            keep_versions=self.opts.keep_versions, progress=progress, seen=sv)
+        r.version, r.sent_bytes = pu.version, pu.sent_bytes
+        r.seconds = time.monotonic() - t_node
+        self._remember(c, f, fp)
+        return pu.version
+
+    def _runtime(self, c: Connection, f: nodeops.NodeFacts) -> str:
+        """Install the node's runtime unless its fingerprint says it is up to date."""
+        name = c.node.name
+        rep, sv, r = self.checked.fit[name], self.checked.seen[name], self.res.node(name)
+        cache, offline = wheelhouse_dir(), self.opts.offline
+        whl = wheels.node_wheel(cache, rep.arch)  # carries the kernels built for this arch
+        fp = wheels.fingerprint(self.reqs, wheels.file_digest(whl), rep.python, rep.arch,
+                                offline)
+        if sv.fingerprint == fp:
+            r.runtime = "up to date"
+            return fp
+        house = [whl]
+        if offline:
+            house += sorted(wheels.wheelhouse(cache, self.reqs, rep.arch, rep.python)
+                            .glob("*.whl"))
+        provision.provision(c, NodeLayout(f.root), fingerprint=fp, python=f.python or
+                            c.node.python, requirements=self.reqs, wheels=house,
+                            offline=offline, current=sv.fingerprint)
+        r.runtime = "provisioned"
+        self.fresh.add(name)
+        return fp
+
+    def _remember(self, c: Connection, f: nodeops.NodeFacts, fp: str) -> None:
+        name, rep, st = c.node.name, self.checked.fit[c.node.name], self.d.st
+        passed = st.nodes[name].selftest if name in st.nodes and name not in self.fresh else ""
+        st.nodes[name] = state.NodeState(
+            root=f.root, systemd=rep.systemd, fingerprint=fp, arch=rep.arch,
+            cores=rep.cores or 1, ram_bytes=(rep.mem_total_mb or 0) * MB, address=f.node_ip,
+            line=inventory.render([c.node]).strip(), selftest=passed)
+
+    # --- 3. the head ---------------------------------------------------------------------
+    def place_head(self, ready: list[str]) -> Placement:
+        placement = self.head.place(self.d.st.head, self.pool, self.facts, self.opts.api_host,
+                                    self.opts.api_port)
+        if self.prev_head.where != self.head.where:  # moved: what ran for it there goes
+            self.prev_head.retire(self.pool, self.d.st, self.prev_head.where in ready)
+        self.d.st.head.where, self.d.st.head.ray_address = placement.where, \
+            placement.ray_address
+        self.res.head = {"where": placement.where, "ray_address": placement.ray_address}
+        return placement
+
+    # --- 4. every node's services ----------------------------------------------------------
+    def start(self, ready: list[str], placement: Placement) -> bool:
+        """The head node first (the others join its Ray head), then the rest in parallel;
+        False when the head node's Ray did not start (nothing can serve)."""
+        first = [self.head.node] if self.head.node else []
+        rest = [n for n in ready if n not in first and self.res.node(n).ok]
+        for group in (first, rest):
+            for name, out in _each(self.pool, group, lambda c: self._start_one(
+                    c, placement)).items():
+                if out.ok and out.value:
+                    self.res.node(name).services = str(out.value)
+                elif not out.ok:
+                    self.res.node(name).fail("start", out.error or "")
+        hn = self.head.node
+        if hn and self.res.node(hn).step == "start" and not self.res.node(hn).ok:
+            self.res.error = f"the Ray head on {hn} did not start"
+            return False
+        return True
+
+    def _start_one(self, c: Connection, placement: Placement) -> str:
+        name, f = c.node.name, self.facts[c.node.name]
+        if self.res.node(name).ok:  # a head node refused by its self-test still runs the head
+            self.res.node(name).step = "start"
+        self.ui.step(name, "start")
+        ns, lay = self.d.st.nodes[name], NodeLayout(f.root)
+        addr = placement.ray_address
+        cfg = self.head.node_config(name, {
+            "address": addr, "node_ip": f.node_ip, "num_cpus": ns.cores,
+            "object_store_bytes": object_store_bytes(ns.ram_bytes),
+            "resources": {names.node_resource(name): 1},
+            "temp_dir": f"{f.root}/run/ray", "token_path": lay.ray_token, "root": f.root,
+            # a new runtime or head restarts the node's services (the file changes)
+            "generation": f"{ns.fingerprint}:{addr}"}, placement)
+        token = self.ray_token.read_bytes()
+        if name in self.fresh or not services.unchanged(lay, name, cfg, token,
+                                                        self.checked.seen[name], ns.systemd):
+            how = services.install(c, lay, name, cfg, ns.systemd, token)
+        else:
+            how = ("systemd" if ns.systemd else "supervisor") + " (running)"
+        self.head.started(c, f.root, placement)
+        return how
+
+    # --- 5. the API, then every serving node answers ------------------------------------
+    def serve_and_verify(self, placement: Placement) -> None:
+        p, st, res = self.checked.plan, self.d.st, self.res
+        nodes = serving_nodes(p, {n for n in p.nodes if res.node(n).ok})
+        if not nodes:
+            res.error = "no complete replica could be started"
+            return
+        api = heads.ApiSpec(
+            self.bundle.name, self.bundle.version, str(self.bundle.path),
+            {"ray_address": placement.ray_address, "nodes": nodes, "host": placement.api_host,
+             "port": placement.api_port, "thermal": self.opts.thermal,
+             "power_cap_w": self.opts.power_cap_w},
+            self.api_token, self.ray_token, self.opts.verify_timeout_s)
+        try:
+            res.head["api"] = self.head.serve(self.pool, st, placement, api)
+        except Exception as exc:
+            res.error = f"the API on {placement.where} did not start: {exc}"
+            for n in nodes:
+                res.node(n).fail("verify", "no API")
+            return
+        st.head.api_port, st.head.api_host = placement.api_port, placement.api_host
+        st.head.api_url = res.head["api_url"] = placement.api_url
+        if self.head.tunnel(st):
+            res.head["tunnel"] = self.head.tunnel(st)
+        self.verify(nodes, api)
+
+    def verify(self, nodes: list[str], api: heads.ApiSpec) -> None:
+        for n in nodes:
+            self.res.node(n).step = "verify"
+            self.ui.step(n, "verify")
+        with self.head.reach(self.d.st, self.pool) as url:
+            h = verify.wait(url, api.api_token.read_text().strip(), [api.model], nodes,
+                            api.timeout_s, {api.model: api.version})
+        for n in nodes:
+            r = self.res.node(n)
+            r.healthy = n in h.alive_nodes
+            if r.healthy:
+                r.step = "serving"
+                self.ui.step(n, "[green]serving")
+                continue
+            r.fail("verify", h.error or "worker not alive")
+            try:
+                r.log_tail = services.log_tail(self.pool[n], NodeLayout(self.d.st.nodes[n].root),
+                                               "ray-worker")
+            except Exception as exc:
+                r.log_tail = f"(could not read the log: {exc})"
+        if not h.ready:
+            self.res.head["api_log"] = self.head.api_log(self.pool, self.d.st)
+
+    # --- 6. the new state ----------------------------------------------------------------
+    def record(self) -> None:
+        b, app, keep = self.bundle, self.app, self.opts.keep_versions
+        history = self.history
+        if app is None or app.version != b.version:
+            history = [v for v in history if v != b.version] + [b.version]
+        self.d.st.apps = {b.name: state.AppState(
+            bundle=str(b.path), version=b.version, plan=self.checked.plan.to_dict(),
+            history=history[-keep:],
+            active={n: self.res.node(n).version for n in self.checked.plan.nodes
+                    if self.res.node(n).version},
+            bundles={v: f for v, f in {**(app.bundles if app else {}), b.version: str(b.path)}
+                     .items() if v in history[-keep:]})}
+
+
+def _each(pool: Pool, group: list[str], fn: Callable[[Connection], T]) -> dict[str, Outcome[T]]:
+    """fn on the pool's connections to `group` only (in parallel, one outcome each)."""
+    return run_each([pool[n].node for n in group], lambda node: fn(pool[node.name]))
+
+
+def serving_nodes(p: Plan, ok: set[str]) -> list[str]:
+    """The plan's node order without groups that lost a node (a pipeline needs all)."""
+    return [n for g in p.groups if set(g) <= ok for n in g]
