@@ -28,7 +28,7 @@ from model_data import datasets
 
 from edgekit.model import balance, partition, samples
 from edgekit.model.loader import load_onnx
-from edgekit.model.plan import node_times, shard_model
+from edgekit.model.plan import Targets, node_times, shard_model
 from edgekit.model.quantize import QuantizeOptions, quantize_model
 
 MODELS = ["yolov8n", "ppocr-det", "ppocr-rec", "ppocr-cls", "silero-vad", "minilm-l6"]
@@ -65,8 +65,8 @@ def main() -> None:
                 # machine made K = 3 look slower than K = 2)
                 times = None if args.no_profile else node_times(model, held[0])
                 for k in (2, 3, 4):
-                    res = shard_model(model, k, held[:2], measure=not args.no_profile,
-                                      link_bytes_per_s=args.link_mbps * 1e6 / 8, times=times)
+                    res = shard_model(model, Targets(k, link_bytes_per_s=args.link_mbps * 1e6 / 8),
+                                      held[:2], measure=not args.no_profile, times=times)
                     ex = balance.exhaustive(res.problem, k,
                                             link_bytes_per_s=args.link_mbps * 1e6 / 8)
                     rows.append({

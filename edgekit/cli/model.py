@@ -104,7 +104,7 @@ def _run_shard(model_path: Path, o: dict[str, Any]) -> Any:
 
     from edgekit.model.calibration import check_feeds
     from edgekit.model.loader import load_onnx
-    from edgekit.model.plan import shard_model
+    from edgekit.model.plan import Targets, shard_model
     from edgekit.model.shapes import parse_shape_options, random_feeds, resolve_input_shapes
 
     model = load_onnx(model_path)
@@ -122,10 +122,10 @@ def _run_shard(model_path: Path, o: dict[str, Any]) -> Any:
         caps = [_size(x) for x in o["mem_limit"].split(",")]
         caps = caps * o["k"] if len(caps) == 1 else caps
     with console.status(f"partitioning into {o['k']} stages and validating ..."):
-        return shard_model(model, o["k"], feeds, measure=o["profile"],
-                           link_bytes_per_s=o["link_mbps"] * 1e6 / 8, mem_caps=caps,
-                           speeds=_floats(o["speed"], "--speed"), tolerance=o["tolerance"],
-                           overlap=o.get("overlap_transfer", False))
+        targets = Targets(o["k"], speeds=_floats(o["speed"], "--speed"), mem_caps=caps,
+                          link_bytes_per_s=o["link_mbps"] * 1e6 / 8,
+                          overlap=o.get("overlap_transfer", False))
+        return shard_model(model, targets, feeds, measure=o["profile"], tolerance=o["tolerance"])
 
 
 def _print_shard(result: Any) -> None:

@@ -19,7 +19,7 @@ a Pi (TCP, copies, serialisation), so the sum is the honest estimate until measu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,24 +158,15 @@ def solve(
     caps = list(mem_caps) if mem_caps else [float("inf")] * k
     if len(speeds) != k or len(caps) != k:
         raise ModelError(f"need one speed factor and one memory cap per stage ({k})")
-    prefix = np.concatenate([[0.0], np.cumsum(np.asarray(problem.compute_ms, dtype=float))])
-    tx = np.array([_transfer_ms(b, link_bytes_per_s) for b in problem.cut_bytes])
-    earliest = {cap: _earliest_starts(problem, cap) for cap in set(caps)}
+    costs = _Costs(problem, speeds, caps, link_bytes_per_s, overlap)
     best = np.full((k + 1, n + 1), np.inf)
     choice = np.zeros((k + 1, n + 1), dtype=np.int64)
     best[0, 0] = 0.0
-    for stage in range(1, k + 1):
-        first = earliest[caps[stage - 1]]
-        for i in range(stage, n + 1):
-            lo = max(int(first[i]), stage - 1)
-            if lo >= i:
-                continue
-            starts = np.arange(lo, i)
-            cost = stage_cost((prefix[i] - prefix[starts]) / speeds[stage - 1], tx[i], overlap)
-            cand = np.maximum(best[stage - 1, starts], cost)
-            j = int(np.argmin(cand))
-            best[stage, i] = cand[j]
-            choice[stage, i] = starts[j]
+    for stage, i, starts, cost in costs.cells(k):
+        cand = np.maximum(best[stage - 1, starts], cost)
+        j = int(np.argmin(cand))
+        best[stage, i] = cand[j]
+        choice[stage, i] = starts[j]
     if not np.isfinite(best[k, n]):
         tightest = min(caps)
         alone = max(stage_memory(problem, p, p + 1) for p in range(n))
@@ -184,34 +175,49 @@ def solve(
             f"(the largest single node alone needs {alone / 2**20:.1f} MiB)",
             hint="raise --mem-limit or use more stages",
         )
-    choice = _most_even(problem, k, float(best[k, n]), prefix, tx, speeds, caps, earliest,
-                        overlap)
+    choice = _most_even(costs, k, float(best[k, n]))
     bounds = [n]
     for stage in range(k, 0, -1):
         bounds.append(int(choice[stage, bounds[-1]]))
     return evaluate(problem, bounds[::-1], speeds, link_bytes_per_s, overlap)
 
 
-def _most_even(
-    problem: Problem, k: int, slowest: float, prefix: np.ndarray, tx: np.ndarray,
-    speeds: list[float], caps: list[float], earliest: dict[float, np.ndarray], overlap: bool,
-) -> np.ndarray:
+class _Costs:
+    """Stage costs for both passes of the DP: stage ``stage`` (1-based) ending at position
+    ``i``, for every start its memory cap allows."""
+
+    def __init__(self, problem: Problem, speeds: list[float], caps: list[float],
+                 link_bytes_per_s: float, overlap: bool) -> None:
+        self.n = problem.n
+        self.prefix = np.concatenate([[0.0], np.cumsum(np.asarray(problem.compute_ms, float))])
+        self.tx = np.array([_transfer_ms(b, link_bytes_per_s) for b in problem.cut_bytes])
+        earliest = {cap: _earliest_starts(problem, cap) for cap in set(caps)}
+        self.first = [earliest[cap] for cap in caps]  # per stage
+        self.speeds = speeds
+        self.overlap = overlap
+
+    def cells(self, k: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """(stage, end i, feasible starts, their stage costs), stage by stage."""
+        for stage in range(1, k + 1):
+            first = self.first[stage - 1]
+            for i in range(stage, self.n + 1):
+                lo = max(int(first[i]), stage - 1)
+                if lo >= i:
+                    continue
+                starts = np.arange(lo, i)
+                compute = (self.prefix[i] - self.prefix[starts]) / self.speeds[stage - 1]
+                yield stage, i, starts, stage_cost(compute, self.tx[i], self.overlap)
+
+
+def _most_even(costs: _Costs, k: int, slowest: float) -> np.ndarray:
     """Choices of the split with every stage <= ``slowest`` that maximises the cheapest stage."""
-    n = problem.n
     limit = slowest * (1 + 1e-9)
-    lift = np.full((k + 1, n + 1), -np.inf)
-    choice = np.zeros((k + 1, n + 1), dtype=np.int64)
+    lift = np.full((k + 1, costs.n + 1), -np.inf)
+    choice = np.zeros((k + 1, costs.n + 1), dtype=np.int64)
     lift[0, 0] = np.inf
-    for stage in range(1, k + 1):
-        first = earliest[caps[stage - 1]]
-        for i in range(stage, n + 1):
-            lo = max(int(first[i]), stage - 1)
-            if lo >= i:
-                continue
-            starts = np.arange(lo, i)
-            cost = stage_cost((prefix[i] - prefix[starts]) / speeds[stage - 1], tx[i], overlap)
-            cand = np.where(cost <= limit, np.minimum(lift[stage - 1, starts], cost), -np.inf)
-            j = int(np.argmax(cand))
-            lift[stage, i] = cand[j]
-            choice[stage, i] = starts[j]
+    for stage, i, starts, cost in costs.cells(k):
+        cand = np.where(cost <= limit, np.minimum(lift[stage - 1, starts], cost), -np.inf)
+        j = int(np.argmax(cand))
+        lift[stage, i] = cand[j]
+        choice[stage, i] = starts[j]
     return choice

@@ -11,7 +11,7 @@ import pytest
 from model_graphs import if_model, reused_input_model, shared_init_model, skip_model
 
 from edgekit.model import shard
-from edgekit.model.plan import shard_model
+from edgekit.model.plan import Targets, shard_model
 
 
 def feeds_for(model: onnx.ModelProto, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -100,7 +100,7 @@ def test_dynamic_batch_survives_the_cut() -> None:
 
 def test_shard_model_end_to_end_on_small_graph() -> None:
     model = skip_model()
-    result = shard_model(model, 2, [feeds_for(model, 3)], measure=False)
+    result = shard_model(model, Targets(2), [feeds_for(model, 3)], measure=False)
     assert len(result.models) == 2 and result.validation.exact
     crossing = {t.name for t in result.stages[0].outputs}
     assert crossing >= {"a"} and all(t.bytes > 0 for t in result.stages[0].outputs)

@@ -196,7 +196,7 @@ def test_inspect_tflite_and_bundle_it(tmp_path, monkeypatch, capsys):
 def test_shard_quantized_model_sends_int8_across_cuts(tmp_path, calib_dir):
     from edgekit.model import calibration
     from edgekit.model.loader import load_onnx
-    from edgekit.model.plan import shard_model
+    from edgekit.model.plan import Targets, shard_model
     from edgekit.model.quantize import QuantizeOptions, quantize_model
 
     pre = calibration.Preprocess(size=(48, 192), mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -204,7 +204,7 @@ def test_shard_quantized_model_sends_int8_across_cuts(tmp_path, calib_dir):
     feeds = calibration.load_folder(calib_dir, load_onnx(src), pre)
     q = tmp_path / "cls.int8.onnx"
     quantize_model(src, q, feeds[:30], feeds[30:], QuantizeOptions(min_cosine=0.0), "images")
-    result = shard_model(load_onnx(q), 3, feeds[30:32])
+    result = shard_model(load_onnx(q), Targets(3), feeds[30:32])
     assert result.validation.exact
     crossing = [t for s in result.stages[:-1] for t in s.outputs]
     # QDQ weights are dequantised next to their layer: no fp32 weights cross a cut
