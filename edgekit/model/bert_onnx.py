@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,20 +80,73 @@ class _Graph:
                        f"{name}/LN", axis=-1, epsilon=eps)
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """The encoder's size, from config.json."""
+
+    hidden: int
+    heads: int
+    layers: int
+    eps: float
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+@dataclass(frozen=True)
+class _Attention:
+    """Graph names every layer's attention shares: the mask's bias, the head split/merge
+    shapes and the score scale."""
+
+    bias: str
+    split: str
+    merge: str
+    scale: str
+
+
 def build(weights: str | Path, config: dict, out: str | Path) -> Path:
     """Write the encoder described by a BERT ``config`` (config.json) to ``out``."""
     import onnx
     from onnx import TensorProto, helper
 
     t = read_safetensors(weights)
-    hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
-    layers, eps = int(config["num_hidden_layers"]), float(config.get("layer_norm_eps", 1e-12))
-    if config.get("hidden_act", "gelu") != "gelu" or hidden % heads:
+    shape = _Shape(int(config["hidden_size"]), int(config["num_attention_heads"]),
+                   int(config["num_hidden_layers"]), float(config.get("layer_norm_eps", 1e-12)))
+    if config.get("hidden_act", "gelu") != "gelu" or shape.hidden % shape.heads:
         raise ModelError("only BERT with exact GELU and hidden % heads == 0", where=str(weights))
-    hd = hidden // heads
     g = _Graph()
     ids, mask, types = "input_ids", "attention_mask", "token_type_ids"
     one = g.const("axis1", np.array([1], np.int64))
+    x = _embeddings(g, t, shape, (ids, types))
+    maskf = g.op("Cast", [mask], to=TensorProto.FLOAT)
+    attn = _Attention(
+        _attention_bias(g, maskf),
+        g.const("split_heads", np.array([0, 0, shape.heads, shape.head_dim], np.int64)),
+        g.const("merge_heads", np.array([0, 0, shape.hidden], np.int64)),
+        g.const("att_scale", np.array(1.0 / np.sqrt(shape.head_dim), np.float32)))
+    for i in range(shape.layers):
+        x = _layer(g, t, shape.eps, f"encoder.layer.{i}", x, attn)
+    _pool(g, x, maskf, one)
+    io = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
+          for n in (ids, mask, types)]
+    outs = [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT,
+                                          ["batch", shape.hidden])]
+    model = helper.make_model(helper.make_graph(g.nodes, "bert_sentence_encoder", io, outs,
+                                                g.inits),
+                              opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="edgekit.model.bert_onnx")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    return out
+
+
+def _embeddings(g: _Graph, t: dict, shape: _Shape, inputs: tuple[str, str]) -> str:
+    """Word + position + token type embeddings, layer-normalized."""
+    ids, types = inputs
     # positions 0..S-1 per row as CumSum(ones) - 1 (no Shape/Slice: ORT's embedding fusion
     # mis-handled that form)
     c0, c1 = g.const("zero_i64", np.array(0, np.int64)), g.const("one_i64", np.array(1, np.int64))
@@ -104,37 +158,44 @@ def build(weights: str | Path, config: dict, out: str | Path) -> Path:
                                      positions])])
     typ = g.const(f"{e}.type", t[f"{e}.token_type_embeddings.weight"])
     x = g.op("Add", [x, g.op("Gather", [typ, types])])
-    x = g.layernorm(x, t, f"{e}.LayerNorm", eps)
-    maskf = g.op("Cast", [mask], to=TensorProto.FLOAT)
+    return g.layernorm(x, t, f"{e}.LayerNorm", shape.eps)
+
+
+def _attention_bias(g: _Graph, maskf: str) -> str:
+    """-1e4 where the attention mask is 0, as [B,1,1,S], added to every score."""
     keep = g.op("Unsqueeze", [maskf, g.const("ax12", np.array([1, 2], np.int64))])  # [B,1,1,S]
-    bias = g.op("Mul", [g.op("Sub", [g.const("onef", np.array(1.0, np.float32)), keep]),
+    return g.op("Mul", [g.op("Sub", [g.const("onef", np.array(1.0, np.float32)), keep]),
                         g.const("neg_big", np.array(-1e4, np.float32))])
-    split = g.const("split_heads", np.array([0, 0, heads, hd], np.int64))
-    merge = g.const("merge_heads", np.array([0, 0, hidden], np.int64))
-    scale = g.const("att_scale", np.array(1.0 / np.sqrt(hd), np.float32))
-    for i in range(layers):
-        p = f"encoder.layer.{i}"
 
-        def proj(x_: str, part: str, p_: str = p) -> str:
-            return g.linear(x_, t[f"{p_}.{part}.weight"], t[f"{p_}.{part}.bias"], f"{p_}.{part}")
 
-        def heads_of(y: str, perm: list[int]) -> str:
-            return g.op("Transpose", [g.op("Reshape", [y, split])], perm=perm)
+def _layer(g: _Graph, t: dict, eps: float, p: str, x: str, attn: _Attention) -> str:
+    """One post-LN encoder layer ``p``: self-attention, then the GELU feed-forward."""
+    split, merge, scale, bias = attn.split, attn.merge, attn.scale, attn.bias
 
-        q = heads_of(proj(x, "attention.self.query"), [0, 2, 1, 3])
-        k = heads_of(proj(x, "attention.self.key"), [0, 2, 3, 1])
-        v = heads_of(proj(x, "attention.self.value"), [0, 2, 1, 3])
-        s = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), scale]), bias])
-        ctx = g.op("MatMul", [g.op("Softmax", [s], axis=-1), v])
-        ctx = g.op("Reshape", [g.op("Transpose", [ctx], perm=[0, 2, 1, 3]), merge])
-        x = g.layernorm(g.op("Add", [proj(ctx, "attention.output.dense"), x]), t,
-                        f"{p}.attention.output.LayerNorm", eps)
-        h = proj(x, "intermediate.dense")
-        erf = g.op("Erf", [g.op("Mul", [h, g.const(f"{p}.rsqrt2", np.array(
-            1 / np.sqrt(2), np.float32))])])
-        h = g.op("Mul", [g.op("Mul", [h, g.const(f"{p}.half", np.array(0.5, np.float32))]),
-                         g.op("Add", [erf, g.const(f"{p}.one", np.array(1.0, np.float32))])])
-        x = g.layernorm(g.op("Add", [proj(h, "output.dense"), x]), t, f"{p}.output.LayerNorm", eps)
+    def proj(x_: str, part: str) -> str:
+        return g.linear(x_, t[f"{p}.{part}.weight"], t[f"{p}.{part}.bias"], f"{p}.{part}")
+
+    def heads_of(y: str, perm: list[int]) -> str:
+        return g.op("Transpose", [g.op("Reshape", [y, split])], perm=perm)
+
+    q = heads_of(proj(x, "attention.self.query"), [0, 2, 1, 3])
+    k = heads_of(proj(x, "attention.self.key"), [0, 2, 3, 1])
+    v = heads_of(proj(x, "attention.self.value"), [0, 2, 1, 3])
+    s = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), scale]), bias])
+    ctx = g.op("MatMul", [g.op("Softmax", [s], axis=-1), v])
+    ctx = g.op("Reshape", [g.op("Transpose", [ctx], perm=[0, 2, 1, 3]), merge])
+    x = g.layernorm(g.op("Add", [proj(ctx, "attention.output.dense"), x]), t,
+                    f"{p}.attention.output.LayerNorm", eps)
+    h = proj(x, "intermediate.dense")
+    erf = g.op("Erf", [g.op("Mul", [h, g.const(f"{p}.rsqrt2", np.array(
+        1 / np.sqrt(2), np.float32))])])
+    h = g.op("Mul", [g.op("Mul", [h, g.const(f"{p}.half", np.array(0.5, np.float32))]),
+                     g.op("Add", [erf, g.const(f"{p}.one", np.array(1.0, np.float32))])])
+    return g.layernorm(g.op("Add", [proj(h, "output.dense"), x]), t, f"{p}.output.LayerNorm", eps)
+
+
+def _pool(g: _Graph, x: str, maskf: str, one: str) -> str:
+    """Masked mean over the sequence, L2-normalized: the output ``sentence_embedding``."""
     m3 = g.op("Unsqueeze", [maskf, g.const("ax2", np.array([2], np.int64))])  # [B,S,1]
     total = g.op("ReduceSum", [g.op("Mul", [x, m3]), one], keepdims=0)
     count = g.op("Max", [g.op("ReduceSum", [m3, one], keepdims=0),
@@ -142,18 +203,4 @@ def build(weights: str | Path, config: dict, out: str | Path) -> Path:
     pooled = g.op("Div", [total, count])
     norm = g.op("Max", [g.op("ReduceL2", [pooled], axes=[1], keepdims=1),
                         g.const("eps_norm", np.array(1e-12, np.float32))])
-    g.op("Div", [pooled, norm], "sentence_embedding")
-    io = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
-          for n in (ids, mask, types)]
-    outs = [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT,
-                                          ["batch", hidden])]
-    model = helper.make_model(helper.make_graph(g.nodes, "bert_sentence_encoder", io, outs,
-                                                g.inits),
-                              opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="edgekit.model.bert_onnx")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out))
-    return out
+    return g.op("Div", [pooled, norm], "sentence_embedding")
