@@ -118,9 +118,16 @@ def test_load_heats_throttles_and_slows_only_that_node(shared_cluster: VirtualCl
             f"clock {mhz_now} MHz, temp {temp_now:.1f} °C, throttle after {t_thr - t0:.1f} s"
         )
         print(report)
-        assert group.cpu_cores() < quota_before, report
-        assert cpu_after < 0.85 * cpu_before, report
-        assert work_after < 0.85 * work_before, report
+        quota_after = group.cpu_cores()
+        assert quota_after < quota_before, report
+        # the cgroup holds the throttled node to its new quota, whatever the machine's load
+        assert cpu_after <= 1.1 * quota_after, report
+        # it runs slower only if it got more than that before: on a loaded 2-core host the
+        # load may already have been starved below the new quota (seen in CI at load 19:
+        # 0.19 cores before, quota 0.40 -> 0.20), and then there is nothing to slow
+        if cpu_before > 1.3 * quota_after:
+            assert cpu_after < 0.85 * cpu_before, report
+            assert work_after < 0.85 * work_before, report
 
         # the idle neighbour stayed cool and unthrottled
         assert read(vc, "pi2")[0] < 70
