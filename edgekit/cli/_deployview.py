@@ -13,9 +13,9 @@ from rich.console import Group, RenderableType
 from rich.progress import Progress, ProgressColumn, Task, TaskID, TextColumn
 from rich.text import Text
 
-from edgekit.cli._table import Col, FitTable
 from edgekit.cli.nodes import kernels_text
 from edgekit.deploy.report import NodeResult, RunResult
+from edgekit.tables import Col, FitTable
 
 EXIT_NODES_FAILED = 4
 #: some nodes serve the model, others failed: usable, but not what was asked for

@@ -9,9 +9,9 @@ from rich.text import Text
 
 from edgekit import inventory, settings
 from edgekit.cli._output import console, emit_json, err_console, json_option
-from edgekit.cli._table import Col, FitTable
 from edgekit.node import stack
 from edgekit.remote.probe import NodeReport, check_nodes
+from edgekit.tables import Col, FitTable, short_board
 
 NODES_OPTION = click.option(
     "--nodes", "nodes_file", required=True, type=click.Path(dir_okay=False),
@@ -67,12 +67,7 @@ def check(nodes_file: str, accept_new_host_keys: bool, timeout_s: float, as_json
         raise SystemExit(4)
 
 
-def _board(model: str) -> str:
-    """The board model shortened: "Raspberry Pi 4 Model B Rev 1.4" -> "Pi 4 B r1.4"."""
-    return model.replace("Raspberry Pi", "Pi").replace(" Model", "").replace(" Rev ", " r") or "?"
-
-
-#: nodes check's columns; rank 0 stays at any width, higher ranks drop first (edgekit.cli._table)
+#: nodes check's columns; rank 0 stays at any width, higher ranks drop first (edgekit.tables)
 CHECK_COLUMNS = [
     Col("node"), Col("board", wrap=True, min_width=14), Col("arch", 3), Col("cpu\nkernels", 4),
     Col("RAM free", 2), Col("disk", 5), Col("py", 5), Col("temp", 1), Col("clock", 4),
@@ -87,7 +82,7 @@ def _table(reports: list[NodeReport]) -> FitTable:
     for r in reports:
         reason = "; ".join(r.problems) if not r.ready else ""
         if not r.reachable:
-            table.add_row(r.name, _board(r.model), *[""] * 8, Text("unreachable", "red"),
+            table.add_row(r.name, short_board(r.model), *[""] * 8, Text("unreachable", "red"),
                           reason)
             continue
         mem = f"{r.mem_avail_mb / 1024:.1f}/{r.mem_total_mb / 1024:.0f}G" if r.mem_total_mb else "?"
@@ -97,13 +92,13 @@ def _table(reports: list[NodeReport]) -> FitTable:
         cpu.append("\n").append_text(kernels_text(r.native))
         disk = f"{r.disk_free_mb / 1024:.0f}G" if r.disk_free_mb is not None else "?"
         verdict = Text("ready", "green") if r.ready else Text("not ready", "red")
-        table.add_row(r.name, _board(r.model), r.arch, cpu, mem, disk, r.python or "-", temp,
+        table.add_row(r.name, short_board(r.model), r.arch, cpu, mem, disk, r.python or "-", temp,
                       clock, r.throttled or "?", verdict, reason)
     return table
 
 
 def kernels_text(variant: str) -> Text:
-    """kernels_cell as a Text (for edgekit.cli._table, whose cells are never markup)."""
+    """kernels_cell as a Text (for edgekit.tables, whose cells are never markup)."""
     return Text.from_markup(kernels_cell(variant))
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from cli_screens import rows, screen, words
 
-from edgekit.cli._table import Col, FitTable
 from edgekit.cli.nodes import _table
 from edgekit.remote.probe import NodeReport
+from edgekit.tables import Col, FitTable
 
 REASON_PI2 = ["python 3.9 is older than 3.11", "only 500 MB disk free in home (need 1024 MB)"]
 

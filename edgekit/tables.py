@@ -1,4 +1,7 @@
-"""Tables that fit the terminal they are printed on.
+"""Tables that fit the terminal they are printed on, and the short board name they show.
+
+Used by the CLI and by `edgekit.thermal.monitor`; it lives outside `edgekit.cli` so that the
+thermal package (a lower layer) never imports the CLI.
 
 A reader of `nodes check`, `status` or `monitor` on an 80-column terminal must still see every
 node's name, board, verdict and reason. So each column says how much it matters: the columns
@@ -137,3 +140,9 @@ class FitTable:
         if hidden:
             yield Text(f"(not shown at {options.max_width} columns: {', '.join(hidden)}; "
                        "a wider terminal or --json has them)", style="dim")
+
+
+def short_board(model: str | None) -> str:
+    """The board model shortened: "Raspberry Pi 4 Model B Rev 1.4" -> "Pi 4 B r1.4"."""
+    model = model or ""
+    return model.replace("Raspberry Pi", "Pi").replace(" Model", "").replace(" Rev ", " r") or "?"
