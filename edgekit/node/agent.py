@@ -20,9 +20,8 @@ from typing import Any
 
 # not a climb: Sampler is thermal's node-side sampling (sensor files, no Ray at import), the
 # same one the thermal Ray agent uses on this node, so `status` and the controller read alike
+from edgekit.thermal import config
 from edgekit.thermal.agent import Sampler
-
-PERIOD_S = 2.0
 
 
 def active_versions(root: Path) -> dict[str, str]:
@@ -36,8 +35,9 @@ def active_versions(root: Path) -> dict[str, str]:
 
 
 def snapshot(root: Path, sampler: Sampler) -> dict[str, Any]:
+    """What agent.json holds; the sample becomes plain JSON values here (its one boundary)."""
     try:
-        sample = sampler.sample()
+        sample: dict[str, Any] = sampler.sample().to_dict()
     except Exception as exc:  # a broken sensor must not stop the agent
         sample = {"error": f"{type(exc).__name__}: {exc}"}
     return {"time": time.time(), "pid": os.getpid(), "apps": active_versions(root),
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
         tmp = root / "run" / "agent.json.tmp"
         tmp.write_text(json.dumps(snapshot(root, sampler), default=str))
         os.replace(tmp, root / "run" / "agent.json")
-        time.sleep(PERIOD_S)
+        time.sleep(config.status_file_period_s)
     return 0
 
 

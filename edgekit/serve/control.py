@@ -49,7 +49,15 @@ class NodeControl(Protocol):
         """Cap requests in flight cluster-wide (None = no cap beyond per-replica queues)."""
 
     def node_stats(self) -> dict[str, NodeStats]:
-        """Current per-node traffic view."""
+        """Current per-node traffic view; once power is reported, `extra` carries the node's
+        "power_w", "energy_j" and "energy_j_per_inference" (edgekit.serve.energy)."""
+
+    def report_power(self, node: str, watts: float) -> None:
+        """The node's power now (W). The router integrates it against the requests the node
+        completes: the one energy-per-inference figure everything shows."""
+
+    def energy(self) -> dict[str, Any]:
+        """Energy per inference per node and for the cluster (`Router.energy`)."""
 
 
 class Controller(Protocol):

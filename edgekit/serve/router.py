@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from edgekit.serve.control import DRAINED, SERVING, SHEDDING, NodeStats
+from edgekit.serve.energy import EnergyMeter
 
 
 def _locked(method):
@@ -75,6 +76,7 @@ class Replica:
 class _Node:
     stats: NodeStats
     window: deque = field(default_factory=deque)  # (t, latency_ms, compute_ms)
+    energy: EnergyMeter | None = None  # from the first power report on
 
 
 class Router:
@@ -87,6 +89,8 @@ class Router:
         self.in_flight = 0
         self.events: deque = deque(maxlen=200)  # (t, node, action, reason)
         self.done: deque = deque()  # completion times of requests (each request once)
+        self.completed_total = 0  # requests completed, each once (a pipeline's too)
+        self.cluster_energy = EnergyMeter(window_s)  # summed node energy over those requests
         self._tiebreak = itertools.count(1)
         self._lock = threading.RLock()
 
@@ -157,6 +161,7 @@ class Router:
         now = self.clock()
         if ok:
             self.done.append(now)
+            self.completed_total += 1
         for n in r.nodes:
             node = self.nodes[n]
             node.stats.outstanding -= 1
@@ -196,8 +201,22 @@ class Router:
 
     @_locked
     def set_extra(self, node: str, key: str, value: object) -> None:
-        """Let a controller attach readings (e.g. power_w) shown with the node's stats."""
+        """Let a controller attach readings shown with the node's stats."""
         self._node(node).stats.extra[key] = value
+
+    @_locked
+    def report_power(self, node: str, watts: float) -> None:
+        """The node's power now (W, from a controller's telemetry): integrated into its energy
+        (edgekit.serve.energy, with this router's clock) against the requests it completed."""
+        n = self._node(node)
+        now = self.clock()
+        n.stats.extra["power_w"] = watts
+        if n.energy is None:
+            n.energy = EnergyMeter(self.window_s)
+        n.energy.add_power(now, watts)
+        n.energy.mark(now, n.stats.completed_total)
+        total_j = sum(x.energy.energy_j for x in self.nodes.values() if x.energy is not None)
+        self.cluster_energy.mark(now, self.completed_total, total_j)
 
     @_locked
     def node_stats(self) -> dict[str, NodeStats]:
@@ -215,31 +234,30 @@ class Router:
             st.p50_ms = _pct(lat, 0.50)
             st.p95_ms = _pct(lat, 0.95)
             st.compute_ms_mean = sum(comp) / len(comp) if comp else None
-            power = st.extra.get("power_w")
-            if isinstance(power, int | float) and st.requests_per_s > 0:
-                st.extra["energy_j_per_inference"] = power / st.requests_per_s
+            if node.energy is not None:
+                st.extra["energy_j"] = round(node.energy.energy_j, 2)
+                st.extra["energy_j_per_inference"] = node.energy.j_per_inference(now)
         return {n: replace(node.stats, extra=dict(node.stats.extra))
                 for n, node in self.nodes.items()}
 
     @_locked
     def energy(self) -> dict[str, object]:
-        """Joules per inference per node and for the cluster (power reported by a controller).
-
-        A node's figure is its power over its own request rate; the cluster's is the summed
-        power of nodes that report it over the cluster's rate, each request counted once
-        (a pipeline request uses several nodes). None where power or traffic is missing.
-        """
+        """Joules per inference per node and for the cluster over the last `window_s`
+        (edgekit.serve.energy: integrated power / completed requests). A node's requests
+        include every pipeline request it took part in; the cluster counts each request once
+        against the summed energy of the nodes that report power. None where power or
+        traffic is missing."""
         stats = self.node_stats()
-        while self.done and self.done[0] < self.clock() - self.window_s:
+        now = self.clock()
+        while self.done and self.done[0] < now - self.window_s:
             self.done.popleft()
-        rate = len(self.done) / self.window_s
         watts = [s.extra["power_w"] for s in stats.values()
                  if isinstance(s.extra.get("power_w"), int | float)]
         return {
             "window_s": self.window_s,
-            "requests_per_s": round(rate, 3),
+            "requests_per_s": round(len(self.done) / self.window_s, 3),
             "power_w": round(sum(watts), 3) if watts else None,
-            "j_per_inference": round(sum(watts) / rate, 4) if watts and rate > 0 else None,
+            "j_per_inference": self.cluster_energy.j_per_inference(now),
             "nodes": {n: s.extra.get("energy_j_per_inference") for n, s in stats.items()},
         }
 

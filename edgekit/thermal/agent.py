@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -23,10 +24,12 @@ from typing import Any
 
 from edgekit import names, settings
 from edgekit.thermal import _procfs, config, firmware, sensors
-from edgekit.thermal.reading import Reading
+from edgekit.thermal.reading import Poll, Reading, Sample
 
 ACTOR_PREFIX = "edgekit-thermal-"  # Ray actor name = prefix + node name
 RAY_NAMESPACE = "edgekit"
+
+log = logging.getLogger("edgekit.thermal")
 
 
 class Sampler:
@@ -53,8 +56,8 @@ class Sampler:
     def vcgencmd_spawns(self) -> int:
         return self._vc.spawns
 
-    def sample(self) -> dict[str, Any]:
-        """One JSON-able sample; never raises for bad sensor data."""
+    def sample(self) -> Sample:
+        """Every sensor once; never raises for bad sensor data."""
         t_node = self._clock()
         zones = sensors.thermal_zones(self.root)
         freq = sensors.cpufreq_mhz(self.root)
@@ -65,31 +68,27 @@ class Sampler:
         arm = firmware.measure_clock_arm(self._vc) if self.firmware_clock and capped else None
         clock = arm if arm is not None and arm.ok else freq["cur"]
         util = self._util.read()
-        power = self._power(util, clock, freq["max"])
         mem = _procfs.memory_mb(self.root)
         self._seq += 1
-        readings: dict[str, Reading] = {
-            "temp_c": sensors.soc_temp(zones),
-            "freq_mhz": clock,
-            "max_freq_mhz": freq["max"],
-            "throttled": throttled,
-            "under_voltage": sensors.under_voltage_hwmon(self.root),
-            "power_w": power,
-            "util": util,
-            "mem_total_mb": mem["total"],
-            "mem_available_mb": mem["available"],
-            "load_1m": _procfs.load_1m(self.root),
-            "fan_rpm": sensors.fan_rpm(self.root),
-        }
-        return {
-            "node": self.node,
-            "seq": self._seq,
-            "t_node": t_node,
-            "board": self._board,
-            **{k: r.to_json() for k, r in readings.items()},
-            "zones": {k: r.to_json() for k, r in zones.items()},
-            "agent_cpu_frac": self._own_cpu(t_node),
-        }
+        return Sample(
+            node=self.node,
+            seq=self._seq,
+            t_node=t_node,
+            board=self._board,
+            temp_c=sensors.soc_temp(zones),
+            freq_mhz=clock,
+            max_freq_mhz=freq["max"],
+            throttled=throttled,
+            under_voltage=sensors.under_voltage_hwmon(self.root),
+            power_w=self._power(util, clock, freq["max"]),
+            util=util,
+            mem_total_mb=mem["total"],
+            mem_available_mb=mem["available"],
+            load_1m=_procfs.load_1m(self.root),
+            fan_rpm=sensors.fan_rpm(self.root),
+            zones=zones,
+            agent_cpu_frac=self._own_cpu(t_node),
+        )
 
     def _power(self, util: Reading, clock: Reading, max_mhz: Reading) -> Reading:
         pmic = firmware.pmic_power(self._vc)
@@ -122,7 +121,8 @@ class NodeAgent:
     ):
         self._sampler = Sampler(node, Path(root) if root else None, firmware_clock)
         self._interval_s = interval_s
-        self._ring: deque[dict[str, Any]] = deque(maxlen=config.ring_buffer_len)
+        self._ring: deque[Sample] = deque(maxlen=config.ring_buffer_len)
+        self._error: str | None = None  # the last sampling failure, shown by info()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"agent-{node}", daemon=True)
@@ -134,24 +134,28 @@ class NodeAgent:
             try:
                 sample = self._sampler.sample()
             except Exception as exc:  # a bug must not kill telemetry silently: record it
-                sample = {"node": self._sampler.node, "t_node": time.time(), "error": repr(exc)}
-            with self._lock:
-                self._ring.append(sample)
+                log.exception("sampling failed on %s", self._sampler.node)
+                with self._lock:
+                    self._error = f"{time.time():.0f}: {exc!r}"
+            else:
+                with self._lock:
+                    self._ring.append(sample)
             next_t += self._interval_s
             self._stop.wait(max(0.0, next_t - time.monotonic()))
 
-    def latest(self) -> dict[str, Any] | None:
+    def latest(self) -> Sample | None:
         with self._lock:
             return self._ring[-1] if self._ring else None
 
     def poll(self, seq: int) -> dict[str, Any]:
-        """Samples newer than `seq` plus the node's clock now (the head estimates skew)."""
-        return {"now_node": time.time(), "samples": self.since(seq)}
+        """Samples newer than `seq` plus the node's clock now (the head estimates skew).
+        This is the Ray boundary: the answer is `Poll.to_dict()`, plain values."""
+        return Poll(time.time(), self.since(seq)).to_dict()
 
-    def since(self, seq: int) -> list[dict[str, Any]]:
+    def since(self, seq: int) -> list[Sample]:
         """Samples newer than `seq` (a reader that missed ticks catches up)."""
         with self._lock:
-            return [s for s in self._ring if s.get("seq", 0) > seq]
+            return [s for s in self._ring if s.seq > seq]
 
     def info(self) -> dict[str, Any]:
         return {
@@ -160,6 +164,7 @@ class NodeAgent:
             "pid": os.getpid(),
             "sysroot": str(self._sampler.root),
             "vcgencmd_spawns": self._sampler.vcgencmd_spawns,
+            "last_error": self._error,
         }
 
     def stop(self) -> None:
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         sample = sampler.sample()
         if args.json:
-            print(json.dumps(sample), flush=True)
+            print(json.dumps(sample.to_dict()), flush=True)
         else:
             print(_one_line(sample), flush=True)
         n += 1
@@ -234,16 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(args.interval_s)
 
 
-def _one_line(s: dict[str, Any]) -> str:
-    def v(key: str, fmt: str) -> str:
-        val = s[key]["value"]
-        return format(val, fmt) if val is not None else "-"
+def _one_line(s: Sample) -> str:
+    def v(r: Reading, fmt: str) -> str:
+        return format(r.value, fmt) if r.value is not None else "-"
 
-    thr = s["throttled"]["value"]
+    raw = s.throttle_raw
     return (
-        f"{s['node']} {v('temp_c', '.1f')} C  {v('freq_mhz', '.0f')} MHz  "
-        f"{v('power_w', '.2f')} W ({s['power_w']['source']})  util {v('util', '.0%')}  "
-        f"throttled {'?' if thr is None else hex(thr['raw'])}"
+        f"{s.node} {v(s.temp_c, '.1f')} C  {v(s.freq_mhz, '.0f')} MHz  "
+        f"{v(s.power_w, '.2f')} W ({s.power_w.source})  util {v(s.util, '.0%')}  "
+        f"throttled {'?' if raw is None else hex(raw)}"
     )
 
 

@@ -1,4 +1,6 @@
 """Thermal/power tunables in one place, each with its unit in its name and a one-line reason.
+This is the thermal package's only tunables module: agent, controller, sources, monitor and
+the node's status service take their numbers from here.
 
 Board power figures come from ../shared/docs/pi-facts.md ("The boards" table); the firmware
 thresholds are `edgekit.settings.throttle_temp_c` (80 °C) and `hard_limit_temp_c` (85 °C).
@@ -16,6 +18,7 @@ ring_buffer_len = 120  # samples kept on the node (2 min at 1 Hz) for late/slow 
 vcgencmd_timeout_s = 2.0  # a wedged firmware mailbox must not stall the sampler
 vcgencmd_retry_s = 60.0  # after vcgencmd is missing/failing, try again this much later
 pmic_retry_s = 300.0  # a board without `pmic_read_adc` (Pi 4) is asked again this rarely
+status_file_period_s = 2.0  # edgekit.node.agent rewrites run/agent.json this often (no Ray)
 
 # --- physical plausibility -------------------------------------------------------------------
 min_plausible_temp_c = -40.0  # below this a thermal zone reading is a broken sensor
@@ -41,6 +44,12 @@ pmic_offset_w = 0.5879
 poll_interval_s = 1.0  # controller polls every agent once a second
 stale_after_s = 5.0  # no new sample for this long (head clock) -> node telemetry untrusted
 agent_call_timeout_s = 2.0  # one Ray call to an agent; a wedged node must not stall the loop
+agent_lookup_retry_s = 5.0  # an agent actor not found is looked up again this much later
+weight_step = 0.05  # weight changes smaller than this are not pushed to the router (no churn)
+history_len = 120  # temperature points kept per node (slope window and sparkline)
+history_shown = 60  # temperature points per node in /edgekit/status (the monitor's trend)
+decisions_kept = 200  # decisions kept in memory (decisions.csv has them all)
+decisions_shown = 50  # latest decisions in /edgekit/status
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,9 @@ class PolicyConfig:
     lookahead_s: float = 6.0  # predict this far ahead (a few die time constants)
     min_weight: float = 0.1  # a shedding node still takes a trickle (keeps its stats alive)
     stale_weight: float = 0.5  # neutral weight for a node whose telemetry is stale
-    hot_threads_temp_c: float = 74.0  # above this, suggest fewer worker threads
+    hot_threads_temp_c: float = 74.0  # above this, suggest fewer worker threads ...
+    hot_threads_frac: float = 0.5  # ... this share of them
+    rising_eps_c_per_s: float = 0.02  # slope below this is "not rising" (sensor noise ~0.5 °C)
     # power cap (cluster admission control)
     cap_backoff: float = 0.8  # multiply the in-flight limit by this while over the cap
     cap_release_frac: float = 0.9  # raise the limit by one while below this fraction of the cap

@@ -3,7 +3,8 @@
 The API server starts it with the router (`start(control)`) and merges `status()` into
 `GET /edgekit/status` under "thermal". With `enabled=False` it only watches and records
 (the benchmark's "policy off" run). Node power goes to the router every tick through
-`set_extra(node, "power_w", W)` when the router has it; `node_power_w()` answers the same.
+`report_power(node, W)`; the router turns it into energy per inference (edgekit.serve.energy),
+which this controller's status shows too. `node_power_w()` answers the same power.
 
 Built with no arguments (`edgekit serve --controller thermal`), it finds the nodes when
 started (the router's nodes and every Ray node with an `edgekit-node-<name>` resource), starts
@@ -26,7 +27,8 @@ from edgekit.errors import InputError
 from edgekit.serve.control import DRAINED, NodeControl, NodeStats
 from edgekit.thermal import config, nodeview, policy
 from edgekit.thermal.config import PolicyConfig
-from edgekit.thermal.nodeview import NodeView, account_energy, jpi, val
+from edgekit.thermal.nodeview import NodeRow, NodeView
+from edgekit.thermal.reading import Poll
 from edgekit.thermal.recorder import Recorder, default_run_dir
 from edgekit.thermal.sources import TelemetrySource
 
@@ -34,8 +36,6 @@ log = logging.getLogger("edgekit.thermal")
 
 POLICY_ENV = "EDGEKIT_THERMAL_POLICY"  # "off" = watch and record only
 POWER_CAP_ENV = "EDGEKIT_POWER_CAP_W"  # cluster power cap in W
-
-_WEIGHT_STEP = 0.05  # weight changes smaller than this are not pushed to the router
 
 
 def _parse_cap(text: str) -> float:
@@ -64,7 +64,6 @@ class ThermalController:
         power_cap_w: float | None = None,
         run_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
-        poll_interval_s: float = config.poll_interval_s,
     ):
         self.source = source
         self.cfg = cfg or PolicyConfig()
@@ -77,13 +76,14 @@ class ThermalController:
         if run_dir is None and source is None:
             run_dir = default_run_dir()
         self._clock = clock
-        self._poll_interval_s = poll_interval_s
+        self._poll_interval_s = config.poll_interval_s
         self._nodes = {n: NodeView(n) for n in (source.nodes() if source else [])}
         self._control: NodeControl | None = None
         self._stats: dict[str, NodeStats] = {}
         self._limit: int | None = None
+        self._energy: dict[str, Any] = {}  # the router's energy figures, as of the last tick
         self._cap_reason = "no power cap"
-        self._decisions: deque[dict[str, Any]] = deque(maxlen=200)
+        self._decisions: deque[dict[str, Any]] = deque(maxlen=config.decisions_kept)
         self._sensor_warned: set[str] = set()  # nodes whose missing sensor was logged
         self._last_tick_s: float | None = None
         self._lock = threading.Lock()
@@ -147,73 +147,81 @@ class ThermalController:
             self._stats = stats
             for name in set(polled) | set(stats):
                 self._nodes.setdefault(name, NodeView(name))
-            dt = now - self._last_tick_s if self._last_tick_s is not None else 0.0
             self._last_tick_s = now
             for name, node in self._nodes.items():
                 self._ingest(node, polled.get(name), sent, now)
-                account_energy(node, stats.get(name), now, dt, self._poll_interval_s)
+                nodeview.account_marginal(node, self._fresh_power(node, now), stats.get(name),
+                                          now)
                 self._decide(node, now)
             self._power_cap(stats)
             self._apply()
             self._record(now)
-            set_extra = getattr(self._control, "set_extra", None)
-            if set_extra is not None:
-                for name, node in self._nodes.items():
-                    watts = None if self._stale(node, now) else val(node.last, "power_w")
-                    if watts is not None:
-                        set_extra(name, "power_w", watts)
+            self._report_power(now)
 
-    def _ingest(self, node: NodeView, reply: dict[str, Any] | None, sent: float,
-                now: float) -> None:
-        if not reply:
+    def _fresh_power(self, node: NodeView, now: float) -> float | None:
+        """The node's latest power (W); None when unknown or its telemetry is stale."""
+        if node.last is None or self._stale(node, now):
+            return None
+        return node.last.power_w.value
+
+    def _report_power(self, now: float) -> None:
+        """Every fresh power reading to the router, which integrates it into energy per
+        inference; then keep the router's figures for this controller's status."""
+        if self._control is None:
             return
-        samples = [s for s in reply.get("samples", []) if s.get("seq", 0) > node.seq]
-        if reply.get("now_node") is not None:
-            node.skew_s = round(reply["now_node"] - (sent + now) / 2, 3)
-        for s in samples:
-            node.seq, node.last, node.recv_head_s = s["seq"], s, now
-            temp = val(s, "temp_c")
+        for name, node in self._nodes.items():
+            watts = self._fresh_power(node, now)
+            if watts is not None:
+                self._control.report_power(name, watts)
+        self._energy = self._control.energy()
+
+    def _ingest(self, node: NodeView, reply: Poll | None, sent: float, now: float) -> None:
+        if reply is None:
+            return
+        if reply.now_node is not None:
+            node.skew_s = round(reply.now_node - (sent + now) / 2, 3)
+        for s in reply.samples:
+            if s.seq <= node.seq:
+                continue
+            node.seq, node.last, node.recv_head_s = s.seq, s, now
+            temp = s.temp_c.value
             if temp is None:
                 continue
-            if node.temps and s["t_node"] <= node.temps[-1][0]:
+            if node.temps and s.t_node <= node.temps[-1][0]:
                 node.temps.clear()  # node clock stepped back: the old series is meaningless
-            node.temps.append((s["t_node"], temp))
+            node.temps.append((s.t_node, temp))
 
     def _stale(self, node: NodeView, now: float) -> bool:
         return node.recv_head_s is None or now - node.recv_head_s > config.stale_after_s
 
     def _decide(self, node: NodeView, now: float) -> None:
-        thr = val(node.last, "throttled") or {}
-        uv = bool(thr.get("under_voltage_now")) or bool(val(node.last, "under_voltage"))
+        last = node.last
         stale = self._stale(node, now)
         # the latest sample decides whether there is a sensor: a zone that vanished must not
         # leave the policy steering by its last reading forever
-        sensor_missing = not stale and val(node.last, "temp_c") is None
+        sensor_missing = not stale and last is not None and last.temp_c.value is None
+        detail = last.temp_c.detail if sensor_missing and last is not None else ""
         if sensor_missing and node.name not in self._sensor_warned:
             self._sensor_warned.add(node.name)
             log.warning("%s: no temperature sensor (%s): thermal state unknown, weight "
-                        "unchanged", node.name, _temp_detail(node.last))
+                        "unchanged", node.name, detail)
         inp = policy.NodeInput(
             node.name,
             now,
             tuple(node.temps) if not (stale or sensor_missing) else (),
-            throttled_now=any(
-                thr.get(k) for k in ("freq_capped_now", "throttled_now", "soft_temp_limit_now")
-            ),
-            under_voltage_now=uv,
+            throttled_now=last is not None and last.capped_now,
+            under_voltage_now=last is not None and last.under_voltage_now,
             stale=stale,
-            sensor_detail=_temp_detail(node.last) if sensor_missing else "",
+            sensor_detail=detail,
         )
         node.pstate, node.decision = policy.decide(node.pstate, inp, self.cfg)
 
     def _power_cap(self, stats: dict[str, NodeStats]) -> None:
         if self.power_cap_w is None:
             return
-        powers = [
-            val(n.last, "power_w")
-            for n in self._nodes.values()
-            if not self._stale(n, self._last_tick_s or 0)
-        ]
+        now = self._last_tick_s or 0.0
+        fresh = [n for n in self._nodes.values() if not self._stale(n, now)]
+        powers = [self._fresh_power(n, now) for n in fresh]
         total_w = (
             sum(p for p in powers if p is not None) if any(p is not None for p in powers) else None
         )
@@ -231,13 +239,15 @@ class ThermalController:
         if self.recorder is None:
             return
         for row in self._node_rows(now).values():
-            self.recorder.telemetry({"t_head_s": now, **row})
+            self.recorder.telemetry({"t_head_s": now, **row.to_dict()})
 
     def _apply(self) -> None:
         # marginal J/inference: idle power is paid wherever requests go, and counting it would
         # make a node that gets fewer requests look less efficient and starve it further
         factors = (
-            policy.efficiency_factors({n: jpi(v, 3) for n, v in self._nodes.items()})
+            policy.efficiency_factors(
+                {n: v.marginal.j_per_inference(self._last_tick_s or 0.0)
+                 for n, v in self._nodes.items()})
             if self._limit is not None
             else {}
         )
@@ -248,7 +258,8 @@ class ThermalController:
             weight = round(max(self.cfg.min_weight, d.weight * factors.get(node.name, 1.0)), 3)
             prev = node.applied
             changed_state = prev is None or prev[0] != d.state
-            if not changed_state and prev is not None and abs(prev[1] - weight) < _WEIGHT_STEP:
+            small = prev is not None and abs(prev[1] - weight) < config.weight_step
+            if not changed_state and small:
                 continue
             node.applied = (d.state, weight)
             if changed_state or prev is None:
@@ -278,39 +289,27 @@ class ThermalController:
 
     # --- read side -----------------------------------------------------------------------
     def node_power_w(self) -> dict[str, float | None]:
-        """Latest measured/estimated power per node (W); None when unknown or stale.
-        Serving copies it into `NodeStats.extra["power_w"]` for energy per inference."""
+        """Latest measured/estimated power per node (W); None when unknown or stale (the
+        same figures `tick` reports to the router)."""
         with self._lock:
             now = self._last_tick_s or self._clock()
-            return {
-                n: (None if self._stale(v, now) else val(v.last, "power_w"))
-                for n, v in self._nodes.items()
-            }
+            return {n: self._fresh_power(v, now) for n, v in self._nodes.items()}
 
-    def _node_rows(self, now: float) -> dict[str, dict[str, Any]]:
-        rows = {}
-        for name, node in self._nodes.items():
-            row = nodeview.row(node, self._stats.get(name), enabled=self.enabled,
+    def _node_rows(self, now: float) -> dict[str, NodeRow]:
+        return {
+            name: nodeview.row(node, self._stats.get(name), enabled=self.enabled,
                                stale=self._stale(node, now), now=now)
-            row["temp_sensor"], row["temp_sensor_detail"] = _temp_sensor(node)
-            rows[name] = row
-        return rows
+            for name, node in self._nodes.items()
+        }
 
     def status(self) -> dict[str, Any]:
         """JSON-able state for `/edgekit/status` (key "thermal") and `edgekit monitor`."""
         with self._lock:
             now = self._last_tick_s or self._clock()
             rows = self._node_rows(now)
-            for name, row in rows.items():
-                row["temp_history"] = [round(c, 2) for _, c in list(self._nodes[name].temps)[-60:]]
-            rps = sum(r["requests_per_s"] or 0.0 for r in rows.values())
-            watts = [
-                r["power_w"] for r in rows.values() if r["power_w"] is not None and not r["stale"]
-            ]
-            e0 = sum(v.energy_win[0][1] for v in self._nodes.values() if v.energy_win)
-            e1 = sum(v.energy_win[-1][1] for v in self._nodes.values() if v.energy_win)
-            c0 = sum(v.energy_win[0][2] for v in self._nodes.values() if v.energy_win)
-            c1 = sum(v.energy_win[-1][2] for v in self._nodes.values() if v.energy_win)
+            for name, r in rows.items():
+                temps = list(self._nodes[name].temps)[-config.history_shown:]
+                r.temp_history = [round(c, 2) for _, c in temps]
             return {
                 "enabled": self.enabled,
                 "t_head_s": now,
@@ -319,29 +318,19 @@ class ThermalController:
                 "admission_limit": self._limit,
                 "cap_reason": self._cap_reason,
                 "run_dir": str(self.recorder.run_dir) if self.recorder else None,
-                "nodes": rows,
+                "nodes": {n: r.to_dict() for n, r in rows.items()},
                 "temp_sensor_missing": sorted(
-                    n for n, r in rows.items() if r["temp_sensor"] == "missing"),
-                "cluster": {
-                    "requests_per_s": round(rps, 3),
-                    "power_w": round(sum(watts), 3) if watts else None,
-                    "energy_j": round(sum(v.energy_j for v in self._nodes.values()), 2),
-                    "j_per_inference": round((e1 - e0) / (c1 - c0), 4) if c1 > c0 else None,
-                },
-                "decisions": list(self._decisions)[-50:],
+                    n for n, r in rows.items() if r.temp_sensor == "missing"),
+                "cluster": self._cluster(list(rows.values())),
+                "decisions": list(self._decisions)[-config.decisions_shown:],
             }
 
-
-def _temp_detail(sample: dict[str, Any] | None) -> str:
-    """The agent's reason for an absent temperature (the path or command it tried)."""
-    reading = (sample or {}).get("temp_c")
-    return str(reading.get("detail") or "") if isinstance(reading, dict) else ""
-
-
-def _temp_sensor(node: NodeView) -> tuple[str | None, str]:
-    """"present", "missing" (with the agent's reason) or None before any sample arrived."""
-    if node.last is None:
-        return None, ""
-    if val(node.last, "temp_c") is None:
-        return "missing", _temp_detail(node.last) or "no temperature in the node's samples"
-    return "present", ""
+    def _cluster(self, rows: list[NodeRow]) -> dict[str, Any]:
+        watts = [r.power_w for r in rows if r.power_w is not None and not r.stale]
+        return {
+            "requests_per_s": round(sum(r.requests_per_s or 0.0 for r in rows), 3),
+            "power_w": round(sum(watts), 3) if watts else None,
+            "energy_j": round(sum(r.energy_j or 0.0 for r in rows), 2),
+            # the router's figure: each request counted once (edgekit.serve.energy)
+            "j_per_inference": self._energy.get("j_per_inference"),
+        }

@@ -14,12 +14,16 @@ from typing import Any
 from rich.console import Group
 from rich.text import Text
 
-from edgekit.cli._table import Col, FitTable
 from edgekit.errors import ClusterError
+from edgekit.tables import Col, FitTable, short_board
+from edgekit.thermal.config import PolicyConfig
+from edgekit.thermal.nodeview import NodeRow
 
 _SPARK = "▁▂▃▄▅▆▇█"
 _SPARK_LO_C, _SPARK_HI_C = 40.0, 85.0  # fixed scale: the same height means the same °C
 _STATE_STYLE = {"serving": "green", "shedding": "yellow", "drained": "bold red"}
+#: colours follow the policy's default thresholds: red where it drains, yellow where it sheds
+_HOT_C, _WARM_C = PolicyConfig().drain_temp_c, PolicyConfig().shed_start_temp_c
 
 
 def fetch_status(url: str, token: str | None = None, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -78,7 +82,7 @@ def sparkline(temps: list[float], width: int = 20) -> Text:
     for t in temps[-width:]:
         frac = (t - _SPARK_LO_C) / (_SPARK_HI_C - _SPARK_LO_C)
         ch = _SPARK[max(0, min(len(_SPARK) - 1, int(frac * len(_SPARK))))]
-        text.append(ch, style="red" if t >= 78 else "yellow" if t >= 70 else "green")
+        text.append(ch, style="red" if t >= _HOT_C else "yellow" if t >= _WARM_C else "green")
     return text
 
 
@@ -87,7 +91,7 @@ def _f(value: Any, fmt: str, dash: str = "-") -> str:
 
 
 #: the dashboard's columns; rank 0 stays at any width, higher ranks drop first (at 80
-#: columns: node, board, temperature, state and reason; edgekit.cli._table)
+#: columns: node, board, temperature, state and reason; edgekit.tables)
 COLUMNS = [
     Col("node"), Col("board", wrap=True, min_width=14), Col("temp °C", 1, justify="right"),
     Col("trend", 6), Col("clock MHz", 3, justify="right"), Col("throttle", 2),
@@ -98,58 +102,54 @@ COLUMNS = [
 ]
 
 
-def _board(model: str | None) -> str:
-    from edgekit.cli.nodes import _board as short
+def _throttle(r: NodeRow) -> str:
+    if r.throttled is None:
+        return "?"
+    return "NOW" if r.throttled_now else ("since boot" if r.throttled_raw not in (None, "0x0")
+                                          else "no")
 
-    return short(model or "")
 
-
-def _cells(name: str, r: dict[str, Any]) -> list[str | Text]:
-    state = r.get("state") or "?"
-    if r.get("stale"):
+def _cells(r: NodeRow) -> list[str | Text]:
+    state = r.state or "?"
+    if r.stale:
         state += " (stale)"
-    thr = r.get("throttled")
-    if isinstance(thr, dict):
-        throttle = "NOW" if thr.get("any_now") else ("since boot" if thr.get("raw") else "no")
-    else:
-        throttle = "?"
-    watts = _f(r.get("power_w"), ".1f")
-    if r.get("power_source") == "estimated":
-        watts += "~"
-    temp = r.get("temp_c")
+    throttle = _throttle(r)
+    watts = _f(r.power_w, ".1f") + ("~" if r.power_source == "estimated" else "")
     return [
-        name, _board(r.get("board")),
-        Text(_f(temp, ".1f"), style="red" if (temp or 0) >= 78 else ""),
-        sparkline(r.get("temp_history") or []),
-        f"{_f(r.get('freq_mhz'), '.0f')}/{_f(r.get('max_freq_mhz'), '.0f')}",
+        r.node, short_board(r.board),
+        Text(_f(r.temp_c, ".1f"), style="red" if (r.temp_c or 0) >= _HOT_C else ""),
+        sparkline(r.temp_history or []),
+        f"{_f(r.freq_mhz, '.0f')}/{_f(r.max_freq_mhz, '.0f')}",
         Text(throttle, style="bold red" if throttle == "NOW" else ""),
-        watts, _f(r.get("util"), ".0%"), _f(r.get("requests_per_s"), ".1f"),
-        _f(r.get("p95_ms"), ".1f"), _f(r.get("j_per_inference"), ".2f"),
-        _f(r.get("weight"), ".2f"),
-        Text(state, style=_STATE_STYLE.get(r.get("state") or "", "")),
-        r.get("reason") or "",
+        watts, _f(r.util, ".0%"), _f(r.requests_per_s, ".1f"),
+        _f(r.p95_ms, ".1f"), _f(r.j_per_inference, ".2f"),
+        _f(r.weight, ".2f"),
+        Text(state, style=_STATE_STYLE.get(r.state or "", "")),
+        r.reason or "",
     ]
+
+
+def _totals(s: dict[str, Any]) -> Text:
+    cap = f" cap {s['power_cap_w']:.0f} W" if s["power_cap_w"] else ""
+    limit = f" admission {s['admission_limit']}" if s["admission_limit"] else ""
+    return Text(
+        f"cluster: {_f(s['requests_per_s'], '.1f')} req/s  {_f(s['power_w'], '.1f')} W  "
+        f"{_f(s['j_per_inference'], '.2f')} J/inference  policy {s['policy']}{cap}{limit}"
+        "   (~ = estimated power)"
+    )
 
 
 def render(status: dict[str, Any]) -> Group:
     """One dashboard frame; its table is laid out for the width it is printed at."""
     table = FitTable(COLUMNS, title="edgekit nodes")
     for name, r in sorted(node_rows(status).items()):
-        table.add_row(*_cells(name, r))
-    s = summary(status)
-    cap = f" cap {s['power_cap_w']:.0f} W" if s["power_cap_w"] else ""
-    limit = f" admission {s['admission_limit']}" if s["admission_limit"] else ""
-    totals = Text(
-        f"cluster: {_f(s['requests_per_s'], '.1f')} req/s  {_f(s['power_w'], '.1f')} W  "
-        f"{_f(s['j_per_inference'], '.2f')} J/inference  policy {s['policy']}{cap}{limit}"
-        "   (~ = estimated power)"
-    )
+        table.add_row(*_cells(NodeRow.from_dict({**r, "node": name})))
     thermal = (status.get("controllers") or {}).get("thermal") or {}
     recent = thermal.get("decisions") or []
     # wrapped, not cut: the reason is the point of the line
     lines = [Text(f"{d['node']}: {d['state']} w={d['weight']:.2f} - {d['reason']}")
              for d in recent[-4:]]
-    return Group(table, totals, *lines)
+    return Group(table, _totals(summary(status)), *lines)
 
 
 def snapshot(status: dict[str, Any]) -> dict[str, Any]:

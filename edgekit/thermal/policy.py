@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from edgekit.serve.control import DRAINED, SERVING, SHEDDING
 from edgekit.thermal.config import PolicyConfig
 
-_RISING_EPS_C_PER_S = 0.02  # slope below this counts as "not rising" (sensor noise ~0.5 °C)
 #: a node with no temperature sensor: routed at full weight, shown as such
 UNKNOWN = "unknown"
 
@@ -81,6 +80,23 @@ def weight_for(predicted_c: float, cfg: PolicyConfig) -> float:
     return round(max(cfg.min_weight, min(1.0, frac)), 3)
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """One tick's temperature facts for a node with a sensor, and the decision they make."""
+
+    inp: NodeInput
+    temp_c: float
+    slope: float
+    predicted: float
+    threads: float
+    text: str  # "T=... slope=... predicted ..." for the reason
+
+    def out(self, state: NodeState, reason: str) -> tuple[NodeState, Decision]:
+        return state, Decision(self.inp.node, state.state, state.weight, reason,
+                               round(self.temp_c, 2), round(self.slope, 4),
+                               round(self.predicted, 2), self.threads)
+
+
 def decide(prev: NodeState, inp: NodeInput, cfg: PolicyConfig) -> tuple[NodeState, Decision]:
     """One tick for one node: new policy state and the decision to apply."""
     if inp.stale:
@@ -92,64 +108,66 @@ def decide(prev: NodeState, inp: NodeInput, cfg: PolicyConfig) -> tuple[NodeStat
     t_last, temp_c = inp.temps[-1]
     slope = slope_c_per_s(inp.temps, t_last, cfg.slope_window_s)
     predicted = temp_c + slope * cfg.lookahead_s
-    threads = 0.5 if temp_c >= cfg.hot_threads_temp_c else 1.0
-
-    def out(state: NodeState, reason: str) -> tuple[NodeState, Decision]:
-        return state, Decision(
-            inp.node,
-            state.state,
-            state.weight,
-            reason,
-            round(temp_c, 2),
-            round(slope, 4),
-            round(predicted, 2),
-            threads,
-        )
-
-    facts = (
+    facts = _Facts(
+        inp, temp_c, slope, predicted,
+        cfg.hot_threads_frac if temp_c >= cfg.hot_threads_temp_c else 1.0,
         f"T={temp_c:.1f}°C slope={slope:+.2f}°C/s "
-        f"predicted {predicted:.1f}°C in {cfg.lookahead_s:g}s"
+        f"predicted {predicted:.1f}°C in {cfg.lookahead_s:g}s",
     )
-    trigger = None
-    if inp.throttled_now:
-        trigger = "firmware reports throttling now"
-    elif temp_c >= cfg.drain_temp_c:
-        trigger = f"T at/above drain {cfg.drain_temp_c:g}°C"
-    elif predicted >= cfg.drain_temp_c:
-        trigger = f"predicted at/above drain {cfg.drain_temp_c:g}°C"
+    trigger = _drain_trigger(facts, cfg)
     if trigger:
         drained_at = prev.drained_at_s if prev.state == DRAINED else inp.now_s
         new = NodeState(DRAINED, cfg.min_weight, drained_at, None)
-        return out(new, f"drain: {trigger} ({facts})")
-
+        return facts.out(new, f"drain: {trigger} ({facts.text})")
     if prev.state == DRAINED:
-        cool = temp_c < cfg.readmit_temp_c and slope <= _RISING_EPS_C_PER_S
-        drained_at = prev.drained_at_s if prev.drained_at_s is not None else inp.now_s
-        held_out_s = inp.now_s - drained_at
-        cool_since = (
-            (prev.cool_since_s if prev.cool_since_s is not None else inp.now_s) if cool else None
-        )
-        if cool and held_out_s >= cfg.min_drain_s and inp.now_s - cool_since >= cfg.readmit_hold_s:
-            weight = weight_for(predicted, cfg)
-            state = SHEDDING if weight < 1.0 else SERVING
-            return out(
-                NodeState(state, weight),
-                f"readmit: below {cfg.readmit_temp_c:g}°C and "
-                f"not rising for {inp.now_s - cool_since:.0f}s ({facts})",
-            )
-        wait = "cooling" if cool else f"waiting for < {cfg.readmit_temp_c:g}°C and not rising"
-        return out(replace(prev, cool_since_s=cool_since), f"stay drained: {wait} ({facts})")
+        return _while_drained(prev, facts, cfg)
+    return _by_prediction(facts, cfg)
 
-    weight = weight_for(predicted, cfg)
-    if inp.under_voltage_now:
+
+def _drain_trigger(f: _Facts, cfg: PolicyConfig) -> str | None:
+    """Why the node must be drained now, or None."""
+    if f.inp.throttled_now:
+        return "firmware reports throttling now"
+    if f.temp_c >= cfg.drain_temp_c:
+        return f"T at/above drain {cfg.drain_temp_c:g}°C"
+    if f.predicted >= cfg.drain_temp_c:
+        return f"predicted at/above drain {cfg.drain_temp_c:g}°C"
+    return None
+
+
+def _while_drained(prev: NodeState, f: _Facts, cfg: PolicyConfig) -> tuple[NodeState, Decision]:
+    """Readmit only after `min_drain_s` out and `readmit_hold_s` below `readmit_temp_c`
+    without rising (hysteresis); otherwise stay drained, saying what it waits for."""
+    now = f.inp.now_s
+    cool = f.temp_c < cfg.readmit_temp_c and f.slope <= cfg.rising_eps_c_per_s
+    drained_at = prev.drained_at_s if prev.drained_at_s is not None else now
+    cool_since = (prev.cool_since_s if prev.cool_since_s is not None else now) if cool else None
+    if (cool_since is not None and now - drained_at >= cfg.min_drain_s
+            and now - cool_since >= cfg.readmit_hold_s):
+        weight = weight_for(f.predicted, cfg)
+        state = SHEDDING if weight < 1.0 else SERVING
+        return f.out(
+            NodeState(state, weight),
+            f"readmit: below {cfg.readmit_temp_c:g}°C and "
+            f"not rising for {now - cool_since:.0f}s ({f.text})",
+        )
+    wait = "cooling" if cool else f"waiting for < {cfg.readmit_temp_c:g}°C and not rising"
+    return f.out(replace(prev, cool_since_s=cool_since), f"stay drained: {wait} ({f.text})")
+
+
+def _by_prediction(f: _Facts, cfg: PolicyConfig) -> tuple[NodeState, Decision]:
+    """Serving or shedding by the predicted temperature; under-voltage sheds to the minimum."""
+    weight = weight_for(f.predicted, cfg)
+    text = f.text
+    if f.inp.under_voltage_now:
         weight = cfg.min_weight
-        facts = "under-voltage now; " + facts
+        text = "under-voltage now; " + text
     state = SHEDDING if weight < 1.0 else SERVING
     if state == SHEDDING:
-        reason = f"shed: weight {weight:.2f} ({facts})"
+        reason = f"shed: weight {weight:.2f} ({text})"
     else:
-        reason = f"serve: headroom to {cfg.drain_temp_c:g}°C ({facts})"
-    return out(NodeState(state, weight), reason)
+        reason = f"serve: headroom to {cfg.drain_temp_c:g}°C ({text})"
+    return f.out(NodeState(state, weight), reason)
 
 
 def _unknown_temperature(inp: NodeInput, cfg: PolicyConfig) -> tuple[NodeState, Decision]:

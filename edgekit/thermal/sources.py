@@ -1,6 +1,7 @@
 """Where the controller gets node samples from: the agents' Ray actors on a cluster, or
-samplers in this process (one machine, tests). Both answer `poll(after_seq)` per node with the
-node's clock and the samples newer than `after_seq`; a node that cannot be reached answers None."""
+samplers in this process (one machine, tests). Both answer `poll(after_seq)` per node with a
+typed `Poll` (the node's clock and the samples newer than `after_seq`); a node that cannot be
+reached, or answers something that is not a poll, answers None."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgekit import names
+from edgekit.errors import ClusterError
 from edgekit.thermal import config
 from edgekit.thermal.agent import ACTOR_PREFIX, RAY_NAMESPACE, Sampler
+from edgekit.thermal.reading import Poll
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +23,8 @@ log = logging.getLogger(__name__)
 class TelemetrySource(Protocol):
     def nodes(self) -> list[str]: ...
 
-    def poll(self, after_seq: dict[str, int]) -> dict[str, dict[str, Any] | None]:
-        """node -> {"now_node": s, "samples": [...]} or None when unreachable."""
+    def poll(self, after_seq: dict[str, int]) -> dict[str, Poll | None]:
+        """node -> its agent's answer, or None when unreachable."""
         ...
 
 
@@ -42,15 +46,11 @@ class SamplerSource:
     def nodes(self) -> list[str]:
         return list(self._samplers)
 
-    def poll(self, after_seq: dict[str, int]) -> dict[str, dict[str, Any] | None]:
-        out: dict[str, dict[str, Any] | None] = {}
-        for node, sampler in self._samplers.items():
-            out[node] = (
-                None
-                if node in self.dead
-                else {"now_node": self._clock(), "samples": [sampler.sample()]}
-            )
-        return out
+    def poll(self, after_seq: dict[str, int]) -> dict[str, Poll | None]:
+        return {
+            node: None if node in self.dead else Poll(self._clock(), [sampler.sample()])
+            for node, sampler in self._samplers.items()
+        }
 
 
 class RayAgentSource:
@@ -67,15 +67,11 @@ class RayAgentSource:
         """Node names from the Ray nodes' `edgekit-node-<name>` resources."""
         import ray
 
-        names = set()
+        found = set()
         for n in ray.nodes():
             if n.get("Alive"):
-                names.update(
-                    r[len("edgekit-node-") :]
-                    for r in n.get("Resources", {})
-                    if r.startswith("edgekit-node-")
-                )
-        return sorted(names)
+                found.update(names.resource_node(r) for r in n.get("Resources", {}))
+        return sorted(found - {None})
 
     def nodes(self) -> list[str]:
         return list(self._nodes)
@@ -90,11 +86,11 @@ class RayAgentSource:
         try:
             self._handles[node] = ray.get_actor(ACTOR_PREFIX + node, namespace=RAY_NAMESPACE)
         except ValueError:
-            self._lookup_after[node] = time.monotonic() + 5.0
+            self._lookup_after[node] = time.monotonic() + config.agent_lookup_retry_s
             return None
         return self._handles[node]
 
-    def poll(self, after_seq: dict[str, int]) -> dict[str, dict[str, Any] | None]:
+    def poll(self, after_seq: dict[str, int]) -> dict[str, Poll | None]:
         import ray
 
         refs = {}
@@ -102,7 +98,7 @@ class RayAgentSource:
             handle = self._handle(node)
             if handle is not None:
                 refs[node] = handle.poll.remote(after_seq.get(node, 0))
-        out: dict[str, dict[str, Any] | None] = dict.fromkeys(self._nodes)
+        out: dict[str, Poll | None] = dict.fromkeys(self._nodes)
         if not refs:
             return out
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=self._timeout_s)
@@ -111,8 +107,13 @@ class RayAgentSource:
             if ref not in ready_set:
                 continue
             try:
-                out[node] = ray.get(ref)
+                reply = ray.get(ref)
             except Exception as exc:  # actor died: forget the handle, look it up again later
                 log.warning("thermal agent on %s unreachable: %s", node, exc)
                 self._handles.pop(node, None)
+                continue
+            try:  # the Ray boundary: plain values back into a typed Poll
+                out[node] = Poll.from_dict(reply, node)
+            except ClusterError as exc:  # e.g. an agent of another edgekit build
+                log.warning("thermal agent on %s: %s", node, exc)
         return out

@@ -78,18 +78,76 @@ def test_admission_limit():
     r.acquire("m")
 
 
-def test_stats_window_and_energy_per_inference():
+def test_stats_window():
     r, _reps = make()
     clock = r.clock
     for _ in range(30):
         rep = r.acquire("m")
         r.release(rep, True, 10.0, 8.0)
-    r.set_extra("pi1", "power_w", 6.0)
     st = r.node_stats()["pi1"]
     assert st.completed_total == 15 and st.p50_ms == 10.0 and st.compute_ms_mean == 8.0
-    assert st.extra["energy_j_per_inference"] == pytest.approx(6.0 / (15 / 30.0))
+    assert "energy_j_per_inference" not in st.extra  # no power reported: no figure
     clock.t = 100.0
     assert r.node_stats()["pi1"].requests_per_s == 0.0
+
+
+def serve_for(r: Router, seconds: int, per_s: dict[str, int], watts: dict[str, float]) -> None:
+    """Each second: complete per_s[node] requests on each node, then report its power."""
+    for _ in range(seconds):
+        r.clock.t += 1.0
+        for node, n in per_s.items():
+            for _ in range(n):
+                rep = r.acquire(node)
+                r.release(rep, True, 5.0, 4.0)
+        for node, w in watts.items():
+            r.report_power(node, w)
+
+
+def test_energy_per_inference_is_integrated_power_over_completed_requests():
+    r = Router(clock=Clock())
+    for n in ("pi1", "pi2"):
+        r.add(Replica(n, (n,), None, 4))  # one model per node: the test picks the node
+    serve_for(r, 10, {"pi1": 10, "pi2": 2}, {"pi1": 6.0, "pi2": 4.0})
+    st = r.node_stats()
+    assert st["pi1"].extra["energy_j_per_inference"] == pytest.approx(0.6)  # 6 W / 10 per s
+    assert st["pi2"].extra["energy_j_per_inference"] == pytest.approx(2.0)
+    assert st["pi1"].extra["energy_j"] == pytest.approx(54.0)  # 9 intervals after the first
+    e = r.energy()
+    assert e["j_per_inference"] == pytest.approx(10.0 / 12, abs=1e-3)  # 10 W over 12 req/s
+    assert e["nodes"] == {"pi1": pytest.approx(0.6), "pi2": pytest.approx(2.0)}
+    assert e["power_w"] == 10.0
+    # a power step inside the window counts for as long as it lasted, not as the last reading
+    serve_for(r, 10, {"pi1": 10}, {"pi1": 12.0})
+    assert r.node_stats()["pi1"].extra["energy_j_per_inference"] == pytest.approx(
+        (6.0 * 9 + 12.0 * 10) / 190, abs=1e-3)
+
+
+def test_energy_skips_stale_gaps_and_expires_without_reports():
+    r = Router(clock=Clock())
+    r.add(Replica("pi1", ("pi1",), None, 4))
+    serve_for(r, 3, {"pi1": 5}, {"pi1": 5.0})
+    r.clock.t += 60.0  # telemetry silent for a minute: no energy invented for the gap
+    serve_for(r, 2, {"pi1": 5}, {"pi1": 5.0})
+    st = r.node_stats()["pi1"]
+    assert st.extra["energy_j"] == pytest.approx(5.0 * 3)
+    r.clock.t += 31.0  # no report within the window: no figure rather than an old one
+    assert r.node_stats()["pi1"].extra["energy_j_per_inference"] is None
+    assert r.energy()["j_per_inference"] is None
+
+
+def test_pipeline_request_counts_once_for_the_cluster():
+    r = Router(clock=Clock())
+    r.add(Replica("p", ("pi1", "pi2"), None, 4))
+    serve_for(r, 5, {"p": 4}, {"pi1": 3.0, "pi2": 3.0})
+    e = r.energy()
+    assert e["nodes"]["pi1"] == pytest.approx(0.75)  # each node: 3 W over its 4 requests/s
+    assert e["j_per_inference"] == pytest.approx(1.5)  # both nodes' 6 W over 4 requests/s
+
+
+def test_power_report_for_an_unknown_node_names_it():
+    r, _ = make()
+    with pytest.raises(KeyError, match="pi9"):
+        r.report_power("pi9", 3.0)
 
 
 def test_pipeline_replica_uses_its_slowest_node_weight():
@@ -136,7 +194,7 @@ def test_router_state_is_safe_from_a_controller_thread():
                 r.node_stats()
                 r.energy()
                 r.set_weight("pi2", 0.5 + (i % 2) / 2, "hot")
-                r.set_extra("pi1", "power_w", 5.0)
+                r.report_power("pi1", 5.0)
                 r.recent_events(10)
             except BaseException as exc:
                 errors.append(exc)

@@ -1,4 +1,5 @@
-"""A small in-memory NodeControl (the router's knobs) and a manual clock, for controller tests."""
+"""A small in-memory NodeControl (the router's knobs, recording each call) and a manual clock,
+for controller tests."""
 
 from __future__ import annotations
 
@@ -34,6 +35,14 @@ class FakeControl:
 
     def node_stats(self) -> dict[str, NodeStats]:
         return dict(self.stats)
+
+    def report_power(self, node: str, watts: float) -> None:
+        """Kept as the router shows it; energy per inference is the real Router's job
+        (tests that check it steer a `edgekit.serve.router.Router`)."""
+        self.stats.setdefault(node, NodeStats(node)).extra["power_w"] = watts
+
+    def energy(self) -> dict[str, object]:
+        return {"j_per_inference": None, "nodes": {}}
 
 
 class ManualClock:

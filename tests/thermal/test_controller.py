@@ -8,6 +8,7 @@ from conftest import make_sysroot, set_stat, write
 from fakes import FakeControl, ManualClock
 
 from edgekit.serve.control import NodeStats
+from edgekit.serve.router import Replica, Router
 from edgekit.thermal.controller import ThermalController
 from edgekit.thermal.recorder import read_telemetry
 from edgekit.thermal.sources import SamplerSource
@@ -103,19 +104,39 @@ def test_power_cap_turns_into_admission_limit(tmp_path: Path, no_vcgencmd) -> No
     assert control.limit is None
 
 
+def routed_cluster(tmp_path: Path):
+    """Three nodes behind the real router (one model per node, so a test picks the node)."""
+    roots = {n: make_sysroot(tmp_path / n) for n in ("pi1", "pi2", "pi3")}
+    clock = ManualClock()
+    router = Router(clock=clock)
+    for n in roots:
+        router.add(Replica(n, (n,), None, 4))
+    ctl = ThermalController(SamplerSource(roots, firmware_clock=False, clock=clock),
+                            clock=clock, run_dir=tmp_path / "run")
+    ctl.attach(router)
+    return roots, router, clock, ctl
+
+
+def serve(router: Router, node: str, n: int) -> None:
+    for _ in range(n):
+        router.release(router.acquire(node), True, 5.0, 4.0)
+
+
 def test_energy_per_inference(tmp_path: Path, no_vcgencmd) -> None:
-    roots, _, control, clock, ctl = cluster(tmp_path)
+    roots, router, clock, ctl = routed_cluster(tmp_path)
     for i in range(11):
-        for st in control.stats.values():
-            st.completed_total = 10 * i
+        for n in roots:
+            serve(router, n, 10)
         step(ctl, clock, roots, {}, busy=1000 + 100 * (i + 1))
     st = ctl.status()
     jpi = st["nodes"]["pi1"]["j_per_inference"]
     assert jpi is not None and 0.3 < jpi < 0.7  # ~4.6 W at 50 % util / 10 inferences per s
-    assert (
-        st["cluster"]["j_per_inference"] == jpi
-        or abs(st["cluster"]["j_per_inference"] - jpi) < 0.01
-    )
+    assert abs(st["cluster"]["j_per_inference"] - jpi) < 0.01
+    # one figure: the controller shows the router's, which /edgekit/status and /metrics show
+    energy = router.energy()
+    assert energy["nodes"]["pi1"] == jpi and energy["j_per_inference"] == st["cluster"][
+        "j_per_inference"]
+    assert router.node_stats()["pi1"].extra["power_w"] == ctl.node_power_w()["pi1"]
 
 
 def test_policy_off_watches_but_does_not_steer(tmp_path: Path, no_vcgencmd) -> None:
@@ -133,17 +154,17 @@ def test_power_cap_weighs_marginal_energy_so_a_quiet_node_is_not_starved(
     """Same boards, same CPU per inference; pi3 gets a fifth of the requests. Its total J per
     inference is high (its idle power is spread over few requests) but its marginal cost is the
     same, so under a cap its weight is not cut (it was: the feedback starved it further)."""
-    roots, _, control, clock, ctl = cluster(tmp_path)
+    roots, router, clock, ctl = routed_cluster(tmp_path)
     ctl.power_cap_w = 10.0  # 4.6 + 4.6 + 3.4 W estimated: over the cap
     share = {"pi1": 10, "pi2": 10, "pi3": 2}  # requests and 5 % util per request, per tick
     for i in range(1, 12):
         for n, root in roots.items():
             set_temp(root, 50.0)
             set_stat(root, busy=1000 + 50 * share[n] * i, idle=1000 + (100 - 5 * share[n]) * 10 * i)
-            control.stats[n].completed_total = share[n] * i
+            serve(router, n, share[n])
         ctl.tick()
         clock.t += 1.0
     rows = ctl.status()["nodes"]
-    assert control.limit is not None
+    assert router.max_in_flight is not None
     assert rows["pi3"]["j_per_inference"] > 3 * rows["pi1"]["j_per_inference"]  # total: idle too
-    assert control.stats["pi3"].weight >= 0.9
+    assert router.node_stats()["pi3"].weight >= 0.9

@@ -46,11 +46,12 @@ def test_agent_actor_telemetry_and_stale_when_it_dies(ray_node: Path) -> None:
     reply = None
     while time.monotonic() < deadline:  # wait for the first sample (start-up, not a timing test)
         reply = source.poll({})["pi1"]
-        if reply and reply["samples"]:
+        if reply and reply.samples:
             break
         time.sleep(0.2)
-    assert reply and reply["samples"][-1]["temp_c"]["value"] == 66.6
-    assert reply["samples"][-1]["throttled"]["source"] == "measured"  # vcgencmd on PATH
+    # typed again on this side of the Ray call (edgekit.thermal.reading.Poll.from_dict)
+    assert reply and reply.samples[-1].temp_c.value == 66.6
+    assert reply.samples[-1].throttled.source == "measured"  # vcgencmd on PATH
 
     clock = ManualClock(time.time())
     ctl = ThermalController(source, clock=clock)

@@ -128,12 +128,12 @@ def test_sampler_prefers_pmic_then_hwmon_then_estimate(tmp_path: Path, vcgencmd_
     s = Sampler("n1", root)
     set_stat(root, busy=1500, idle=1500)  # 50 % busy since the sampler primed
     est = s.sample()
-    assert est["power_w"]["source"] == "estimated" and est["util"]["value"] == 0.5
+    assert est.power_w.source == "estimated" and est.util.value == 0.5
     add_hwmon(root, 0, "ina219", {"power1_input": "4000000"})
-    assert s.sample()["power_w"]["value"] == 4.0
+    assert s.sample().power_w.value == 4.0
     (vcgencmd_dir / "pmic").write_text(PMIC_PI5)
     s2 = Sampler("n1", root)
-    assert s2.sample()["power_w"]["detail"].startswith("pmic_read_adc")
+    assert s2.sample().power_w.detail.startswith("pmic_read_adc")
 
 
 def test_agent_once_json_cli_with_broken_sensors(
@@ -163,10 +163,8 @@ def test_real_clock_from_firmware_only_while_capped(tmp_path: Path, vcgencmd_dir
     s = Sampler("n1", root)
     (vcgencmd_dir / "clock_hz").write_text("750000000")
     first = s.sample()
-    assert (
-        first["freq_mhz"]["value"] == 1500.0 and "scaling_cur_freq" in first["freq_mhz"]["detail"]
-    )
+    assert first.freq_mhz.value == 1500.0 and "scaling_cur_freq" in first.freq_mhz.detail
     (vcgencmd_dir / "throttled").write_text("0x60006")  # capped + throttled now
     hot = s.sample()
-    assert hot["freq_mhz"]["value"] == 750.0 and hot["freq_mhz"]["detail"].startswith("vcgencmd")
-    assert hot["throttled"]["value"]["throttled_now"]
+    assert hot.freq_mhz.value == 750.0 and hot.freq_mhz.detail.startswith("vcgencmd")
+    assert hot.capped_now and hot.throttle_raw == 0x60006
