@@ -58,8 +58,8 @@ def main() -> None:
         "vcgencmd_cpu_frac": round((cpu_s - own_s) / wall, 5),
         "cpu_ms_per_sample": round(1000 * cpu_s / ticks, 2),
         "vcgencmd_spawns": agent.info()["vcgencmd_spawns"],
-        "power_source": samples[-1]["power_w"]["source"] if samples else None,
-        "throttled_source": samples[-1]["throttled"]["source"] if samples else None,
+        "power_source": samples[-1].power_w.source if samples else None,
+        "throttled_source": samples[-1].throttled.source if samples else None,
     }
     print(f"{'metric':<22}value")
     for k, v in result.items():

@@ -50,7 +50,7 @@ class NodeControl(Protocol):
 
     def node_stats(self) -> dict[str, NodeStats]:
         """Current per-node traffic view; once power is reported, `extra` carries the node's
-        "power_w", "energy_j" and "energy_j_per_inference" (edgekit.serve.energy)."""
+        "power_w" and "energy_j_per_inference" (edgekit.serve.energy)."""
 
     def report_power(self, node: str, watts: float) -> None:
         """The node's power now (W). The router integrates it against the requests the node

@@ -235,7 +235,6 @@ class Router:
             st.p95_ms = _pct(lat, 0.95)
             st.compute_ms_mean = sum(comp) / len(comp) if comp else None
             if node.energy is not None:
-                st.extra["energy_j"] = round(node.energy.energy_j, 2)
                 st.extra["energy_j_per_inference"] = node.energy.j_per_inference(now)
         return {n: replace(node.stats, extra=dict(node.stats.extra))
                 for n, node in self.nodes.items()}

@@ -150,8 +150,8 @@ class ThermalController:
             self._last_tick_s = now
             for name, node in self._nodes.items():
                 self._ingest(node, polled.get(name), sent, now)
-                nodeview.account_marginal(node, self._fresh_power(node, now), stats.get(name),
-                                          now)
+                nodeview.account_energy(node, self._fresh_power(node, now), stats.get(name),
+                                        now)
                 self._decide(node, now)
             self._power_cap(stats)
             self._apply()

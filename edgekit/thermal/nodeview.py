@@ -27,8 +27,10 @@ class NodeView:
     pstate: policy.NodeState = field(default_factory=policy.NodeState)
     decision: policy.Decision | None = None
     applied: tuple[str, float] | None = None
+    #: the node's energy (J, telemetry and `edgekit report`; kept without a router too)
+    energy: EnergyMeter = field(default_factory=EnergyMeter)
     #: energy above the board's idle power (what routing can change), for the power cap's
-    #: weighting; the total figure shown everywhere is the router's (edgekit.serve.energy)
+    #: weighting. J/inference as shown everywhere is the router's (edgekit.serve.energy).
     marginal: EnergyMeter = field(default_factory=EnergyMeter)
 
     def temp_sensor(self) -> tuple[str | None, str]:
@@ -46,10 +48,12 @@ def idle_w(board: str | None) -> float:
     return config.board_power_w[name][0]
 
 
-def account_marginal(node: NodeView, watts: float | None, st: NodeStats | None,
-                     now: float) -> None:
-    """Feed the node's power above idle and its completed requests to its marginal meter."""
+def account_energy(node: NodeView, watts: float | None, st: NodeStats | None,
+                   now: float) -> None:
+    """Feed the node's fresh power (total, and above idle) and its completed requests to its
+    meters (the same computation the router runs for the figures it shows)."""
     if watts is not None and node.last is not None:
+        node.energy.add_power(now, watts)
         node.marginal.add_power(now, max(0.0, watts - idle_w(node.last.board)))
     node.marginal.mark(now, st.completed_total if st else 0)
 
@@ -131,7 +135,8 @@ def row(node: NodeView, st: NodeStats | None, *, enabled: bool, stale: bool,
         requests_per_s=st.requests_per_s if st else None,
         completed_total=st.completed_total if st else None,
         p50_ms=st.p50_ms if st else None, p95_ms=st.p95_ms if st else None,
-        energy_j=extra.get("energy_j"), j_per_inference=extra.get("energy_j_per_inference"),
+        energy_j=round(node.energy.energy_j, 2),
+        j_per_inference=extra.get("energy_j_per_inference"),
     )
     if s is not None:
         _sample_fields(out, s)

@@ -111,7 +111,7 @@ def test_energy_per_inference_is_integrated_power_over_completed_requests():
     st = r.node_stats()
     assert st["pi1"].extra["energy_j_per_inference"] == pytest.approx(0.6)  # 6 W / 10 per s
     assert st["pi2"].extra["energy_j_per_inference"] == pytest.approx(2.0)
-    assert st["pi1"].extra["energy_j"] == pytest.approx(54.0)  # 9 intervals after the first
+    assert r.nodes["pi1"].energy.energy_j == pytest.approx(54.0)  # 9 intervals after the 1st
     e = r.energy()
     assert e["j_per_inference"] == pytest.approx(10.0 / 12, abs=1e-3)  # 10 W over 12 req/s
     assert e["nodes"] == {"pi1": pytest.approx(0.6), "pi2": pytest.approx(2.0)}
@@ -128,8 +128,7 @@ def test_energy_skips_stale_gaps_and_expires_without_reports():
     serve_for(r, 3, {"pi1": 5}, {"pi1": 5.0})
     r.clock.t += 60.0  # telemetry silent for a minute: no energy invented for the gap
     serve_for(r, 2, {"pi1": 5}, {"pi1": 5.0})
-    st = r.node_stats()["pi1"]
-    assert st.extra["energy_j"] == pytest.approx(5.0 * 3)
+    assert r.nodes["pi1"].energy.energy_j == pytest.approx(5.0 * 3)
     r.clock.t += 31.0  # no report within the window: no figure rather than an old one
     assert r.node_stats()["pi1"].extra["energy_j_per_inference"] is None
     assert r.energy()["j_per_inference"] is None
