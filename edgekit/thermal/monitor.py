@@ -65,7 +65,8 @@ def summary(status: dict[str, Any]) -> dict[str, Any]:
     cluster = thermal.get("cluster") or {}
     rps = cluster.get("requests_per_s")
     if rps is None:
-        rps = sum(r.get("requests_per_s") or 0.0 for r in rows.values())
+        rps = sum(NodeRow.from_dict({**r, "node": n}).requests_per_s or 0.0
+                  for n, r in rows.items())
     return {
         "nodes": len(rows),
         "requests_per_s": rps,
