@@ -124,7 +124,7 @@ def quantize_model(
         if options.dynamic:
             shutil.copyfile(full, out)
         else:
-            found = _choose(src, pre, full, floats, held_out, options, tmp)
+            found = _choose(_Steps(src, pre, full, tmp), floats, held_out, options)
             nodes = None if found.weights_only else found.nodes
             floats = _variant(full, nodes, out, compact=True)
             mode = _mode(mode, found, len(floats))
@@ -185,14 +185,25 @@ def _warnings(report: Evaluation, mode: str, data_kind: str) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """The model at each step of one quantization: the user's fp32 source, ORT's preprocessed
+    copy, the fully int8 model, and the temp dir that trial variants go to."""
+
+    src: Path
+    pre: Path
+    full: Path
+    tmp: Path
+
+
 def _choose(
-    src: Path, pre: Path, full: Path, floats: list[str], held_out: Sequence[Feeds],
-    options: QuantizeOptions, tmp: Path,
+    steps: _Steps, floats: list[str], held_out: Sequence[Feeds], options: QuantizeOptions
 ) -> Search:
     """Which nodes read fp32 activations: the requested ones, plus (fallback auto) as many of
     the worst-ranked as ``min_cosine`` needs."""
     if options.weights_only:
         return Search([], True, float("nan"), True)
+    src, pre, full, tmp = steps.src, steps.pre, steps.full, steps.tmp
     ref = Reference(src, held_out)
     trial = tmp / "trial.onnx"
 
