@@ -234,8 +234,11 @@ class Router:
             st.p50_ms = _pct(lat, 0.50)
             st.p95_ms = _pct(lat, 0.95)
             st.compute_ms_mean = sum(comp) / len(comp) if comp else None
-            if node.energy is not None:
-                st.extra["energy_j_per_inference"] = node.energy.j_per_inference(now)
+            jpi = node.energy.j_per_inference(now) if node.energy is not None else None
+            if jpi is None:  # absent, not None: /metrics sets a gauge from every value here
+                st.extra.pop("energy_j_per_inference", None)
+            else:
+                st.extra["energy_j_per_inference"] = jpi
         return {n: replace(node.stats, extra=dict(node.stats.extra))
                 for n, node in self.nodes.items()}
 

@@ -130,7 +130,8 @@ def test_energy_skips_stale_gaps_and_expires_without_reports():
     serve_for(r, 2, {"pi1": 5}, {"pi1": 5.0})
     assert r.nodes["pi1"].energy.energy_j == pytest.approx(5.0 * 3)
     r.clock.t += 31.0  # no report within the window: no figure rather than an old one
-    assert r.node_stats()["pi1"].extra["energy_j_per_inference"] is None
+    assert "energy_j_per_inference" not in r.node_stats()["pi1"].extra
+    assert r.energy()["nodes"]["pi1"] is None
     assert r.energy()["j_per_inference"] is None
 
 
