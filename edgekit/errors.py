@@ -40,7 +40,8 @@ class ModelError(InputError):
 
 
 class NodeError(EdgekitError):
-    """One or more nodes failed; carries per-node detail."""
+    """A node failed (`where` names it); edgekit.fleet.FleetError, a NodeError, carries every
+    node's outcome when several were involved."""
 
     exit_code = 4
 

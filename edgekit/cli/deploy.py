@@ -92,7 +92,7 @@ def status(nodes_file: str, accept_new_host_keys: bool, as_json: bool) -> None:
     """What runs where: versions, services and health of every node."""
     from edgekit.deploy import ops
 
-    st = ops.status(Path(nodes_file), accept_new_host_keys)
+    st = ops.status(Path(nodes_file), accept_new_host_keys).to_dict()
     if as_json:
         emit_json(st)
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -85,8 +86,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except EdgekitError as exc:
         err_console.print(f"[bold red]error:[/] {escape(exc.render())}", highlight=False)
+        result = getattr(exc, "result", None)  # a FleetError: every node's outcome
         _fail(as_json, exc.exit_code, exc.message, kind=type(exc).__name__, hint=exc.hint,
-              where=exc.where)
+              where=exc.where, result=result.to_dict() if result is not None else None)
     except KeyboardInterrupt:
         _fail(as_json, 130, "interrupted", kind="interrupted")
     except Exception as exc:  # a bug: the traceback goes to stderr, scripts still get JSON
@@ -101,18 +103,23 @@ def wants_json(args: list[str]) -> bool:
 
 
 def error_document(exit_code: int, message: str, *, kind: str, hint: str | None = None,
-                   where: str | None = None) -> dict:
-    """What a failed command prints on stdout under `--json`."""
-    return {"error": {"message": message, "hint": hint, "where": where, "kind": kind},
-            "exit_code": exit_code}
+                   where: str | None = None, result: dict | None = None) -> dict:
+    """What a failed command prints on stdout under `--json` (`result`: a multi-node
+    command's per-node outcomes, edgekit.fleet.FleetResult.to_dict)."""
+    doc: dict = {"error": {"message": message, "hint": hint, "where": where, "kind": kind},
+                 "exit_code": exit_code}
+    if result is not None:
+        doc["result"] = result
+    return doc
 
 
-def _fail(as_json: bool, exit_code: int, message: str, *, kind: str, hint: str | None = None,
-          where: str | None = None) -> None:
-    if kind in ("aborted", "interrupted"):  # the other kinds were shown already
+def _fail(as_json: bool, exit_code: int, message: str, **fields: Any) -> None:
+    """Exit with `exit_code`; under --json print the error document (`fields`: its kind,
+    hint, where, result) first."""
+    if fields["kind"] in ("aborted", "interrupted"):  # the other kinds were shown already
         err_console.print(message)
     if as_json:
-        emit_json(error_document(exit_code, message, kind=kind, hint=hint, where=where))
+        emit_json(error_document(exit_code, message, **fields))
     sys.exit(exit_code)
 
 

@@ -86,14 +86,14 @@ def _check(pool: Pool, bundle: bundle_mod.Bundle, res: RunResult,
         r = res.node(name)
         r.step = "check"
         if not out.ok or out.value is None:
-            r.fail("check", f"unreachable: {out.error}")
+            r.fail("check", f"unreachable: {out.error}", out.kind or "unreachable")
             ui.step(name, "[red]unreachable")
             continue
         rep, sv = out.value
         if rep.ready:
             fit[name], seen[name] = rep, sv
         else:
-            r.fail("check", rep.verdict)
+            r.fail("check", rep.verdict, "not-fit")
             ui.step(name, "[red]not fit")
     return fit, seen
 
@@ -113,7 +113,7 @@ def _forget_removed(inv: inventory.Inventory, st: state.DeployState, res: RunRes
                 left = nodeops.teardown(c, NodeLayout(ns.root), ns.systemd, purge=False)
             r.detail = "left the inventory: services stopped, files removed"
             if left:
-                r.fail("removed", f"processes still running: {left}")
+                r.fail("removed", f"processes still running: {left}", "left-running")
         except Exception as exc:
             r.detail = f"left the inventory; could not clean it ({exc})"
         del st.nodes[name]

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 from edgekit import inventory
-from edgekit.deploy import head, headnode, heads, nodeops, services, state, verify
+from edgekit.deploy import head, headnode, heads, nodeops, services, state, verify, versions
 from edgekit.deploy.layout import NodeLayout, deployment_dir
-from edgekit.deploy.report import RunResult
+from edgekit.deploy.report import DeployStatus, RunResult
 from edgekit.errors import ClusterError
 from edgekit.remote.ssh import Pool
 from edgekit.tokenfile import read_token
@@ -31,7 +31,7 @@ def _deployed(inv: inventory.Inventory, st: state.DeployState) -> list[inventory
     return list(nodes.values())
 
 
-def status(inventory_path: Path, accept_new_host_keys: bool = False) -> dict:
+def status(inventory_path: Path, accept_new_host_keys: bool = False) -> DeployStatus:
     inv, dep, st = _load(inventory_path)
     hd = heads.for_state(st, dep)
     token = read_token(dep / "api-token", "api-token") if (dep / "api-token").exists() else ""
@@ -41,7 +41,6 @@ def status(inventory_path: Path, accept_new_host_keys: bool = False) -> dict:
     def one(c) -> dict:
         ns = st.nodes[c.node.name]
         lay = NodeLayout(ns.root)
-        from edgekit.deploy import versions
         svc = services.status(c, lay)
         if c.node.name == hd.node and svc.get("units"):  # the head node's API unit
             svc["units"][headnode.API] = "active" if headnode.unit_active(c) else "inactive"
@@ -51,25 +50,29 @@ def status(inventory_path: Path, accept_new_host_keys: bool = False) -> dict:
 
     with Pool(_deployed(inv, st), accept_new_host_keys=accept_new_host_keys) as pool:
         outs = pool.each(one)
-    nodes = {}
+    res = DeployStatus(
+        "status", inventory=str(inv.path), head=vars(st.head),
+        apps={m: {"version": a.version, "bundle": a.bundle, "plan": a.plan["nodes"],
+                  "served_version": health.versions.get(m, "") if health else ""}
+              for m, a in st.apps.items()},
+        api_ready=bool(health and health.ready), tunnel=bool(hd.tunnel(st)),
+        api_error=health.error if health else "")
     for name, out in outs.items():
-        svc = (out.value or {}).get("services") or {}
+        r = res.node(name)
+        r.step, r.seconds = "status", out.seconds
+        if not out.ok:
+            r.fail("status", out.error or "", out.kind or "error")
+            continue
+        svc = out.value["services"]
         sup = svc.get("supervisor") or {}
-        running = ({k: v == "active" for k, v in svc["units"].items()} if svc.get("units")
-                   else {k: v.get("running") for k, v in sup.get("services", {}).items()})
-        nodes[name] = {
-            "reachable": out.ok, "error": out.error,
-            "active": (out.value or {}).get("active"), "kept": (out.value or {}).get("kept"),
-            "services": running, "systemd": bool(svc.get("units")),
-            "healthy": bool(health and name in health.alive_nodes),
-            **_worker_stack(health, name),
-        }
-    return {"inventory": str(inv.path), "head": vars(st.head),
-            "apps": {m: {"version": a.version, "bundle": a.bundle, "plan": a.plan["nodes"],
-                         "served_version": health.versions.get(m, "") if health else ""}
-                     for m, a in st.apps.items()},
-            "api_ready": bool(health and health.ready), "nodes": nodes,
-            "tunnel": bool(hd.tunnel(st)), "api_error": health.error if health else ""}
+        r.services = ({k: v == "active" for k, v in svc["units"].items()} if svc.get("units")
+                      else {k: v.get("running") for k, v in sup.get("services", {}).items()})
+        r.active, r.kept, r.systemd = out.value["active"], out.value["kept"], bool(
+            svc.get("units"))
+        r.healthy = bool(health and name in health.alive_nodes)
+        for key, value in _worker_stack(health, name).items():
+            setattr(r, key, value)
+    return res
 
 
 def _worker_stack(health: verify.Health | None, node: str) -> dict:
@@ -118,7 +121,7 @@ def rollback(inventory_path: Path, model: str | None, to: str | None,
                     if node in app.plan["nodes"]:
                         app.active[node] = out.value[1]
                 else:
-                    r.fail("rollback", out.error or "")
+                    r.fail("rollback", out.error or "", out.kind or "error")
             switched = {r.version for r in res.nodes.values() if r.ok and r.version}
             if len(switched) == 1:
                 _reload_api(hd, st, name, switched.pop(), res, pool)
@@ -169,9 +172,9 @@ def undeploy(inventory_path: Path, purge: bool = False,
                     r = res.node(node)
                     r.step = "undeploy"
                     if not out.ok:
-                        r.fail("undeploy", out.error or "")
+                        r.fail("undeploy", out.error or "", out.kind or "error")
                     elif out.value:
-                        r.fail("undeploy", f"processes still running: {out.value}")
+                        r.fail("undeploy", f"processes still running: {out.value}", "left-running")
                     else:
                         r.detail = "purged" if purge else "stopped, files removed (runtime kept)"
                         del st.nodes[node]

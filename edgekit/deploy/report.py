@@ -1,9 +1,13 @@
-"""Per-node results of a deploy-family command, and the hooks the CLI draws progress with."""
+"""Per-node results of a deploy-family command (edgekit.fleet's types, with deploy's fields),
+and the hooks the CLI draws progress with."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from edgekit.fleet import FleetResult, NodeOutcome
 
 
 class Reporter(Protocol):
@@ -20,41 +24,67 @@ class Quiet:
 
 
 @dataclass
-class NodeResult:
-    node: str
-    ok: bool = True
-    step: str = ""  # last step reached (or the one that failed)
-    detail: str = ""
+class NodeResult(NodeOutcome):
+    """One node's outcome of deploy, rollback or undeploy (edgekit.fleet.NodeOutcome: node,
+    ok, step reached, detail, failure kind, seconds) with what those commands add."""
+
     version: str = ""
     sent_bytes: int = 0
     runtime: str = ""  # "provisioned", "up to date"
     services: str = ""  # "systemd", "supervisor"
     healthy: bool | None = None
     log_tail: str = ""
-    seconds: float = 0.0
     selftest: dict[str, Any] = field(default_factory=dict)  # edgekit.deploy.selftest summary
-
-    def fail(self, step: str, detail: str) -> None:
-        self.ok, self.step, self.detail = False, step, detail
 
 
 @dataclass
-class RunResult:
-    command: str
-    nodes: dict[str, NodeResult] = field(default_factory=dict)
+class RunResult(FleetResult[NodeResult]):
+    """Every node's NodeResult, the plan, where the head runs, and how long it all took."""
+
     plan: list[str] = field(default_factory=list)
     head: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.error and all(r.ok for r in self.nodes.values())
-
-    def node(self, name: str) -> NodeResult:
-        return self.nodes.setdefault(name, NodeResult(name))
+    make: Callable[[str], NodeResult] = field(default=NodeResult, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"command": self.command, "ok": self.ok, "seconds": round(self.seconds, 2),
-                "error": self.error, "plan": self.plan, "head": self.head,
-                "nodes": [asdict(r) for r in self.nodes.values()]}
+        return {**super().to_dict(), "seconds": round(self.seconds, 2), "plan": self.plan,
+                "head": self.head}
+
+
+@dataclass
+class NodeStatus(NodeOutcome):
+    """One node as `edgekit status` finds it (ok: reachable over SSH): the active and kept
+    version of every model, its services, whether the API sees a live worker there, and
+    what that worker computes with (kernel variant, runtime versions, fallback warning)."""
+
+    active: dict[str, str | None] = field(default_factory=dict)
+    kept: dict[str, list[str]] = field(default_factory=dict)
+    services: dict[str, bool | None] = field(default_factory=dict)
+    systemd: bool = False
+    healthy: bool = False
+    kernels: str = ""
+    onnxruntime: str = ""
+    litert: str = ""
+    warning: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reachable": self.ok, "error": self.detail or None, **super().to_dict()}
+
+
+@dataclass
+class DeployStatus(FleetResult[NodeStatus]):
+    """`edgekit status`: every deployed node's NodeStatus, the models, the head and its API."""
+
+    inventory: str = ""
+    head: dict[str, Any] = field(default_factory=dict)
+    apps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    api_ready: bool = False
+    api_error: str = ""
+    tunnel: bool = False
+    make: Callable[[str], NodeStatus] = field(default=NodeStatus, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `status --json` document: nodes keyed by name (as before the fleet types)."""
+        return {**super().to_dict(), "inventory": self.inventory, "head": self.head,
+                "apps": self.apps, "api_ready": self.api_ready, "api_error": self.api_error,
+                "tunnel": self.tunnel, "nodes": {n: r.to_dict() for n, r in self.items()}}

@@ -38,6 +38,7 @@ from edgekit.deploy.layout import NodeLayout, wheelhouse_dir
 from edgekit.deploy.options import DeployOptions
 from edgekit.deploy.plan import MB, Plan
 from edgekit.deploy.report import Reporter, RunResult
+from edgekit.fleet import FleetResult
 from edgekit.model.bundle import Bundle
 from edgekit.remote.probe import NodeReport
 from edgekit.remote.ssh import Connection, Outcome, Pool, run_each
@@ -113,7 +114,7 @@ class Rollout:
         for name, out in _each(self.pool, prepared, self._prepare_one).items():
             if not out.ok:
                 self.res.node(name).fail(self.res.node(name).step or "provision",
-                                         out.error or "")
+                                         out.error or "", out.kind or "error")
                 self.ui.step(name, f"[red]{self.res.node(name).step} failed")
         ready = [n for n in prepared if self.res.node(n).ok]
         if not ready or (self.head.node and self.head.node not in ready):
@@ -197,7 +198,7 @@ class Rollout:
                 if out.ok and out.value:
                     self.res.node(name).services = str(out.value)
                 elif not out.ok:
-                    self.res.node(name).fail("start", out.error or "")
+                    self.res.node(name).fail("start", out.error or "", out.kind or "error")
         hn = self.head.node
         if hn and self.res.node(hn).step == "start" and not self.res.node(hn).ok:
             self.res.error = f"the Ray head on {hn} did not start"
@@ -245,7 +246,7 @@ class Rollout:
         except Exception as exc:
             res.error = f"the API on {placement.where} did not start: {exc}"
             for n in nodes:
-                res.node(n).fail("verify", "no API")
+                res.node(n).fail("verify", "no API", "no-api")
             return
         st.head.api_port, st.head.api_host = placement.api_port, placement.api_host
         st.head.api_url = res.head["api_url"] = placement.api_url
@@ -267,7 +268,7 @@ class Rollout:
                 r.step = "serving"
                 self.ui.step(n, "[green]serving")
                 continue
-            r.fail("verify", h.error or "worker not alive")
+            r.fail("verify", h.error or "worker not alive", "unhealthy")
             try:
                 r.log_tail = services.log_tail(self.pool[n], NodeLayout(self.d.st.nodes[n].root),
                                                "ray-worker")
@@ -291,7 +292,8 @@ class Rollout:
                      .items() if v in history[-keep:]})}
 
 
-def _each(pool: Pool, group: list[str], fn: Callable[[Connection], T]) -> dict[str, Outcome[T]]:
+def _each(pool: Pool, group: list[str],
+          fn: Callable[[Connection], T]) -> FleetResult[Outcome[T]]:
     """fn on the pool's connections to `group` only (in parallel, one outcome each)."""
     return run_each([pool[n].node for n in group], lambda node: fn(pool[node.name]))
 

@@ -195,5 +195,6 @@ def gate(test: SelfTest, pool: Pool, st: DeployState, todo: dict[str, list[int]]
             continue
         ns.selftest = ""
         r.selftest = v.summary() if v is not None else {"ok": False, "error": out.error}
-        r.fail("selftest", f"self-test: {v.detail if v is not None else out.error}")
+        r.fail("selftest", f"self-test: {v.detail if v is not None else out.error}",
+               "selftest" if v is not None else out.kind or "error")
         ui.step(name, "[red]selftest failed")

@@ -22,6 +22,7 @@ import paramiko
 
 from edgekit import settings
 from edgekit.errors import EdgekitError, HostKeyError, NodeError
+from edgekit.fleet import FleetResult, NodeOutcome
 from edgekit.inventory import Node
 from edgekit.remote import hostkeys
 from edgekit.remote.sshconfig import Target, resolve
@@ -199,18 +200,15 @@ class Connection:
 
 # -- many nodes ---------------------------------------------------------------------------
 @dataclass
-class Outcome(Generic[T]):
-    """What happened on one node: a value, or an error with a short classification."""
+class Outcome(NodeOutcome, Generic[T]):
+    """One node's outcome of a function run on many (edgekit.fleet.NodeOutcome) and the
+    function's value; a failure has its classified kind and message."""
 
-    node: str
     value: T | None = None
-    error: str | None = None
-    kind: str | None = None  # timeout, refused, dns, auth, hostkey-unknown, ...
-    seconds: float = 0.0
 
     @property
-    def ok(self) -> bool:
-        return self.error is None
+    def error(self) -> str | None:
+        return None if self.ok else self.detail
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -247,18 +245,18 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
 def run_each(nodes: Iterable[Node], fn: Callable[[Node], T], *,
              max_parallel: int = settings.ssh_max_parallel,
-             on_done: Callable[[Outcome[T]], None] | None = None) -> dict[str, Outcome[T]]:
+             on_done: Callable[[Outcome[T]], None] | None = None) -> FleetResult[Outcome[T]]:
     """Run fn(node) for every node in a bounded pool; every node gets an Outcome."""
     nodes = list(nodes)
-    results: dict[str, Outcome[T]] = {}
+    results: FleetResult[Outcome[T]] = FleetResult("run", make=Outcome)
 
     def one(node: Node) -> Outcome[T]:
         start = time.monotonic()
         try:
-            outcome = Outcome(node.name, value=fn(node))
+            outcome: Outcome[T] = Outcome(node.name, value=fn(node))
         except Exception as exc:  # every failure becomes that node's outcome
             kind, message = classify(exc)
-            outcome = Outcome(node.name, error=message, kind=kind)
+            outcome = Outcome(node.name, ok=False, detail=message, kind=kind)
         outcome.seconds = time.monotonic() - start
         if on_done:
             on_done(outcome)
@@ -268,7 +266,7 @@ def run_each(nodes: Iterable[Node], fn: Callable[[Node], T], *,
         return results
     with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(nodes)))) as pool:
         for outcome in pool.map(one, nodes):
-            results[outcome.node] = outcome
+            results.nodes[outcome.node] = outcome
     return results
 
 
@@ -287,7 +285,7 @@ class Pool:
         return self.connections[name]
 
     def each(self, fn: Callable[[Connection], T], *,
-             on_done: Callable[[Outcome[T]], None] | None = None) -> dict[str, Outcome[T]]:
+             on_done: Callable[[Outcome[T]], None] | None = None) -> FleetResult[Outcome[T]]:
         nodes = [c.node for c in self.connections.values()]
         return run_each(nodes, lambda n: fn(self.connections[n.name]), on_done=on_done)
 

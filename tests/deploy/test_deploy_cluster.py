@@ -91,7 +91,7 @@ def _one_version(world, want: str) -> None:
     the same version id, and the API serves /v2/models/{m}/versions/{that id}."""
     import urllib.request
 
-    st = ops.status(world["inv"])
+    st = ops.status(world["inv"]).to_dict()
     token = (deployment_dir(world["inv"]) / "api-token").read_text().strip()
     req = urllib.request.Request(f"{world['api']}/v2/models/{MODEL}",
                                  headers={"Authorization": f"Bearer {token}"})

@@ -89,7 +89,7 @@ def test_node_without_the_native_library_warns_everywhere_and_still_serves(world
     _deploy(world)
     _infer_equals_local_ort(world, world["api"])
 
-    st = ops.status(world["inv"])
+    st = ops.status(world["inv"]).to_dict()
     node = st["nodes"][NODE]
     assert node["kernels"] == stack.FALLBACK
     assert node["warning"].startswith("native library missing: numpy fallback")
@@ -114,7 +114,7 @@ def test_real_wheel_is_a_new_runtime_running_the_native_kernels(world):
     _deploy(world)  # the session's pinned wheels again: the fingerprint changes back
     _infer_equals_local_ort(world, world["api"])
     host = stack.describe()
-    node = ops.status(world["inv"])["nodes"][NODE]
+    node = ops.status(world["inv"]).to_dict()["nodes"][NODE]
     assert native.variant() != stack.FALLBACK  # the host compiled its library: nodes match
     assert (node["kernels"], node["warning"]) == (native.variant(), "")
     # an ONNX bundle: ai-edge-litert is not installed on the node (LiteRT bundles add it)

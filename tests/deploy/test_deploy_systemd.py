@@ -80,7 +80,7 @@ def test_services_run_as_user_units(sd):
             assert _units(c) == ["active", "active"]
             assert _main_pid(c) in sd["vc"].group(name).pids()  # under the board's CPU cap
             assert not c.run("test -e $HOME/.edgekit/run/supervisor.pid").ok
-    st = ops.status(sd["inv"])
+    st = ops.status(sd["inv"]).to_dict()
     assert all(st["nodes"][n]["systemd"] for n in NODES)
     assert st["nodes"]["pi1"]["services"] == {"ray-worker": True, "agent": True}
 
