@@ -39,7 +39,7 @@ import serve_baselines as base
 
 from edgekit.client import Client
 from edgekit.model import samples
-from edgekit.serve.loadgen import run_bench
+from edgekit.serve.loadgen import BenchSettings, run_bench
 from edgekit.serve.localcluster import LocalCluster, _free_port
 
 TOKEN = "bench-" + os.urandom(6).hex()
@@ -81,7 +81,8 @@ class Server:
             return False
 
     def bench(self, model: str, feeds, concurrency: int, duration_s: float) -> dict:
-        rep = asyncio_run(run_bench(self.url, model, feeds, duration_s, concurrency, token=TOKEN))
+        rep = asyncio_run(run_bench(self.url, model, feeds,
+                                      BenchSettings(duration_s, concurrency, token=TOKEN)))
         return rep.summary()
 
     def stop(self) -> None:

@@ -118,12 +118,13 @@ def _probe(url: str, token: str, model: str, feeds: dict, stop: threading.Event,
 
 def _crash(url: str, token: str, model: str, feeds: dict, head_root: Path,
            seconds: float) -> dict[str, Any]:
-    from edgekit.serve.loadgen import run_bench
+    from edgekit.serve.loadgen import BenchSettings, run_bench
 
     out: dict[str, Any] = {}
     stop, probes = threading.Event(), []
     bench = threading.Thread(target=lambda: out.setdefault("bench", asyncio.run(run_bench(
-        url, model, feeds, seconds, concurrency=4, token=token, retry_for_s=60)).summary()))
+        url, model, feeds, BenchSettings(seconds, concurrency=4, token=token, retry_for_s=60),
+    )).summary()))
     probe = threading.Thread(target=_probe, args=(url, token, model, feeds, stop, probes))
     bench.start()
     probe.start()

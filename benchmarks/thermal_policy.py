@@ -50,7 +50,7 @@ from edgekit.deploy.flow import DeployOptions, deploy
 from edgekit.deploy.layout import deployment_dir
 from edgekit.model import samples
 from edgekit.node.raynode import PYTHON_MATCH_ENV
-from edgekit.serve.loadgen import run_bench
+from edgekit.serve.loadgen import BenchSettings, run_bench
 from edgekit.thermal.monitor import fetch_status
 from edgekit.thermal.report import _load, summarize, write_report
 from edgekit.virtual import boards
@@ -159,8 +159,8 @@ def cool_down(vc: VirtualCluster) -> dict[str, float]:
 def bench(server: Server, model: str, dims: list[int], seconds: float,
           rate: float | None, concurrency: int = 8) -> dict[str, Any]:
     feeds = {"x": np.random.default_rng(0).random(dims, dtype=np.float32)}
-    rep = asyncio.run(run_bench(server.url, model, feeds, seconds, concurrency=concurrency,
-                                rate=rate, token=server.token))
+    rep = asyncio.run(run_bench(server.url, model, feeds, BenchSettings(
+        seconds, concurrency=concurrency, rate=rate, token=server.token)))
     return rep.summary()
 
 

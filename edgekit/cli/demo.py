@@ -107,7 +107,7 @@ def _bench(inv: Any, url: str, model_name: str, seconds: float) -> dict[str, Any
 
     from edgekit.client import Client
     from edgekit.deploy.layout import deployment_dir
-    from edgekit.serve.loadgen import run_bench
+    from edgekit.serve.loadgen import BenchSettings, run_bench
     from edgekit.serve.tensors import OIP_TO_NUMPY
 
     token = (deployment_dir(inv) / "api-token").read_text().strip()
@@ -115,7 +115,8 @@ def _bench(inv: Any, url: str, model_name: str, seconds: float) -> dict[str, Any
     rng = np.random.default_rng(0)
     feeds = {spec["name"]: rng.random([d if d > 0 else 1 for d in spec["shape"]])
              .astype(OIP_TO_NUMPY[spec["datatype"]]) for spec in meta["inputs"]}
-    report = asyncio.run(run_bench(url, model_name, feeds, seconds, concurrency=4, token=token))
+    settings = BenchSettings(seconds, concurrency=4, token=token)
+    report = asyncio.run(run_bench(url, model_name, feeds, settings))
     return report.summary()
 
 

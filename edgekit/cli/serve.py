@@ -217,7 +217,7 @@ def _load_input(path: Path, meta: dict) -> dict:
     if len(inputs) != 1:
         raise InputError(f"model has {len(inputs)} inputs: give an .npz with each by name")
     want = inputs[0]["datatype"]
-    from edgekit.serve.tensors import OIP_TO_NUMPY
+    from edgekit.oipwire import OIP_TO_NUMPY
 
     return {inputs[0]["name"]: arr.astype(OIP_TO_NUMPY[want], copy=False)}
 
@@ -318,8 +318,8 @@ def bench(url, model, input_path, shape, concurrency, rate, duration, max_refuse
     from rich.progress import Progress
 
     from edgekit.client import Client
-    from edgekit.serve.loadgen import run_bench
-    from edgekit.serve.tensors import OIP_TO_NUMPY
+    from edgekit.oipwire import OIP_TO_NUMPY
+    from edgekit.serve.loadgen import BenchSettings, run_bench
 
     # open (a tunnel to a head node's API) until the command ends
     url, token_file = click.get_current_context().with_resource(
@@ -342,8 +342,9 @@ def bench(url, model, input_path, shape, concurrency, rate, duration, max_refuse
         def tick() -> None:
             progress.update(task, completed=min(duration, time.perf_counter() - start))
 
-        report = asyncio.run(run_bench(url, model, feeds, duration, concurrency, rate, token,
-                                       tick, insecure=insecure, retry_for_s=retry_for))
+        report = asyncio.run(run_bench(url, model, feeds, BenchSettings(
+            duration, concurrency, rate, token, insecure=insecure, retry_for_s=retry_for,
+            progress=tick)))
     s = report.summary()
     from edgekit.cli._clientview import EXIT_BENCH_FAILED, bench_verdict
 

@@ -13,8 +13,10 @@ cluster) when a controller reports node power; other OIP servers simply have non
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,61 +73,85 @@ class _Target:
     retry_for_s: float
 
 
-async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray], duration_s: float,
-                    concurrency: int = 4, rate: float | None = None, token: str | None = None,
-                    progress: Any = None, stop: Any = None, *, insecure: bool = False,
-                    retry_for_s: float = 10.0) -> BenchReport:
-    """Drive the server for `duration_s`; `rate` set means open loop, else closed loop.
+@dataclass(frozen=True)
+class BenchSettings:
+    """How `run_bench` drives the server: `rate` set means open loop, else closed loop."""
 
-    `stop` (a threading.Event) ends the run early, for tests that drive it from outside.
-    https:// URLs are verified against the system trust store unless `insecure`.
-    """
+    duration_s: float
+    concurrency: int = 4  # closed loop: this many clients, each sending back to back
+    rate: float | None = None  # open loop: requests started per second, whatever the latency
+    token: str | None = None  # bearer token
+    insecure: bool = False  # https:// without verifying the certificate (system trust store)
+    retry_for_s: float = 10.0  # how long one request rides out an unreachable API
+    progress: Callable[[], None] | None = None  # called after every request
+    stop: threading.Event | None = None  # ends the run early (tests drive it from outside)
+
+    @property
+    def mode(self) -> str:
+        return f"open rate={self.rate}/s" if self.rate else \
+            f"closed concurrency={self.concurrency}"
+
+    def running(self) -> bool:
+        return not (self.stop and self.stop.is_set())
+
+
+async def run_bench(url: str, model: str, inputs: dict[str, np.ndarray],
+                    settings: BenchSettings) -> BenchReport:
+    """Drive the server at `url` with `inputs` for `model` as `settings` say."""
     import aiohttp
 
+    s = settings
     body, n = encode(inputs)
     headers = {HEADER_LENGTH: str(n), "Content-Type": "application/octet-stream"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    mode = f"open rate={rate}/s" if rate else f"closed concurrency={concurrency}"
-    report = BenchReport(model, mode, duration_s)
-    target = _Target(f"{url.rstrip('/')}/v2/models/{model}/infer", body, headers, retry_for_s)
-    tls = tls_context(insecure) if split_url(url)[0] == "https" else True
+    if s.token:
+        headers["Authorization"] = f"Bearer {s.token}"
+    report = BenchReport(model, s.mode, s.duration_s)
+    target = _Target(f"{url.rstrip('/')}/v2/models/{model}/infer", body, headers, s.retry_for_s)
+    tls = tls_context(s.insecure) if split_url(url)[0] == "https" else True
     conn = aiohttp.TCPConnector(limit=0, ssl=tls)
     async with aiohttp.ClientSession(connector=conn,
                                      timeout=aiohttp.ClientTimeout(total=120)) as session:
 
         async def one() -> None:
             await _one(session, target, report)
-            if progress is not None:
-                progress()
+            if s.progress is not None:
+                s.progress()
 
         start = time.perf_counter()
-        deadline = start + duration_s
-
-        def running() -> bool:
-            return not (stop and stop.is_set())
-
-        if rate:
-            tasks: set[asyncio.Task] = set()
-            i = 0
-            while (due := start + i / rate) < deadline and running():
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                task = asyncio.create_task(one())
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                i += 1
-            if tasks:
-                await asyncio.gather(*tasks)
+        if s.rate:
+            await _open_loop(one, s, s.rate, start)
         else:
-
-            async def loop() -> None:
-                while time.perf_counter() < deadline and running():
-                    await one()
-
-            await asyncio.gather(*(loop() for _ in range(concurrency)))
+            await _closed_loop(one, s, start)
         report.duration_s = time.perf_counter() - start
         report.energy = await _energy(session, url, headers)
     return report
+
+
+async def _open_loop(one: Callable[[], Awaitable[None]], s: BenchSettings, rate: float,
+                     start: float) -> None:
+    """Start request i at start + i/rate until the duration is over, then wait for all."""
+    tasks: set[asyncio.Task] = set()
+    i = 0
+    while (due := start + i / rate) < start + s.duration_s and s.running():
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        task = asyncio.create_task(one())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        i += 1
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
+async def _closed_loop(one: Callable[[], Awaitable[None]], s: BenchSettings,
+                       start: float) -> None:
+    """`concurrency` clients, each sending its next request when the last one is answered."""
+    deadline = start + s.duration_s
+
+    async def client() -> None:
+        while time.perf_counter() < deadline and s.running():
+            await one()
+
+    await asyncio.gather(*(client() for _ in range(s.concurrency)))
 
 
 async def _post(session: Any, t: _Target, report: BenchReport) -> tuple[int, bytes, str]:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from edgekit.client import Client
-from edgekit.serve.loadgen import run_bench
+from edgekit.serve.loadgen import BenchSettings, run_bench
 
 
 def _wait(cond, timeout_s: float, what: str, client: Client) -> None:
@@ -31,7 +31,7 @@ def test_worker_death_loses_no_request_and_node_comes_back(server):
 
     def bench() -> None:
         result["r"] = asyncio.run(
-            run_bench(url, "cls", feeds, 600, concurrency=2, token=token, stop=stop)
+            run_bench(url, "cls", feeds, BenchSettings(600, concurrency=2, token=token, stop=stop))
         )
 
     def done(node: str) -> int:

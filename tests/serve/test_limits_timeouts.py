@@ -236,14 +236,14 @@ def test_client_and_bench_ride_out_an_api_restart(tight, ray_cluster, tmp_path_f
     Client and bench retry across the outage by default; nothing is lost."""
     import asyncio
 
-    from edgekit.serve.loadgen import run_bench
+    from edgekit.serve.loadgen import BenchSettings, run_bench
 
     x = np.ones((1, 4), np.float32)
     report: dict = {}
 
     def bench() -> None:
-        report["r"] = asyncio.run(run_bench(tight.url, "affine2", {"x": x}, 6.0, concurrency=2,
-                                            token=tight.token, retry_for_s=120))
+        report["r"] = asyncio.run(run_bench(tight.url, "affine2", {"x": x}, BenchSettings(
+            6.0, concurrency=2, token=tight.token, retry_for_s=120)))
 
     t = threading.Thread(target=bench)
     t.start()

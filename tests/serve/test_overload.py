@@ -12,13 +12,13 @@ import asyncio
 
 import numpy as np
 
-from edgekit.serve.loadgen import run_bench
+from edgekit.serve.loadgen import BenchSettings, run_bench
 
 
 def test_four_times_the_queue_capacity_gives_only_200_and_503(server):
     url, token, _ = server
     feeds = {"x": np.ones((1, 3, 48, 192), np.float32)}
-    rep = asyncio.run(run_bench(url, "cls", feeds, 15.0, concurrency=48, token=token,
-                                retry_for_s=0)).summary()
+    rep = asyncio.run(run_bench(url, "cls", feeds, BenchSettings(
+        15.0, concurrency=48, token=token, retry_for_s=0))).summary()
     assert rep["errors"] == 0, rep["error_samples"]
     assert rep["ok"] > 0 and rep["refused_503"] > 0

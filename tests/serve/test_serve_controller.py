@@ -8,14 +8,15 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgekit.client import Client
-from edgekit.serve.loadgen import run_bench
+from edgekit.serve.loadgen import BenchSettings, run_bench
 
 
 def test_thermal_status_and_energy_per_inference(server):
     url, token, _ = server
     c = Client(url, token=token)
     feeds = {"x": np.ones((2, 4), np.float32)}
-    rep = asyncio.run(run_bench(url, "affine", feeds, 3.0, concurrency=2, token=token)).summary()
+    rep = asyncio.run(run_bench(url, "affine", feeds,
+                                BenchSettings(3.0, concurrency=2, token=token))).summary()
     assert rep["ok"] > 0 and rep["errors"] == 0
     st = c.status()
     thermal = st["controllers"]["thermal"]

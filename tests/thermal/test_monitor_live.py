@@ -30,7 +30,7 @@ from vcluster_helpers import SKIP_REASON
 
 from edgekit.deploy import verify
 from edgekit.node.raynode import free_port
-from edgekit.serve.loadgen import run_bench
+from edgekit.serve.loadgen import BenchSettings, run_bench
 from edgekit.thermal.monitor import fetch_status
 from edgekit.virtual.cluster import NodeSpec, VirtualCluster
 
@@ -105,7 +105,8 @@ def test_monitor_shows_hot_node_drained_under_real_load(live) -> None:
     feeds = {"x": np.ones((4, 192), np.float32)}
     reports: list = []
     load = threading.Thread(target=lambda: reports.append(asyncio.run(run_bench(
-        url, "mm", feeds, 600.0, concurrency=2, token=token, stop=stop))), daemon=True)
+        url, "mm", feeds, BenchSettings(600.0, concurrency=2, token=token, stop=stop)))),
+        daemon=True)
     load.start()
     try:
         # wait (liveness bound only) for fresh telemetry from both agents, pi2 steered away and
