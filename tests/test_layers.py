@@ -90,8 +90,6 @@ def test_serve_does_not_import_the_cli(graph) -> None:
     assert not _climbs(graph, "edgekit.serve", "edgekit.cli")
 
 
-@pytest.mark.xfail(strict=False, reason="thermal/monitor.py -> cli is being moved by the "
-                   "thermal helper of issue 13")
 def test_thermal_does_not_import_the_cli(graph) -> None:
     assert not _climbs(graph, "edgekit.thermal", "edgekit.cli")
 
