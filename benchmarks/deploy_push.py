@@ -37,7 +37,7 @@ from edgekit import inventory, settings
 from edgekit.deploy import bundle as bundle_mod
 from edgekit.deploy import survey
 from edgekit.deploy.layout import NodeLayout
-from edgekit.deploy.push import push_node
+from edgekit.deploy.push import Retention, push_node
 from edgekit.model import samples
 from edgekit.model.bundle import FORMAT_VERSION, Manifest, StageEntry, TensorEntry, write_bundle
 from edgekit.remote.ssh import Pool
@@ -69,7 +69,7 @@ def roots(pool: Pool) -> dict[str, NodeLayout]:
 def push_all(pool: Pool, lays: dict[str, NodeLayout], b: bundle_mod.Bundle,
              seen: dict[str, survey.Survey] | None = None) -> tuple[float, int]:
     t0 = time.monotonic()
-    outs = pool.each(lambda c: push_node(c, lays[c.node.name], b, history=[], keep_versions=2,
+    outs = pool.each(lambda c: push_node(c, lays[c.node.name], b, Retention([], 2),
                                          seen=seen[c.node.name] if seen else None))
     took = time.monotonic() - t0
     bad = {n: o.error for n, o in outs.items() if not o.ok}

@@ -17,10 +17,6 @@ MAX_PARAMS = 6
 
 # being fixed in issue 13: functions in files other engineers are changing right now
 ALLOWED = {
-    "edgekit/deploy/headnode.py:api_config",
-    "edgekit/deploy/headnode.py:serve",
-    "edgekit/deploy/provision.py:provision",
-    "edgekit/deploy/push.py:push_node",
     # its only caller, serve/api.py, is being changed by another engineer; observe and that
     # call change together (being fixed in issue 13)
     "edgekit/serve/metrics.py:observe",

@@ -18,6 +18,7 @@ import json
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgekit import inventory
 from edgekit.deploy import assets, services, state
@@ -86,17 +87,51 @@ def digest(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def api_config(*, model: str, bundle: str, ray_address: str, nodes: list[str], host: str,
-               port: int, api_token_path: str, ray_token_path: str, thermal: bool,
-               power_cap_w: float | None, version: str | None = None,
-               home: str | None = None) -> dict:
+@dataclass(frozen=True)
+class ApiSettings:
+    """How the API serves, the same on either head: its Ray, the serving nodes (in the
+    plan's order), where it listens, the thermal controller and its power cap."""
+
+    ray_address: str
+    nodes: list[str]
+    host: str
+    port: int
+    thermal: bool = True
+    power_cap_w: float | None = None
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Where the API process finds its two 0600 token files (paths, never the secrets)."""
+
+    api: str
+    ray: str
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    """What a head's API serves: one model (its version id, the host's bundle folder), with
+    these settings; the host's token files; how long its start may take."""
+
+    model: str
+    version: str
+    bundle: str
+    settings: ApiSettings
+    api_token: Path
+    ray_token: Path
+    timeout_s: float
+
+
+def api_config(model: str, bundle: str, settings: ApiSettings, tokens: Tokens, *,
+               version: str | None = None, home: str | None = None) -> dict:
     """What `python -m edgekit.deploy.head api` runs (edgekit.serve.server.ServeConfig)."""
-    cfg = {"models": [f"{model}={bundle}"], "ray_address": ray_address, "nodes": nodes,
-           "host": host, "port": int(port), "api_token_path": api_token_path,
-           "ray_token_path": ray_token_path,
+    s = settings
+    cfg = {"models": [f"{model}={bundle}"], "ray_address": s.ray_address, "nodes": s.nodes,
+           "host": s.host, "port": int(s.port), "api_token_path": tokens.api,
+           "ray_token_path": tokens.ray,
            "node_bundles": True,  # workers load their node's verified `current` copy
            # the thermal controller starts each node's agent and steers routing
-           "controllers": ["thermal"] if thermal else [], "power_cap_w": power_cap_w}
+           "controllers": ["thermal"] if s.thermal else [], "power_cap_w": s.power_cap_w}
     if version is not None:  # a new version changes the file: the API restarts and reloads
         cfg["version"] = version
     if home is not None:  # EDGEKIT_HOME of the API process (thermal telemetry goes there)
@@ -185,18 +220,17 @@ def start_api(conn: Connection, layout: NodeLayout, node: str, systemd: bool, cf
     return "restarted" if changed else "running"
 
 
-def serve(conn: Connection, ns: state.NodeState, model: str, version: str, generation: str,
-          api_token: bytes, common: dict, timeout_s: float) -> str:
-    """The API on the head node `conn`: its token, its config (models from the node's own
+def serve(conn: Connection, ns: state.NodeState, spec: ApiSpec, generation: str) -> str:
+    """The API on the head node `conn`: its token, its config (the model from the node's own
     apps/<model>/current), its service; see start_api. `generation`: the Ray head's config
     digest; a restarted head restarts the API too (its driver would be left without a GCS)."""
     lay = NodeLayout(ns.root)
-    write_api_token(conn, lay, api_token)
-    cfg = api_config(model=model, bundle=lay.current(model), version=version,
-                     api_token_path=api_token_path(lay), ray_token_path=lay.ray_token,
-                     home=lay.root, **common)
+    write_api_token(conn, lay, spec.api_token.read_bytes())
+    cfg = api_config(spec.model, lay.current(spec.model), spec.settings,
+                     Tokens(api_token_path(lay), lay.ray_token), version=spec.version,
+                     home=lay.root)
     cfg["ray_generation"] = generation
-    return start_api(conn, lay, conn.node.name, ns.systemd, cfg, timeout_s)
+    return start_api(conn, lay, conn.node.name, ns.systemd, cfg, spec.timeout_s)
 
 
 def reload(conn: Connection, ns: state.NodeState, model: str, version: str,

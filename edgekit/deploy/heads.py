@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from edgekit import inventory
 from edgekit.deploy import head, headnode, services, state
+from edgekit.deploy.headnode import ApiSpec, Tokens
 from edgekit.deploy.headnode import Head as Placement
 from edgekit.deploy.layout import NodeLayout
 from edgekit.deploy.nodeops import NodeFacts
@@ -67,20 +67,6 @@ class Head(Protocol):
         """(node, service) holding the log of a head service (node None: on the host)."""
 
 
-@dataclass(frozen=True)
-class ApiSpec:
-    """What the API serves and how: one model (its version, the host's bundle folder), the
-    server settings shared by both heads (`common`), the token files, the start timeout."""
-
-    model: str
-    version: str
-    bundle: str
-    common: dict
-    api_token: Path
-    ray_token: Path
-    timeout_s: float
-
-
 class HostHead:
     """The Ray head and the API on this host, run by edgekit's supervisor (deploy/head.py)
     under <deployment dir>/head."""
@@ -108,8 +94,7 @@ class HostHead:
     def serve(self, pool: Pool, st: state.DeployState, placement: Placement,
               api: ApiSpec) -> str:
         head.start_api(self.dep / "head", headnode.api_config(
-            model=api.model, bundle=api.bundle, api_token_path=str(api.api_token),
-            ray_token_path=str(api.ray_token), **api.common))
+            api.model, api.bundle, api.settings, Tokens(str(api.api_token), str(api.ray_token))))
         return "supervisor"
 
     def reload(self, pool: Pool, st: state.DeployState, model: str,
@@ -168,9 +153,7 @@ class NodeHead:
 
     def serve(self, pool: Pool, st: state.DeployState, placement: Placement,
               api: ApiSpec) -> str:
-        return headnode.serve(pool[self.node], st.nodes[self.node], api.model, api.version,
-                              self.generation, api.api_token.read_bytes(), api.common,
-                              api.timeout_s)
+        return headnode.serve(pool[self.node], st.nodes[self.node], api, self.generation)
 
     def reload(self, pool: Pool, st: state.DeployState, model: str,
                version: str, folder: str) -> None:

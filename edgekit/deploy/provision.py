@@ -20,6 +20,17 @@ from edgekit.remote.ssh import Connection
 PIP_TIMEOUT_S = 1800.0  # a Pi 4 unpacks Ray's wheel in minutes
 
 
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """The runtime a node should have: its fingerprint, the node's python, the packages and
+    the wheels that install them (with `offline`, every dependency's wheel)."""
+
+    fingerprint: str
+    python: str
+    requirements: list[str]
+    wheels: list[Path]
+    offline: bool
+
 
 @dataclass
 class ProvisionResult:
@@ -33,13 +44,13 @@ def current_fingerprint(conn: Connection, layout: NodeLayout) -> str:
     return res.stdout.strip()
 
 
-def provision(conn: Connection, layout: NodeLayout, *, fingerprint: str, python: str,
-              requirements: list[str], wheels: list[Path], offline: bool,
+def provision(conn: Connection, layout: NodeLayout, want: RuntimeSpec,
               progress: transfer.Progress | None = None,
               current: str | None = None) -> ProvisionResult:
-    """Make the node's runtime match `fingerprint` (no-op when it already does).
+    """Make the node's runtime match `want.fingerprint` (no-op when it already does).
 
     `current`: the node's runtime fingerprint if the caller has just read it."""
+    fingerprint, wheels = want.fingerprint, want.wheels
     old = current_fingerprint(conn, layout) if current is None else current
     if old == fingerprint:
         return ProvisionResult(fingerprint, skipped=True)
@@ -48,8 +59,8 @@ def provision(conn: Connection, layout: NodeLayout, *, fingerprint: str, python:
     rep = transfer.ensure_blobs(conn, layout, blobs, progress)
     house = f"{layout.wheelhouse}/{fingerprint}"
     versions.materialize_dir(conn, layout, house, entries)
-    args = [layout.root, fingerprint, python, house, "offline" if offline else "index",
-            old or "none", *requirements]
+    args = [layout.root, fingerprint, want.python, house,
+            "offline" if want.offline else "index", old or "none", *want.requirements]
     script = assets.text("bootstrap.sh")
     cmd = "sh -c " + shlex.quote(script) + " sh " + " ".join(shlex.quote(a) for a in args)
     try:

@@ -33,8 +33,17 @@ def keep_list(history: list[str], version: str, keep_versions: int) -> list[str]
     return [*older[-(keep_versions - 1):], version] if keep_versions > 1 else [version]
 
 
-def push_node(conn: Connection, layout: NodeLayout, bundle: Bundle, *, history: list[str],
-              keep_versions: int, progress: transfer.Progress | None = None,
+@dataclass(frozen=True)
+class Retention:
+    """Which versions a node keeps after a push: the newest `keep` of `history` (the
+    deployment's versions, newest last), always the new one and the one it replaces."""
+
+    history: list[str]
+    keep: int
+
+
+def push_node(conn: Connection, layout: NodeLayout, bundle: Bundle, retention: Retention,
+              progress: transfer.Progress | None = None,
               seen: Survey | None = None) -> PushResult:
     """`seen`: the node's survey from this deploy's first round trip (blob hashes, active
     version); when it shows the version complete, active and every blob intact, nothing
@@ -53,7 +62,7 @@ def push_node(conn: Connection, layout: NodeLayout, bundle: Bundle, *, history: 
     versions.materialize(conn, layout, bundle.name, bundle.version, entries)
     previous = versions.active(conn, layout, bundle.name)
     versions.switch(conn, layout, bundle.name, bundle.version)
-    keep = keep_list(history, bundle.version, keep_versions)
+    keep = keep_list(retention.history, bundle.version, retention.keep)
     if previous and previous not in keep:
         keep.insert(0, previous)
     versions.prune(conn, layout, bundle.name, keep)

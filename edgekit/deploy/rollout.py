@@ -33,6 +33,7 @@ from edgekit.deploy import (
     verify,
     wheels,
 )
+from edgekit.deploy.headnode import ApiSettings, ApiSpec
 from edgekit.deploy.headnode import Head as Placement
 from edgekit.deploy.layout import NodeLayout, wheelhouse_dir
 from edgekit.deploy.options import DeployOptions
@@ -138,8 +139,9 @@ class Rollout:
             sent[0] += n
             self.ui.bytes(name, sent[0], self.bundle.total_bytes)
 
-        pu = push.push_node(c, NodeLayout(f.root), self.bundle, history=self.history,
-                            keep_versions=self.opts.keep_versions, progress=progress, seen=sv)
+        pu = push.push_node(c, NodeLayout(f.root), self.bundle,
+                            push.Retention(self.history, self.opts.keep_versions),
+                            progress=progress, seen=sv)
         r.version, r.sent_bytes = pu.version, pu.sent_bytes
         r.seconds = time.monotonic() - t_node
         self._remember(c, f, fp)
@@ -160,9 +162,8 @@ class Rollout:
         if offline:
             house += sorted(wheels.wheelhouse(cache, self.reqs, rep.arch, rep.python)
                             .glob("*.whl"))
-        provision.provision(c, NodeLayout(f.root), fingerprint=fp, python=f.python or
-                            c.node.python, requirements=self.reqs, wheels=house,
-                            offline=offline, current=sv.fingerprint)
+        provision.provision(c, NodeLayout(f.root), provision.RuntimeSpec(
+            fp, f.python or c.node.python, self.reqs, house, offline), current=sv.fingerprint)
         r.runtime = "provisioned"
         self.fresh.add(name)
         return fp
@@ -235,12 +236,10 @@ class Rollout:
         if not nodes:
             res.error = "no complete replica could be started"
             return
-        api = heads.ApiSpec(
-            self.bundle.name, self.bundle.version, str(self.bundle.path),
-            {"ray_address": placement.ray_address, "nodes": nodes, "host": placement.api_host,
-             "port": placement.api_port, "thermal": self.opts.thermal,
-             "power_cap_w": self.opts.power_cap_w},
-            self.api_token, self.ray_token, self.opts.verify_timeout_s)
+        api = ApiSpec(self.bundle.name, self.bundle.version, str(self.bundle.path),
+                      ApiSettings(placement.ray_address, nodes, placement.api_host,
+                                  placement.api_port, self.opts.thermal, self.opts.power_cap_w),
+                      self.api_token, self.ray_token, self.opts.verify_timeout_s)
         try:
             res.head["api"] = self.head.serve(self.pool, st, placement, api)
         except Exception as exc:
@@ -254,7 +253,7 @@ class Rollout:
             res.head["tunnel"] = self.head.tunnel(st)
         self.verify(nodes, api)
 
-    def verify(self, nodes: list[str], api: heads.ApiSpec) -> None:
+    def verify(self, nodes: list[str], api: ApiSpec) -> None:
         for n in nodes:
             self.res.node(n).step = "verify"
             self.ui.step(n, "verify")

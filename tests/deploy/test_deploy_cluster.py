@@ -251,7 +251,7 @@ def test_disk_full_keeps_old_version(world):
     from helpers import make_bundle
 
     from edgekit.deploy.bundle import load
-    from edgekit.deploy.push import push_node
+    from edgekit.deploy.push import Retention, push_node
 
     rec = world["vc"].record.node("pi3")
     small = Path(f"/var/tmp/ek-small-{rec.user}")
@@ -263,9 +263,9 @@ def test_disk_full_keeps_old_version(world):
         b2 = load(make_bundle(world["tmp"] / "d2" / "tiny", seed=2, extra_bytes=30_000_000))
         with _conn(world, "pi3") as c:
             lay = NodeLayout(str(small))
-            push_node(c, lay, b1, history=[], keep_versions=2)
+            push_node(c, lay, b1, Retention([], 2))
             with pytest.raises(transfer.DiskFullError, match="not enough disk space") as exc:
-                push_node(c, lay, b2, history=[], keep_versions=2)
+                push_node(c, lay, b2, Retention([], 2))
             assert "node pi3" in str(exc.value.where)
             assert versions.active(c, lay, "tiny") == b1.version
             assert c.run(f"ls {lay.partial} 2>/dev/null | wc -l").stdout.strip() == "0"

@@ -76,19 +76,16 @@ def test_head_ray_config_keeps_the_node_a_serving_node():
 
 def test_api_config_points_at_the_nodes_bundle():
     lay = NodeLayout(ROOT)
-    cfg = headnode.api_config(model="cls", bundle=lay.current("cls"), version="v2",
-                              ray_address="10.0.0.5:41000", nodes=["pi1", "pi2"],
-                              host="127.0.0.1", port=42000,
-                              api_token_path=headnode.api_token_path(lay),
-                              ray_token_path=lay.ray_token, thermal=True, power_cap_w=9.0,
-                              home=ROOT)
+    cfg = headnode.api_config(
+        "cls", lay.current("cls"),
+        headnode.ApiSettings("10.0.0.5:41000", ["pi1", "pi2"], "127.0.0.1", 42000, True, 9.0),
+        headnode.Tokens(headnode.api_token_path(lay), lay.ray_token), version="v2", home=ROOT)
     assert cfg["models"] == [f"cls={ROOT}/apps/cls/current"] and cfg["node_bundles"] is True
     assert cfg["controllers"] == ["thermal"] and cfg["power_cap_w"] == 9.0
     assert cfg["api_token_path"] == f"{ROOT}/secrets/api-token"
     assert (cfg["version"], cfg["home"]) == ("v2", ROOT)
-    off = headnode.api_config(model="cls", bundle="/b", ray_address="a:1", nodes=[],
-                              host="0.0.0.0", port=1, api_token_path="/t", ray_token_path="/r",
-                              thermal=False, power_cap_w=None)
+    off = headnode.api_config("cls", "/b", headnode.ApiSettings("a:1", [], "0.0.0.0", 1, False),
+                              headnode.Tokens("/t", "/r"))
     assert off["controllers"] == [] and "version" not in off and "home" not in off
 
 
@@ -131,11 +128,10 @@ class _Conn:
 
 def _cfg(version: str = "v1") -> dict:
     lay = NodeLayout(ROOT)
-    return headnode.api_config(model="cls", bundle=lay.current("cls"), version=version,
-                               ray_address="10.0.0.5:41000", nodes=["pi1"], host="127.0.0.1",
-                               port=42000, api_token_path=headnode.api_token_path(lay),
-                               ray_token_path=lay.ray_token, thermal=True, power_cap_w=None,
-                               home=ROOT)
+    return headnode.api_config(
+        "cls", lay.current("cls"), headnode.ApiSettings("10.0.0.5:41000", ["pi1"], "127.0.0.1",
+                                                        42000),
+        headnode.Tokens(headnode.api_token_path(lay), lay.ray_token), version=version, home=ROOT)
 
 
 def test_api_token_goes_over_sftp_0600_never_in_a_command():
