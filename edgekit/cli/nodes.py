@@ -9,6 +9,7 @@ from rich.text import Text
 
 from edgekit import inventory, settings
 from edgekit.cli._output import console, emit_json, err_console, json_option
+from edgekit.fleet import FleetResult
 from edgekit.node import stack
 from edgekit.remote.probe import NodeReport, check_nodes
 from edgekit.tables import Col, FitTable, short_board
@@ -51,8 +52,9 @@ def check(nodes_file: str, accept_new_host_keys: bool, timeout_s: float, as_json
                               connect_timeout_s=timeout_s, on_done=done)
     ready = sum(r.ready for r in reports)
     if as_json:
-        emit_json({"inventory": str(inv.path), "ready": ready, "total": len(reports),
-                   "nodes": [r.to_dict() for r in reports]})
+        fleet = FleetResult("nodes check", {r.node: r for r in reports})
+        emit_json({**fleet.to_dict(), "inventory": str(inv.path), "ready": ready,
+                   "total": len(reports)})
     else:
         console.print(_table(reports))
         for line in runtime_lines({r.name: (r.onnxruntime, r.litert) for r in reports

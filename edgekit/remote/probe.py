@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 from edgekit import settings
+from edgekit.fleet import NodeOutcome
 from edgekit.inventory import Node
 from edgekit.node import stack
 from edgekit.remote.ssh import Connection, Outcome, Pool
@@ -25,16 +26,14 @@ USER_MANAGER_DOWN = ("", "offline", "unknown")
 
 
 @dataclass
-class NodeReport:
-    """Everything `nodes check` shows for one node."""
+class NodeReport(NodeOutcome):
+    """Everything `nodes check` shows for one node: an edgekit.fleet.NodeOutcome (ok: ready
+    to deploy to; kind: why not, unreachable's classified kind or "not-fit") with its facts."""
 
-    name: str
-    address: str
-    reachable: bool
-    ready: bool
+    address: str = ""
+    reachable: bool = False
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    error_kind: str | None = None
     model: str = ""
     arch: str = ""
     cores: int | None = None
@@ -56,7 +55,23 @@ class NodeReport:
     systemd: bool = False  # services can run as systemd user units (see probe.sh)
     systemd_user: str = ""  # the user manager's state (running, degraded, ...)
     user: str = ""
-    seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.node
+
+    @property
+    def ready(self) -> bool:
+        return self.ok
+
+    def settle(self) -> None:
+        """ok, step, detail and kind from the problems found (the verdict)."""
+        self.step = "probe"
+        if self.problems:
+            self.fail("probe", "; ".join(self.problems),
+                      self.kind or ("not-fit" if self.reachable else "unreachable"))
+        else:
+            self.ok, self.detail, self.kind = True, "", ""
 
     @property
     def verdict(self) -> str:
@@ -65,7 +80,9 @@ class NodeReport:
         return "not ready: " + "; ".join(self.problems)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "verdict": self.verdict}
+        # name, ready and error_kind: the keys `nodes check --json` had before the fleet types
+        return {**asdict(self), "name": self.node, "ready": self.ok,
+                "error_kind": self.kind or None, "verdict": self.verdict}
 
 
 THROTTLE_BITS = {
@@ -106,7 +123,7 @@ def _int(value: str | None) -> int | None:
 
 def judge(node: Node, facts: dict[str, str]) -> NodeReport:
     """Turn raw probe facts into a report with a verdict (pure; unit-tested)."""
-    rep = NodeReport(name=node.name, address=node.address, reachable=True, ready=True)
+    rep = NodeReport(node.name, address=node.address, reachable=True)
     rep.model = facts.get("model", "")
     rep.arch = facts.get("arch", "")
     rep.cores = _int(facts.get("cores"))
@@ -156,7 +173,7 @@ def judge(node: Node, facts: dict[str, str]) -> NodeReport:
         rep.warnings.append("vcgencmd not found: throttle state unknown")
     if not rep.model:
         rep.warnings.append("no /proc/device-tree/model: not a Raspberry Pi?")
-    rep.ready = not rep.problems
+    rep.settle()
     return rep
 
 
@@ -207,10 +224,9 @@ def _report(node: Node, outcome: Outcome[dict[str, str]]) -> NodeReport:
     if outcome.ok and outcome.value is not None:
         rep = judge(node, outcome.value)
     else:
-        rep = NodeReport(
-            name=node.name, address=node.address, reachable=False, ready=False,
-            problems=[outcome.error or "unknown failure"], error_kind=outcome.kind,
-        )
+        rep = NodeReport(node.name, address=node.address, reachable=False,
+                         problems=[outcome.error or "unknown failure"], kind=outcome.kind)
+        rep.settle()
     rep.seconds = round(outcome.seconds, 3)
     return rep
 

@@ -21,15 +21,19 @@ def _reports() -> list[NodeReport]:
     common = dict(arch="aarch64", cores=4, mem_total_mb=4096, mem_avail_mb=3100,
                   disk_free_mb=20000, python="3.11.2", temp_c=52.3, freq_mhz=1500,
                   max_freq_mhz=1500, throttled="0x0")
-    return [
-        NodeReport("pi1", "pi@10.0.0.1", True, True, model="Raspberry Pi 4 Model B Rev 1.4",
-                   simd=["asimd"], native="neon", **common),
-        NodeReport("kitchen-pi5", "pi@10.0.0.2", True, False, problems=REASON_PI2,
+    reports = [
+        NodeReport("pi1", address="pi@10.0.0.1", reachable=True,
+                   model="Raspberry Pi 4 Model B Rev 1.4", simd=["asimd"], native="neon",
+                   **common),
+        NodeReport("kitchen-pi5", address="pi@10.0.0.2", reachable=True, problems=REASON_PI2,
                    model="Raspberry Pi 5 Model B Rev 1.0", simd=["asimd", "asimddp"],
                    **common),
-        NodeReport("pi3", "pi@10.0.0.3:2222", False, False,
+        NodeReport("pi3", address="pi@10.0.0.3:2222", reachable=False,
                    problems=["ssh: [Errno 111] Connection refused"]),
     ]
+    for r in reports:
+        r.settle()
+    return reports
 
 
 def test_80_columns_every_node_board_verdict_and_reason() -> None:

@@ -90,8 +90,7 @@ def test_api_config_points_at_the_nodes_bundle():
 
 
 def test_head_node_keeps_ram_for_gcs_and_the_api():
-    rep = NodeReport(name="x", address="x", reachable=True, ready=True, mem_total_mb=4096,
-                     cores=4)
+    rep = NodeReport("x", address="x", reachable=True, mem_total_mb=4096, cores=4)
     inv = inventory.parse("a@h1 name=pi1 role=head\nb@h2 name=pi2\nc@h3 name=pi3 ram=1G "
                           "role=worker\n")
     head, worker = flow.capacity(inv.get("pi1"), rep), flow.capacity(inv.get("pi2"), rep)

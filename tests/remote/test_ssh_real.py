@@ -29,7 +29,7 @@ def node(server: Sshd, **kw):  # type: ignore[no-untyped-def]
 def test_unknown_host_key_refused_then_accepted_once(edgekit_home: Path, sshd: Sshd) -> None:
     n = node(sshd)
     [rep] = check_nodes([n])
-    assert not rep.reachable and rep.error_kind == "hostkey-unknown"
+    assert not rep.reachable and rep.kind == "hostkey-unknown"
     assert "--accept-new-host-keys" in rep.verdict and "SHA256:" in rep.verdict
     assert not project_known_hosts().exists()
     for _ in range(2):
@@ -48,7 +48,7 @@ def test_changed_host_key_refused_loudly_even_with_opt_in(
     kind, b64 = (other.with_suffix(".pub")).read_text().split()[:2]
     (edgekit_home / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {kind} {b64}\n")
     [rep] = check_nodes([node(sshd)], accept_new_host_keys=True)
-    assert rep.error_kind == "hostkey-changed"
+    assert rep.kind == "hostkey-changed"
     assert "HOST KEY CHANGED" in rep.verdict and "man-in-the-middle" in rep.verdict
 
 
@@ -82,10 +82,10 @@ def test_auth_failure_refused_port_dns_and_timeout_each_reported(
     reports = {r.name: r for r in check_nodes(list(inventory.parse(text)), connect_timeout_s=2)}
     silent.close()
     assert reports["good"].ready, reports["good"].verdict  # one failure never hides the others
-    assert reports["badkey"].error_kind == "auth"
-    assert reports["refused"].error_kind == "refused"
-    assert reports["dns"].error_kind == "dns"
-    assert reports["hung"].error_kind == "timeout"
+    assert reports["badkey"].kind == "auth"
+    assert reports["refused"].kind == "refused"
+    assert reports["dns"].kind == "dns"
+    assert reports["hung"].kind == "timeout"
     assert all(not reports[n].ready for n in ("badkey", "refused", "dns", "hung"))
 
 
