@@ -69,7 +69,7 @@ def demo(boards: str, model_name: str, bench_seconds: float, keep: bool, as_json
             from edgekit.deploy import ops
 
             step("undeploy")
-            ops.undeploy(cluster.inventory_path)
+            ops.undeploy(cluster.inventory_path).raise_if_failed("the demo's undeploy failed")
         if keep:
             step("kept running", inventory=str(cluster.inventory_path))
         else:
@@ -92,9 +92,9 @@ def _deploy(inv: Any, model_name: str, step: Any, as_json: bool) -> tuple[dict[s
 
     with _progress(as_json) as progress:  # disabled under --json
         res = deploy(DeployOptions(inv, model, name=model_name, offline=True), _Bars(progress))
-    failed = {n: r.detail for n, r in res.nodes.items() if not r.ok}
-    if res.error or failed or not res.head.get("api_url"):
-        raise click.ClickException(f"deploy failed: {res.error or failed}")
+    res.raise_if_failed("the demo's deploy failed")  # FleetError: every node's outcome
+    if not res.head.get("api_url"):
+        raise click.ClickException("the demo's deploy gave no API URL")
     info = {"seconds": round(res.seconds, 1), "api_url": res.head["api_url"],
             "nodes": {n: r.version for n, r in res.nodes.items()}}
     return info, res.head["api_url"]
