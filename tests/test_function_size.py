@@ -16,11 +16,7 @@ MAX_LINES = 60
 MAX_PARAMS = 6
 
 # being fixed in issue 13: functions in files other engineers are changing right now
-ALLOWED = {
-    # its only caller, serve/api.py, is being changed by another engineer; observe and that
-    # call change together (being fixed in issue 13)
-    "edgekit/serve/metrics.py:observe",
-}
+ALLOWED: set[str] = set()
 
 
 def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:

@@ -254,16 +254,7 @@ def _answer(st, info, req, res, encoded: tuple[bytes, int | None],
             latency: float) -> web.Response:
     payload, header_len = encoded
     batch = next(iter(req.inputs.values())).shape[0] if info.batchable and req.inputs else 1
-    st.metrics.observe(
-        info.spec.name,
-        info.spec.version,
-        res.node,
-        latency,
-        res.compute_ms,
-        res.queue_ms,
-        batch,
-        res.attempts,
-    )
+    st.metrics.observe(info.spec.name, info.spec.version, res, latency, batch)
     headers = {"Edgekit-Node": res.node, "Edgekit-Compute-Ms": f"{res.compute_ms:.3f}"}
     if header_len is None:
         return web.Response(body=payload, content_type="application/json", headers=headers)

@@ -8,6 +8,8 @@ energy per inference when a controller reports the node's power).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from edgekit.serve.control import NodeStats
@@ -15,6 +17,15 @@ from edgekit.serve.tritonstats import TritonCounters
 
 _BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
+
+
+class Served(Protocol):
+    """What metrics read of an answered request (serve.pool.Result has it)."""
+
+    node: str  # "pi1", or "pi1+pi2" for a pipeline
+    compute_ms: float
+    queue_ms: float
+    attempts: int
 
 class Metrics:
     def __init__(self) -> None:
@@ -78,23 +89,16 @@ class Metrics:
             "edgekit_node_power_watts", "Node power reported by a controller", ["node"], registry=r
         )
 
-    def observe(
-        self,
-        model: str,
-        version: str,
-        node: str,
-        latency_s: float,
-        compute_ms: float,
-        queue_ms: float,
-        batch: int,
-        attempts: int,
-    ) -> None:
-        self.triton.success(model, version, latency_s, compute_ms, queue_ms, batch)
+    def observe(self, model: str, version: str, res: Served, latency_s: float,
+                batch: int) -> None:
+        """One answered request: `res` says where it ran, its compute and queue time and how
+        many workers it took (serve.pool.Result)."""
+        self.triton.success(model, version, latency_s, res.compute_ms, res.queue_ms, batch)
         self.latency.labels(model).observe(latency_s)
-        for n in node.split("+"):
+        for n in res.node.split("+"):
             self.node_requests.labels(n, model).inc()
-        self.node_compute.labels(node).observe(compute_ms / 1000.0)
-        if attempts > 1:
+        self.node_compute.labels(res.node).observe(res.compute_ms / 1000.0)
+        if res.attempts > 1:
             self.retries.labels(model).inc()
 
     def refresh_energy(self, energy: dict) -> None:
