@@ -171,7 +171,9 @@ class ThermalController:
             return
         for name, node in self._nodes.items():
             watts = self._fresh_power(node, now)
-            if watts is not None:
+            # a node the router does not route to (an edgekit node serving no model, a
+            # node being replaced) has telemetry but no requests: nothing to divide by
+            if watts is not None and name in self._stats:
                 self._control.report_power(name, watts)
         self._energy = self._control.energy()
 
@@ -253,7 +255,8 @@ class ThermalController:
         )
         for node in self._nodes.values():
             d = node.decision
-            if d is None:
+            # watched but not routed to (an edgekit node serving no model): nothing to steer
+            if d is None or (self._control is not None and node.name not in self._stats):
                 continue
             weight = round(max(self.cfg.min_weight, d.weight * factors.get(node.name, 1.0)), 3)
             prev = node.applied

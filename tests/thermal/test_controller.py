@@ -168,3 +168,25 @@ def test_power_cap_weighs_marginal_energy_so_a_quiet_node_is_not_starved(
     assert router.max_in_flight is not None
     assert rows["pi3"]["j_per_inference"] > 3 * rows["pi1"]["j_per_inference"]  # total: idle too
     assert router.node_stats()["pi3"].weight >= 0.9
+
+
+def test_a_watched_node_the_router_does_not_route_to_breaks_nothing(tmp_path: Path,
+                                                                    no_vcgencmd) -> None:
+    """The controller watches every edgekit node; the router knows only those serving a model
+    (a deploy that placed nothing on pi3). Its power must not reach the router (a KeyError
+    there failed every tick: no steering at all, seen in the deploy tests)."""
+    roots = {n: make_sysroot(tmp_path / n) for n in ("pi1", "pi2", "pi3")}
+    clock = ManualClock()
+    router = Router(clock=clock)
+    for n in ("pi1", "pi2"):
+        router.add(Replica(n, (n,), None, 4))
+    ctl = ThermalController(SamplerSource(roots, firmware_clock=False, clock=clock),
+                            clock=clock, run_dir=tmp_path / "run")
+    ctl.attach(router)
+    for i in range(4):
+        serve(router, "pi1", 5)
+        step(ctl, clock, roots, {"pi2": 79.5}, busy=1000 + 100 * (i + 1))
+    stats = router.node_stats()
+    assert "power_w" in stats["pi1"].extra and "pi3" not in stats
+    assert stats["pi2"].state == "drained"  # the tick ran to the end: the hot node steered
+    assert "pi3" in ctl.status()["nodes"]  # still watched

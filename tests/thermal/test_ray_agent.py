@@ -12,6 +12,7 @@ from conftest import make_sysroot
 from fakes import FakeControl, ManualClock
 from ray_auth import token_auth
 
+from edgekit.serve.control import NodeStats
 from edgekit.thermal.agent import start_agent_actor, stop_agent_actor
 from edgekit.thermal.controller import ThermalController
 from edgekit.thermal.sources import RayAgentSource
@@ -55,7 +56,7 @@ def test_agent_actor_telemetry_and_stale_when_it_dies(ray_node: Path) -> None:
 
     clock = ManualClock(time.time())
     ctl = ThermalController(source, clock=clock)
-    ctl.attach(FakeControl())
+    ctl.attach(FakeControl({"pi1": NodeStats("pi1")}))  # the router routes to pi1
     ctl.tick()
     row = ctl.status()["nodes"]["pi1"]
     assert row["temp_c"] == 66.6 and not row["stale"] and abs(row["skew_s"]) < 5
