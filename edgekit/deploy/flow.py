@@ -15,6 +15,7 @@ from edgekit import inventory
 from edgekit.deploy import bundle as bundle_mod
 from edgekit.deploy import (
     headnode,
+    heads,
     nodeops,
     state,
     survey,
@@ -53,9 +54,10 @@ def deploy(opts: DeployOptions, ui: Reporter | None = None) -> RunResult:
                 bad = ", ".join(n for n, r in res.nodes.items() if not r.ok)
                 res.error = f"--strict: {bad} not fit; no node was touched"
                 return res
-            if inv.head is not None and inv.head.name not in fit:
-                res.error = (f"the head node {inv.head.name} (role=head) is not usable: "
-                             f"{res.node(inv.head.name).detail}; no node was touched")
+            unfit = [n for n in heads.for_inventory(inv, dep).nodes() if n not in fit]
+            if unfit:
+                res.error = (f"the head node {unfit[0]} (role=head) is not usable: "
+                             f"{res.node(unfit[0]).detail}; no node was touched")
                 return res
             caps = [capacity(inv.get(n), rep) for n, rep in fit.items()]
             p = plan([s.mem_bytes for s in bundle.stages], caps, replicas=opts.replicas,

@@ -31,6 +31,10 @@ class Head(Protocol):
     node: str | None  # the head node's name; None on the host
     dep: Path  # the deployment's host folder (state, secrets, a host head's files)
 
+    def nodes(self) -> list[str]:
+        """The nodes the head itself runs on (none on the host): they get the bundle and
+        start first, and the deploy cannot go on without them."""
+
     def place(self, prev: state.HeadState, pool: Pool, facts: dict[str, NodeFacts],
               api_host: str, api_port: int | None) -> Placement:
         """Ports (kept from `prev` when the head stays), and the Ray head where it runs on
@@ -75,6 +79,9 @@ class HostHead:
 
     def __init__(self, dep: Path):
         self.dep = dep
+
+    def nodes(self) -> list[str]:
+        return []
 
     def place(self, prev: state.HeadState, pool: Pool, facts: dict[str, NodeFacts],
               api_host: str, api_port: int | None) -> Placement:
@@ -131,6 +138,9 @@ class NodeHead:
     def __init__(self, name: str, dep: Path):
         self.where = self.node = name
         self.dep = dep
+
+    def nodes(self) -> list[str]:
+        return [self.node]
         self.generation = ""  # digest of its Ray head's config, once configured
 
     def place(self, prev: state.HeadState, pool: Pool, facts: dict[str, NodeFacts],

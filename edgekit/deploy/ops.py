@@ -42,7 +42,7 @@ def status(inventory_path: Path, accept_new_host_keys: bool = False) -> DeploySt
         ns = st.nodes[c.node.name]
         lay = NodeLayout(ns.root)
         svc = services.status(c, lay)
-        if c.node.name == hd.node and svc.get("units"):  # the head node's API unit
+        if c.node.name in hd.nodes() and svc.get("units"):  # the head node's API unit
             svc["units"][headnode.API] = "active" if headnode.unit_active(c) else "inactive"
         return {"active": {m: versions.active(c, lay, m) for m in models},
                 "kept": {m: versions.listed(c, lay, m) for m in models},
@@ -110,7 +110,7 @@ def rollback(inventory_path: Path, model: str | None, to: str | None,
         # a head node's API reads the model from its own `current`: switched too
         hd = heads.for_state(st, dep)
         with Pool([n for n in _deployed(inv, st)
-                   if n.name in app.plan["nodes"] or n.name == hd.node],
+                   if n.name in app.plan["nodes"] or n.name in hd.nodes()],
                   accept_new_host_keys=accept_new_host_keys) as pool:
             for node, out in pool.each(one).items():
                 r = res.node(node)
@@ -165,7 +165,8 @@ def undeploy(inventory_path: Path, purge: bool = False,
         # Workers first, then the head node, then the host's head: a Ray worker whose head is
         # already gone hangs in shutdown until its stop timeout (measured 45-60 s per undeploy)
         nodes, hd = _deployed(inv, st), heads.for_state(st, dep)
-        waves = [[n for n in nodes if n.name != hd.node], [n for n in nodes if n.name == hd.node]]
+        waves = [[n for n in nodes if n.name not in hd.nodes()],
+                 [n for n in nodes if n.name in hd.nodes()]]
         for wave in (w for w in waves if w):
             with Pool(wave, accept_new_host_keys=accept_new_host_keys) as pool:
                 for node, out in pool.each(one).items():

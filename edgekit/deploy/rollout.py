@@ -111,16 +111,17 @@ class Rollout:
         """Provision and push in parallel; the nodes that got both (none: the run ends)."""
         p = self.checked.plan
         # the head node gets the bundle even where the plan puts no replica: the API reads it
-        prepared = p.nodes + [n for n in [self.head.node] if n and n not in p.nodes]
+        prepared = p.nodes + [n for n in self.head.nodes() if n not in p.nodes]
         for name, out in _each(self.pool, prepared, self._prepare_one).items():
             if not out.ok:
                 self.res.node(name).fail(self.res.node(name).step or "provision",
                                          out.error or "", out.kind or "error")
                 self.ui.step(name, f"[red]{self.res.node(name).step} failed")
         ready = [n for n in prepared if self.res.node(n).ok]
-        if not ready or (self.head.node and self.head.node not in ready):
-            self.res.error = (f"the head node {self.head.node} could not be prepared"
-                              if ready else "no node could be prepared")
+        lost = [n for n in self.head.nodes() if n not in ready]
+        if not ready or lost:
+            self.res.error = (f"the head node {lost[0]} could not be prepared"
+                              if lost else "no node could be prepared")
             return []
         return ready
 
@@ -191,7 +192,7 @@ class Rollout:
     def start(self, ready: list[str], placement: Placement) -> bool:
         """The head node first (the others join its Ray head), then the rest in parallel;
         False when the head node's Ray did not start (nothing can serve)."""
-        first = [self.head.node] if self.head.node else []
+        first = self.head.nodes()
         rest = [n for n in ready if n not in first and self.res.node(n).ok]
         for group in (first, rest):
             for name, out in _each(self.pool, group, lambda c: self._start_one(
@@ -200,10 +201,10 @@ class Rollout:
                     self.res.node(name).services = str(out.value)
                 elif not out.ok:
                     self.res.node(name).fail("start", out.error or "", out.kind or "error")
-        hn = self.head.node
-        if hn and self.res.node(hn).step == "start" and not self.res.node(hn).ok:
-            self.res.error = f"the Ray head on {hn} did not start"
-            return False
+        for hn in first:
+            if self.res.node(hn).step == "start" and not self.res.node(hn).ok:
+                self.res.error = f"the Ray head on {hn} did not start"
+                return False
         return True
 
     def _start_one(self, c: Connection, placement: Placement) -> str:
