@@ -24,7 +24,7 @@ class NodeView:
     skew_s: float | None = None
     temps: deque[tuple[float, float]] = field(
         default_factory=lambda: deque(maxlen=config.history_len))
-    pstate: policy.NodeState = field(default_factory=policy.NodeState)
+    pstate: policy.PolicyMemory = field(default_factory=policy.PolicyMemory)
     decision: policy.Decision | None = None
     applied: tuple[str, float] | None = None
     #: the node's energy (J, telemetry and `edgekit report`; kept without a router too)

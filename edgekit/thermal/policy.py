@@ -35,7 +35,7 @@ class NodeInput:
 
 
 @dataclass(frozen=True)
-class NodeState:
+class PolicyMemory:
     """Policy memory per node between ticks."""
 
     state: str = SERVING
@@ -91,17 +91,17 @@ class _Facts:
     threads: float
     text: str  # "T=... slope=... predicted ..." for the reason
 
-    def out(self, state: NodeState, reason: str) -> tuple[NodeState, Decision]:
+    def out(self, state: PolicyMemory, reason: str) -> tuple[PolicyMemory, Decision]:
         return state, Decision(self.inp.node, state.state, state.weight, reason,
                                round(self.temp_c, 2), round(self.slope, 4),
                                round(self.predicted, 2), self.threads)
 
 
-def decide(prev: NodeState, inp: NodeInput, cfg: PolicyConfig) -> tuple[NodeState, Decision]:
+def decide(prev: PolicyMemory, inp: NodeInput, cfg: PolicyConfig) -> tuple[PolicyMemory, Decision]:
     """One tick for one node: new policy state and the decision to apply."""
     if inp.stale:
         reason = f"telemetry stale: not trusted; neutral weight {cfg.stale_weight}"
-        new = NodeState(SHEDDING, cfg.stale_weight)
+        new = PolicyMemory(SHEDDING, cfg.stale_weight)
         return new, Decision(inp.node, SHEDDING, cfg.stale_weight, reason)
     if not inp.temps:
         return _unknown_temperature(inp, cfg)
@@ -117,7 +117,7 @@ def decide(prev: NodeState, inp: NodeInput, cfg: PolicyConfig) -> tuple[NodeStat
     trigger = _drain_trigger(facts, cfg)
     if trigger:
         drained_at = prev.drained_at_s if prev.state == DRAINED else inp.now_s
-        new = NodeState(DRAINED, cfg.min_weight, drained_at, None)
+        new = PolicyMemory(DRAINED, cfg.min_weight, drained_at, None)
         return facts.out(new, f"drain: {trigger} ({facts.text})")
     if prev.state == DRAINED:
         return _while_drained(prev, facts, cfg)
@@ -135,7 +135,8 @@ def _drain_trigger(f: _Facts, cfg: PolicyConfig) -> str | None:
     return None
 
 
-def _while_drained(prev: NodeState, f: _Facts, cfg: PolicyConfig) -> tuple[NodeState, Decision]:
+def _while_drained(prev: PolicyMemory, f: _Facts,
+                   cfg: PolicyConfig) -> tuple[PolicyMemory, Decision]:
     """Readmit only after `min_drain_s` out and `readmit_hold_s` below `readmit_temp_c`
     without rising (hysteresis); otherwise stay drained, saying what it waits for."""
     now = f.inp.now_s
@@ -147,7 +148,7 @@ def _while_drained(prev: NodeState, f: _Facts, cfg: PolicyConfig) -> tuple[NodeS
         weight = weight_for(f.predicted, cfg)
         state = SHEDDING if weight < 1.0 else SERVING
         return f.out(
-            NodeState(state, weight),
+            PolicyMemory(state, weight),
             f"readmit: below {cfg.readmit_temp_c:g}°C and "
             f"not rising for {now - cool_since:.0f}s ({f.text})",
         )
@@ -155,7 +156,7 @@ def _while_drained(prev: NodeState, f: _Facts, cfg: PolicyConfig) -> tuple[NodeS
     return f.out(replace(prev, cool_since_s=cool_since), f"stay drained: {wait} ({f.text})")
 
 
-def _by_prediction(f: _Facts, cfg: PolicyConfig) -> tuple[NodeState, Decision]:
+def _by_prediction(f: _Facts, cfg: PolicyConfig) -> tuple[PolicyMemory, Decision]:
     """Serving or shedding by the predicted temperature; under-voltage sheds to the minimum."""
     weight = weight_for(f.predicted, cfg)
     text = f.text
@@ -167,10 +168,10 @@ def _by_prediction(f: _Facts, cfg: PolicyConfig) -> tuple[NodeState, Decision]:
         reason = f"shed: weight {weight:.2f} ({text})"
     else:
         reason = f"serve: headroom to {cfg.drain_temp_c:g}°C ({text})"
-    return f.out(NodeState(state, weight), reason)
+    return f.out(PolicyMemory(state, weight), reason)
 
 
-def _unknown_temperature(inp: NodeInput, cfg: PolicyConfig) -> tuple[NodeState, Decision]:
+def _unknown_temperature(inp: NodeInput, cfg: PolicyConfig) -> tuple[PolicyMemory, Decision]:
     """A node whose agent answers but has no temperature sensor (a board without a thermal
     zone, a host or VM): its thermal state is unknown, which is no reason to send it less.
     Halving its weight (the stale rule) halved its queue share: a cluster of such nodes
@@ -180,10 +181,10 @@ def _unknown_temperature(inp: NodeInput, cfg: PolicyConfig) -> tuple[NodeState, 
     if inp.throttled_now or inp.under_voltage_now:
         why = "firmware reports throttling now" if inp.throttled_now else "under-voltage now"
         reason = f"shed: {why}; {facts}"
-        return NodeState(SHEDDING, cfg.min_weight), Decision(
+        return PolicyMemory(SHEDDING, cfg.min_weight), Decision(
             inp.node, SHEDDING, cfg.min_weight, reason)
     reason = f"{facts}: thermal state unknown, weight unchanged"
-    return NodeState(UNKNOWN, 1.0), Decision(inp.node, UNKNOWN, 1.0, reason)
+    return PolicyMemory(UNKNOWN, 1.0), Decision(inp.node, UNKNOWN, 1.0, reason)
 
 
 # --- cluster power cap ------------------------------------------------------------------

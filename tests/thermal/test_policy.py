@@ -12,9 +12,9 @@ def series(temps: list[float], t0: float = 0.0) -> tuple[tuple[float, float], ..
     return tuple((t0 + i, c) for i, c in enumerate(temps))
 
 
-def run(temps_by_tick: list[float], state: policy.NodeState | None = None, **kw):
+def run(temps_by_tick: list[float], state: policy.PolicyMemory | None = None, **kw):
     """Feed one new temperature per second; return every decision."""
-    st = state or policy.NodeState()
+    st = state or policy.PolicyMemory()
     out = []
     for i in range(len(temps_by_tick)):
         inp = policy.NodeInput("pi1", float(i), series(temps_by_tick[: i + 1]), **kw)
@@ -47,7 +47,7 @@ def test_drain_on_prediction_and_on_throttle_bits() -> None:
 
 
 def test_readmit_needs_cool_and_not_rising_for_hold_time_no_flapping() -> None:
-    st = policy.NodeState("drained", 0.1, drained_at_s=0.0)
+    st = policy.PolicyMemory("drained", 0.1, drained_at_s=0.0)
     temps: list[float] = [79.0]
     states = []
     # cool down to 71 then hover around 71.5 with noise: must come back exactly once
@@ -62,14 +62,14 @@ def test_readmit_needs_cool_and_not_rising_for_hold_time_no_flapping() -> None:
 
 
 def test_stale_node_gets_neutral_weight() -> None:
-    _, d = policy.decide(policy.NodeState(), policy.NodeInput("pi1", 5.0, stale=True), CFG)
+    _, d = policy.decide(policy.PolicyMemory(), policy.NodeInput("pi1", 5.0, stale=True), CFG)
     assert d.weight == CFG.stale_weight and "stale" in d.reason
 
 
 def test_sensorless_node_is_unknown_at_full_weight() -> None:
     """No temperature is no reason to send a node less (it halved every such node's queue)."""
     inp = policy.NodeInput("pi1", 5.0, sensor_detail="no thermal zone under sys/class/thermal")
-    st, d = policy.decide(policy.NodeState(), inp, CFG)
+    st, d = policy.decide(policy.PolicyMemory(), inp, CFG)
     assert (d.state, d.weight, st.weight) == (policy.UNKNOWN, 1.0, 1.0)
     assert "no temperature sensor (no thermal zone" in d.reason and "unchanged" in d.reason
     assert d.temp_c is None and d.predicted_c is None
@@ -78,7 +78,7 @@ def test_sensorless_node_is_unknown_at_full_weight() -> None:
 def test_sensorless_node_still_sheds_on_firmware_throttling_or_under_voltage() -> None:
     for kw, why in (({"throttled_now": True}, "throttling"), ({"under_voltage_now": True},
                                                                "under-voltage")):
-        _, d = policy.decide(policy.NodeState(), policy.NodeInput("pi1", 5.0, **kw), CFG)
+        _, d = policy.decide(policy.PolicyMemory(), policy.NodeInput("pi1", 5.0, **kw), CFG)
         assert d.state == "shedding" and d.weight == CFG.min_weight
         assert why in d.reason and "no temperature sensor" in d.reason
 
