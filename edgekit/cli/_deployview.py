@@ -197,7 +197,7 @@ def _node_verdict(st: dict, n: dict) -> tuple[Text, str]:
 def status_view(st: dict, boards: dict[str, str]) -> RenderableType:
     """`edgekit status`: one row per node, then the deployed models and the API."""
     hd = st["head"]
-    where = "" if hd.get("where", "host") == "host" else f" on {hd['where']}"
+    where = f" on {hd.get('where') or 'host'}"
     via = " (SSH tunnel)" if st.get("tunnel") else ""
     ready = "ready" if st["api_ready"] else "NOT ready"
     table = FitTable(STATUS_COLUMNS, title=f"API {hd.get('api_url')}{where}{via}: {ready}")

@@ -102,7 +102,10 @@ def test_deploy_puts_ray_head_and_api_on_the_head_node(hn):
         h = verify.check(url, token, [MODEL])
         assert h.ready and h.alive_nodes == set(NODES)
         got = Client(url, token=token).infer(MODEL, {"x": _image()})
+        # one version id: the API on the node (reading the node's copy) shows deploy's
+        assert h.versions[MODEL] == hn["v1"]
     assert np.allclose(next(iter(got.values())), _want(), atol=1e-4)
+    assert ops.status(hn["inv"]).apps[MODEL]["served_version"] == hn["v1"]
 
 
 def test_redeploy_restarts_nothing(hn):
