@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -85,5 +86,8 @@ def infer_json(inv: Path, api: str, model: str, x: np.ndarray, name: str = "x",
     req = urllib.request.Request(f"{api}/v2/models/{path}/infer", json.dumps(body).encode(),
                                  method="POST", headers={"Authorization": f"Bearer {token}",
                                                          "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return np.array(json.loads(resp.read())["outputs"][0]["data"], dtype=np.float32)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return np.array(json.loads(resp.read())["outputs"][0]["data"], dtype=np.float32)
+    except urllib.error.HTTPError as exc:  # the server's answer says what went wrong
+        raise AssertionError(f"{path}: HTTP {exc.code}: {exc.read()[:2000]!r}") from exc

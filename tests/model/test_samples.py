@@ -18,7 +18,7 @@ def test_names_are_stable_and_known() -> None:
 def test_path_returns_verified_file() -> None:
     p = samples.path("ppocr-cls")
     assert p.exists() and p.suffix == ".onnx"
-    assert samples._sha256(p) == samples.info("ppocr-cls").sha256
+    assert samples.sha256_file(p) == samples.info("ppocr-cls").sha256
 
 
 def test_images_are_rgb_uint8() -> None:

@@ -80,7 +80,7 @@ BAD = [
     ("shape-bool", _doc(shape=[True, 4]), None, 400, "shape"),
     ("shape-100-dims", _doc(shape=[1] * 99 + [4]), None, 400, "shape"),
     ("data-2**64", _doc(datatype="INT64", data=[2**64] * 4), None, 400, "input 'x'"),
-    ("data-string", _doc(data=["a"] * 4), None, 400, "data"),
+    ("data-string", _doc(data=["a"] * 4), None, 400, "input 'x'"),
     ("data-not-list", _doc(data={"a": 1}), None, 400, "data"),
     ("name-list", _doc(name=["x"]), None, 400, "name"),
     ("datatype-list", _doc(datatype=["FP32"]), None, 400, "datatype"),
