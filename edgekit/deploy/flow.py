@@ -4,7 +4,7 @@ push, self-test, head, start, serve, verify, record; docs/DEPLOY.md).
 Every node gets a result; a failure on one never stops the others (except `--strict`, which
 stops before any node is touched). Each node's active model version changes only by the
 atomic switch at the end of its push, so an interrupted deploy leaves every node on the
-version it had, and a rerun completes it.
+version it had or on the complete new one (never a mix), and a rerun completes it.
 """
 
 from __future__ import annotations
