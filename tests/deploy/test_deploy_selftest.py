@@ -201,7 +201,7 @@ def test_repaired_nodes_pass_and_serve_again(sw):
     res = deploy(_opts(sw, sw["b2"]))
     assert res.ok, res.to_dict()
     assert all(not res.nodes[n].selftest["cached"] for n in ("pi1", "pi2"))
-    assert res.nodes["pi3"].selftest == {"ok": True, "cached": True}
+    assert res.nodes["pi3"].selftest == {"ok": True, "cached": True}, res.nodes["pi3"].runtime
     assert all(res.nodes[n].healthy for n in NODES)
     assert np.allclose(_infer(sw, res.head["api_url"]), _want(sw), atol=1e-4)
 
