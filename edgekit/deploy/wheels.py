@@ -52,12 +52,26 @@ def pins(extras: list[str]) -> list[str]:
     """`name==version` for every node package, from the host's own install."""
     out = []
     for name in (*node_requirements(), *sorted(set(extras))):
-        try:
-            out.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
+        version = installed_version(name)
+        if version is None:
             raise InputError(f"{name} is not installed on the host, so its version cannot be "
-                             "pinned for the nodes", hint=f"pip install {name}") from None
+                             "pinned for the nodes", hint=f"pip install {name}")
+        out.append(f"{name}=={version}")
     return out
+
+
+def installed_version(name: str) -> str | None:
+    """The version pip installed in this environment, ignoring copies vendored inside another
+    package: `import ray` puts ray/thirdparty_files (its own psutil) first on sys.path, so
+    metadata.version("psutil") changed with whether Ray had been imported - a different pin, so
+    a different runtime fingerprint, so a needless reinstall on every node."""
+    def vendored(entry: str) -> bool:
+        parts = Path(entry or ".").resolve().parts
+        return any(p in ("site-packages", "dist-packages") for p in parts[:-1])
+
+    path = [p for p in sys.path if not vendored(p)]
+    dist = next(iter(metadata.distributions(name=name, path=path)), None)
+    return dist.version if dist is not None else None
 
 
 def source_digest(root: Path | None = None) -> str:

@@ -247,3 +247,15 @@ def test_a_changed_kernel_is_a_new_wheel_and_each_arch_its_own_runtime(tmp_path)
     fps = {wheels.fingerprint(reqs, sha, "3.11.2", arch, True)
            for sha, arch in (("a" * 64, "x86_64"), ("b" * 64, "aarch64"), ("c" * 64, "aarch64"))}
     assert len(fps) == 3
+
+
+def test_pins_are_the_same_whether_or_not_ray_was_imported() -> None:
+    """Ray puts its vendored psutil first on sys.path when imported; the node pins (so the
+    runtime fingerprint) must not follow it: a deploy from a process that had imported Ray
+    reinstalled every node's runtime (and a later plain deploy did it again)."""
+    code = ("import json, sys; from edgekit.deploy import wheels\n"
+            "if sys.argv[1] == 'ray': import ray  # noqa: F401\n"
+            "print(json.dumps(wheels.pins([])))")
+    got = {how: subprocess.run([sys.executable, "-c", code, how], capture_output=True,
+                               text=True, check=True).stdout for how in ("plain", "ray")}
+    assert got["plain"] == got["ray"]
