@@ -28,6 +28,12 @@ from pathlib import Path
 #: Ray refuses a node whose Python differs from the head's in the patch level (3.11.2 on
 #: Debian/Pi OS bookworm vs 3.11.x on the host); pickles are compatible within 3.11.
 PYTHON_MATCH_ENV = {"RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL": "minor"}
+#: Ray 2.60's `ray start --block` answers SIGTERM by draining its node for up to 30 s, until
+#: every worker lease is back. The API's driver holds its actors until it exits, so the drain
+#: never finished: each stop sat out the supervisor's (or systemd's) grace, then SIGKILL
+#: (measured: an undeploy's host head 20 s of 42). edgekit's router takes traffic off a node
+#: itself (drain, failover), so Ray's own drain is off unless set: a stopped Ray ends at once.
+STOP_ENV = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 #: set for Ray (and so for every worker process it starts): the node's deploy root, under
 #: which apps/<model>/current/ holds the pushed, verified bundle (docs/DEPLOY.md)
 ROOT_ENV = "EDGEKIT_NODE_ROOT"
@@ -190,6 +196,8 @@ def main(argv: list[str]) -> int:
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cfg["token_path"])
     env.update(PYTHON_MATCH_ENV)
+    for key, value in STOP_ENV.items():
+        env.setdefault(key, value)
     # Ray rotates its own session logs at 512 MB x 5 per process by default: too much for an
     # SD card; the same cap as edgekit's logs (edgekit.node.logpipe), unless set already
     from edgekit import settings

@@ -115,11 +115,16 @@ class Supervisor:
             svc.proc.wait()
         svc.proc = None
 
+    def _last_started_first(self) -> list[str]:
+        return sorted(self.services, key=lambda n: self.services[n].started, reverse=True)
+
     def tick(self) -> None:
         sdir, _, _ = _paths(self.root)
         wanted = {p.stem: p.read_text() for p in sorted(sdir.glob("*.json"))} \
             if sdir.is_dir() else {}
-        for name in list(self.services):
+        # the last started first: what started later may depend on what started earlier (the
+        # head's API is a Ray driver; with its Ray head gone first, its exit hung until SIGKILL)
+        for name in self._last_started_first():
             if name not in wanted or wanted[name] != self.services[name].spec_text:
                 self._stop(self.services.pop(name))
         now = time.monotonic()
@@ -160,8 +165,8 @@ class Supervisor:
         while not self.stopping:
             self.tick()
             time.sleep(POLL_S)
-        for svc in list(self.services.values()):
-            self._stop(svc)
+        for name in self._last_started_first():
+            self._stop(self.services[name])
         self.services.clear()
         self._write_status()
 

@@ -84,3 +84,25 @@ def test_a_long_running_service_is_restarted_at_once_a_young_one_backs_off(tmp_p
     _spec(root, ["sleep", "303"])
     assert _restart_delay(root, supervisor.HEALTHY_S + 1) <= supervisor.FIRST_RESTART_S
     assert _restart_delay(root, 0.5) >= 1.0
+
+
+def test_services_stop_last_started_first(tmp_path) -> None:
+    """The head's API (started after its Ray head, a driver of it) is stopped before the Ray
+    head: with Ray gone first its exit hung until SIGKILL. Each service records its SIGTERM."""
+    root, log = tmp_path / "root", tmp_path / "stops.log"
+    sdir = root / "services"
+    sdir.mkdir(parents=True)
+
+    def spec(name: str) -> None:
+        argv = ["sh", "-c", f"trap 'echo {name} >> {log}; exit 0' TERM; "
+                f"touch {tmp_path / name}; sleep 300 & wait"]
+        (sdir / f"{name}.json").write_text(json.dumps({"argv": argv}))
+        _ensure(root)
+        deadline = time.monotonic() + 30  # its trap is set
+        while not (tmp_path / name).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    spec("b-dependency")
+    spec("a-driver")  # started second, though its name sorts first
+    assert supervisor.stop(root)
+    assert log.read_text().split() == ["a-driver", "b-dependency"]
