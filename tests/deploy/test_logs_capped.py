@@ -61,7 +61,9 @@ def test_supervised_service_log_stops_growing_at_its_cap(tmp_path: Path) -> None
         for _ in range(10):  # keeps writing; the files never pass the cap, nor multiply
             time.sleep(0.3)
             now = sizes(log)
-            assert len(now) == BACKUPS + 1 and max(now) <= CAP, now
+            # mid-rotation one file is being renamed (as with logging's RotatingFileHandler):
+            # a look then sees one fewer, never more (CI caught that instant once)
+            assert BACKUPS <= len(now) <= BACKUPS + 1 and max(now) <= CAP, now
         status = supervisor.status(root)["services"]["chatty"]
         assert status["running"] and status["restarts"] == 0  # the writer did not kill it
     finally:
