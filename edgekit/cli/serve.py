@@ -51,6 +51,9 @@ def _read_token(path: Path | None) -> str | None:
 @click.option("--threads", default=None, type=int,
               help="Runtime threads per worker (default: the node's Ray CPUs).")
 @click.option("--compress", is_flag=True, help="int8-compress tensors between pipeline stages.")
+@click.option("--transport", type=click.Choice(["direct", "ray"]), default="direct",
+              show_default=True, help="Request tensors over the authenticated direct channel "
+              "to each worker, or as Ray actor calls (slower; the baseline).")
 @click.option("--node-bundles", is_flag=True,
               help="Workers load the copy `edgekit deploy` pushed to their node (sha256-checked).")
 @click.option("--batch", "batches", multiple=True,
@@ -79,9 +82,9 @@ def _read_token(path: Path | None) -> str | None:
 @json_option
 # reason: a click command takes one parameter per option
 def serve(model_args, local, ray_address, models, nodes, host, port, token_file, max_queue,
-          threads, compress, node_bundles, batches, controllers, max_body_mb, max_json_mb,
-          memory_budget_mb, deadlines, idle_timeout, body_timeout, allow_unauthenticated,
-          power_cap_w, as_json) -> None:
+          threads, compress, transport, node_bundles, batches, controllers, max_body_mb,
+          max_json_mb, memory_budget_mb, deadlines, idle_timeout, body_timeout,
+          allow_unauthenticated, power_cap_w, as_json) -> None:
     """Place workers on the Ray nodes and serve the inference API until stopped.
 
     `edgekit serve --local model.onnx` serves one model file on this machine alone."""
@@ -152,8 +155,9 @@ def _config(p: dict):
         memory_budget_bytes=p["memory_budget_mb"] * mib if p["memory_budget_mb"] else None,
         deadlines=_pairs(p["deadlines"], "--deadline", "[MODEL=]SECONDS", float, "*"),
         allow_unauthenticated=p["allow_unauthenticated"], max_queue=p["max_queue"],
-        threads=p["threads"], compress=p["compress"], batching=_batching(p["batches"]),
-        controllers=controllers, node_bundles=p["node_bundles"], tunables=tunables)
+        threads=p["threads"], compress=p["compress"], transport=p["transport"],
+        batching=_batching(p["batches"]), controllers=controllers,
+        node_bundles=p["node_bundles"], tunables=tunables)
 
 
 def _on_ready(node, p: dict):

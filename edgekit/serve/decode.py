@@ -6,8 +6,10 @@ thread only helps for small bodies. JSON text up to `json_inline_bytes` is parse
 (a few ms); larger JSON goes to one decode *process*, so the API's event loop (health checks,
 other requests) keeps running and the ~12x memory of Python objects lives and dies in that
 process, one body at a time (its peak is bounded by the largest JSON limit, see limits.py).
-Binary-tensor bodies with a small JSON header are decoded in a thread: `np.frombuffer` costs
-nothing.
+Bodies whose JSON text is at most `LOOP_JSON_BYTES` (binary tensors with a small JSON header,
+or a small JSON request) are decoded on the event loop itself: `np.frombuffer` costs nothing
+and a short header parses in tens of microseconds, less than the hand-off to a thread (which
+also costs the loop a GIL switch per request; measured in benchmarks/serve_head_capacity.py).
 
 The process is started with `spawn` (never `fork`: the API process runs Ray's threads) and
 warmed up when the server starts. If it dies (killed for memory), the request gets a 503 and
@@ -30,6 +32,8 @@ from edgekit.serve.oip import InferRequest, ModelIO, parse_request
 from edgekit.serve.router import Saturated
 
 log = logging.getLogger("edgekit.serve")
+#: JSON text up to this is parsed on the event loop (a few tens of microseconds)
+LOOP_JSON_BYTES = 4096
 
 
 def _ping() -> bool:
@@ -69,7 +73,10 @@ class Decoder:
     async def parse(self, body: bytearray, header_len: str | None, io: ModelIO) -> InferRequest:
         """`oip.parse_request` in a thread or in the decode process (large JSON)."""
         loop = asyncio.get_running_loop()
-        if _json_bytes(body, header_len) <= self.json_inline_bytes:
+        text = _json_bytes(body, header_len)
+        if text <= LOOP_JSON_BYTES:
+            return parse_request(body, header_len, io)
+        if text <= self.json_inline_bytes:
             return await loop.run_in_executor(self._threads, parse_request, body, header_len, io)
         self.in_process += 1
         try:

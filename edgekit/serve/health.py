@@ -52,6 +52,14 @@ class StageActor:
     next_try_s: float = 0.0
     answering: bool = True  # its last ping was answered and none is overdue
     stack: dict = field(default_factory=dict)  # its kernels and runtime versions (describe)
+    address: tuple | None = None  # its direct channel: (host, port, identity), from describe
+
+    def described(self, info: dict | None) -> None:
+        """Take in what the worker's `describe` said (at start and after recreation)."""
+        info = info or {}
+        self.stack = info.get("stack", {})
+        channel = info.get("channel")
+        self.address = tuple(channel) if channel else None
 
 
 def actors_of(replica: Replica) -> list[StageActor]:
@@ -67,12 +75,17 @@ class HealthMonitor:
         live_nodes: Callable[[], Any],
         tunables: Tunables,
         clock: Callable[[], float] = time.monotonic,
+        transport: Any = None,
     ):
         self.router = router
         self.live_nodes = live_nodes
         self.t = tunables
         self.clock = clock
+        #: the request path (transport.py): a replica is routed to again only once it is
+        #: attached to it (channels open, stages linked)
+        self.transport = transport
         self._task: asyncio.Task | None = None
+        self._attaching: dict[int, asyncio.Task] = {}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -93,6 +106,8 @@ class HealthMonitor:
 
     async def round(self) -> None:
         now = self.clock()
+        if self.transport is not None:
+            self.transport.heartbeat()
         for r in self.router.replicas:
             for s in actors_of(r):
                 if s.dead:
@@ -137,6 +152,8 @@ class HealthMonitor:
             return
         s.dead, s.ping, s.ping_sent_s, s.answering = True, None, 0.0, False
         self.router.mark_dead(r, f"{s.node}: worker died ({type(exc).__name__})")
+        if self.transport is not None:
+            self.transport.detach(r, s)
         with contextlib.suppress(Exception):
             ray.kill(s.actor, no_restart=True)
 
@@ -160,7 +177,7 @@ class HealthMonitor:
         if exc is not None:
             self._failed_start(s, now, f"{type(exc).__name__}")
             return
-        s.stack = (s.starting.result() or {}).get("stack", {})
+        s.described(s.starting.result())
         s.actor, s.candidate, s.starting = s.candidate, None, None
         s.dead, s.ping, s.ping_sent_s, s.answering = False, None, 0.0, True
         log.warning("worker on %s is back (generation %d)", s.node, s.generation)
@@ -173,5 +190,21 @@ class HealthMonitor:
         s.next_try_s = now + self.t.recreate_backoff_s
 
     def _settle(self, r: Replica) -> None:
-        if not r.alive and all(s.answering for s in actors_of(r)):
+        if r.alive or not all(s.answering and not s.dead for s in actors_of(r)):
+            return
+        if self.transport is None or self.transport.ready(r):
             self.router.mark_alive(r, "every worker answers")
+        elif id(r) not in self._attaching:  # channels to open or links to redo first
+            task = asyncio.get_running_loop().create_task(self._attach(r))
+            self._attaching[id(r)] = task
+
+    async def _attach(self, r: Replica) -> None:
+        try:
+            await self.transport.attach(r)
+        except Exception as exc:  # tried again next round
+            log.warning("attaching %s failed: %s: %s", r.label, type(exc).__name__, exc)
+        finally:
+            self._attaching.pop(id(r), None)
+        if self.transport.ready(r) and not r.alive and all(s.answering and not s.dead
+                                                          for s in actors_of(r)):
+            self.router.mark_alive(r, "every worker answers, channels attached")

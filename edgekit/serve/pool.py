@@ -25,6 +25,8 @@ from ray import exceptions as rex
 from edgekit import names
 from edgekit.errors import ClusterError
 from edgekit.node import stack
+from edgekit.serve.chanauth import new_key
+from edgekit.serve.channel import ChannelLost
 from edgekit.serve.deadline import DeadlineExceeded, Deadlines
 from edgekit.serve.health import HealthMonitor, StageActor, actors_of
 from edgekit.serve.models import ModelSpec
@@ -33,7 +35,8 @@ from edgekit.serve.router import NoCapacity, Replica, Router, Saturated
 from edgekit.serve.runtime import open_runtime
 from edgekit.serve.settings import Tunables
 from edgekit.serve.tensors import TensorSpec
-from edgekit.serve.worker import RunError, StageRole, remote_worker_class, unpack
+from edgekit.serve.transport import DirectTransport, RayTransport
+from edgekit.serve.worker import ChannelSpec, RunError, StageRole, remote_worker_class
 
 log = logging.getLogger("edgekit.serve")
 #: worker actor names: edgekit:<model>:<stage>:<node>:g<generation> (namespace "edgekit")
@@ -92,15 +95,6 @@ def _served_elsewhere(model: str, actor: str) -> ClusterError:
     )
 
 
-async def _await(ref: Any) -> Any:
-    return await ref
-
-
-async def _await_chain(carry: Any, ms: Any, label: str):
-    out, total = await asyncio.gather(carry, ms)
-    return {k: unpack(v) for k, v in out.items()}, total, label
-
-
 def edgekit_nodes() -> dict[str, float]:
     """Live nodes that carry an edgekit resource: name -> CPU count of that Ray node."""
     found: dict[str, float] = {}
@@ -124,6 +118,7 @@ class WorkerPool:
         threads: int | None = None,
         tunables: Tunables | None = None,
         node_bundles: bool = False,
+        transport: str = "direct",
     ):
         self.router = router
         #: workers load the files deploy pushed to their node instead of bytes from the head
@@ -133,8 +128,13 @@ class WorkerPool:
         self.threads = threads
         self.t = tunables or Tunables()
         self.models: dict[str, ModelInfo] = {}
-        self.health = HealthMonitor(router, edgekit_nodes, self.t)
+        #: request path (transport.py); the channel key lives as long as this server
+        self.transport: DirectTransport | RayTransport = (
+            DirectTransport(new_key(), self.t, router.mark_dead) if transport == "direct"
+            else RayTransport())
+        self.health = HealthMonitor(router, edgekit_nodes, self.t, transport=self.transport)
         self.deadlines = Deadlines(self.t)  # per-model deadlines: `deadlines.fixed`
+        self._probes: set[asyncio.Task] = set()
 
     # --- placement ---------------------------------------------------------------------
     def place(self, specs: list[ModelSpec], nodes: list[str] | None) -> None:
@@ -196,14 +196,18 @@ class WorkerPool:
         """A function generation -> new worker actor for this stage on this node."""
         threads = self.threads or max(1, int(cpus))
         where = f"{spec.name}[{index}]@{node}" if spec.sharded else f"{spec.name}@{node}"
-        role = StageRole(info.keeps[index], self.compress) if spec.sharded else None
+        last = index == len(spec.stages) - 1
+        role = StageRole(info.keeps[index], self.compress, last) if spec.sharded else None
         cls = remote_worker_class()
+        direct = isinstance(self.transport, DirectTransport)
 
         def make(generation: int):
+            name = f"{ACTOR_PREFIX}{spec.name}:{index}:{node}:g{generation}"
+            channel = ChannelSpec(self.transport.key, name, self.t.channel_max_frame_bytes,
+                                  not last) if direct else None
             return cls.options(
-                resources={names.node_resource(node): self.t.resource_sliver},
-                name=f"{ACTOR_PREFIX}{spec.name}:{index}:{node}:g{generation}",
-            ).remote(node, where, spec.runtime, blob, threads, role)
+                resources={names.node_resource(node): self.t.resource_sliver}, name=name,
+            ).remote(node, where, spec.runtime, blob, threads, role, channel)
 
         return make
 
@@ -220,7 +224,14 @@ class WorkerPool:
         except rex.RayError as exc:
             raise ClusterError(f"workers did not start: {exc}") from exc
         for s, info in zip(actors, found, strict=True):
-            s.stack = info.get("stack", {})
+            s.described(info)
+        try:
+            await asyncio.wait_for(asyncio.gather(
+                *[self.transport.attach(r) for r in self.router.replicas]), timeout_s)
+        except (OSError, TimeoutError, rex.RayError) as exc:
+            raise ClusterError(f"cannot open the tensor channels to the workers: "
+                               f"{type(exc).__name__}: {exc}",
+                               hint="a firewall between head and nodes? (docs/SERVING.md)") from exc
         for node, st in self.stacks().items():
             if stack.warning(st):  # never silent: the API's log says it too
                 log.warning("worker on %s: %s", node, stack.warning(st))
@@ -261,7 +272,7 @@ class WorkerPool:
                     self._lost(replica, exc.cause, tried)
                     continue
                 raise
-            except rex.RayError as exc:
+            except (rex.RayError, ChannelLost) as exc:
                 self.router.release(replica, False, 0.0, None)
                 self._lost(replica, exc, tried)
                 continue
@@ -276,33 +287,21 @@ class WorkerPool:
     async def _call_within(self, model: str, replica: Replica, feeds: dict[str, np.ndarray]):
         """One call to the replica, bounded by its deadline for the model (deadline.py)."""
         limit = self.deadlines.for_model(model, replica.label)
-        refs, final = self._submit(replica, feeds)
+        final, probe = self.transport.start(replica, feeds)
         task = asyncio.ensure_future(final)
         t0 = time.perf_counter()
         try:
             result = await asyncio.wait_for(asyncio.shield(task), limit)
         except TimeoutError:
-            self._abandon(replica, task, refs, limit)
+            self._abandon(replica, task, probe, limit)
             raise DeadlineExceeded(model, limit) from None
         except asyncio.CancelledError:  # the request went away; the worker still runs
-            self._abandon(replica, task, refs, limit)
+            self._abandon(replica, task, probe, limit)
             raise
         self.deadlines.record(model, time.perf_counter() - t0, replica.label)
         return result
 
-    def _submit(self, replica: Replica, feeds: dict[str, np.ndarray]):
-        """Start the call: (the ObjectRef of each stage, an awaitable of the result)."""
-        actors = [s.actor for s in actors_of(replica)]
-        if len(actors) == 1:
-            ref = actors[0].infer.remote(feeds)
-            return [ref], _await(ref)
-        carry, ms, refs = feeds, 0.0, []
-        for actor in actors:  # refs flow stage to stage; the head only awaits the last
-            carry, ms = actor.stage.remote(carry, ms)
-            refs.append(carry)
-        return refs, _await_chain(carry, ms, replica.label)
-
-    def _abandon(self, replica: Replica, task: asyncio.Future, refs: list, limit: float) -> None:
+    def _abandon(self, replica: Replica, task: asyncio.Future, probe: Any, limit: float) -> None:
         """The request is gone but the worker still computes: its replica keeps the slot
         until it ends; if it is still busy after one more deadline it is replaced."""
 
@@ -312,14 +311,21 @@ class WorkerPool:
             self.router.release(replica, False, 0.0, None)
 
         task.add_done_callback(ended)
-        asyncio.get_running_loop().call_later(limit, self._kill_if_hung, replica, task, refs)
+        loop = asyncio.get_running_loop()
 
-    def _kill_if_hung(self, replica: Replica, task: asyncio.Future, refs: list) -> None:
+        def check() -> None:  # the task is kept until it ends (the loop holds tasks weakly)
+            probe_task = loop.create_task(self._kill_if_hung(replica, task, probe))
+            self._probes.add(probe_task)
+            probe_task.add_done_callback(self._probes.discard)
+
+        loop.call_later(limit, check)
+
+    async def _kill_if_hung(self, replica: Replica, task: asyncio.Future, probe: Any) -> None:
         if task.done():
             return
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
-        stages = actors_of(replica)
-        hung = next((s for s, r in zip(stages, refs, strict=True) if r not in ready), stages[-1])
+        hung = await self.transport.hung_stage(replica, probe)
+        if task.done():
+            return
         log.warning("worker on %s is still busy past twice its deadline: replacing it", hung.node)
         self.health.declare_dead(replica, hung, TimeoutError("call past its deadline"))
 
@@ -329,6 +335,7 @@ class WorkerPool:
 
     async def stop(self) -> None:
         await self.health.stop()
+        self.transport.close()
 
     def stacks(self) -> dict[str, dict[str, Any]]:
         """node -> what its workers compute with (kernel variant, ORT/LiteRT versions, the

@@ -19,6 +19,11 @@ class Tunables:
     retry_deadline_s: float = 60.0  # an accepted request waits this long for a live replica
     retry_poll_s: float = 0.02  # how often a waiting retry looks for a free replica
     resource_sliver: float = 0.001  # share of `edgekit-node-<name>` each worker asks for
+    # --- the direct tensor channel (channel.py) ---
+    channel_ping_s: float = 1.0  # a channel quiet this long gets a PING (answered off-compute)
+    channel_dead_after_s: float = 4.0  # nothing, not even a PONG, this long: the peer is gone
+    channel_connect_timeout_s: float = 10.0  # dial + handshake (+ a stage link) must take less
+    channel_max_frame_bytes: int = 1 << 30  # a frame over this from an authenticated peer: a bug
     # --- peers that stall (docs/SERVING.md "Limits and timeouts") ---
     keepalive_timeout_s: float = 15.0  # idle connection, or one still sending headers: closed
     lingering_s: float = 2.0  # unread body bytes after an early answer are drained this long

@@ -52,6 +52,7 @@ class ServeConfig:
     threads: int | None = None  # runtime threads per worker (default: the node's Ray CPUs)
     compress: bool = False  # int8-compress float tensors crossing pipeline cuts
     node_bundles: bool = False  # workers load the node's deployed copy (edgekit deploy)
+    transport: str = "direct"  # request tensors: "direct" channel or "ray" actor calls
     batching: dict[str, tuple[int, float]] = field(default_factory=dict)  # model->(max, wait ms)
     controllers: list[Controller | str] = field(default_factory=list)
     tunables: Tunables = field(default_factory=Tunables)  # health/retry timings
@@ -109,6 +110,7 @@ class ServerState:
             config.threads,
             t,
             config.node_bundles,
+            config.transport,
         )
         self.pool.deadlines.fixed.update(config.deadlines)
         self.badlog = RateLimitedLog(log, t.log_lines, t.log_interval_s)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,10 +46,24 @@ def unpack(value: np.ndarray | bytes) -> np.ndarray:
 @dataclass(frozen=True)
 class StageRole:
     """What a pipeline stage does with the carry: the names it keeps after running, and
-    whether the float tensors it adds travel int8-compressed."""
+    whether the float tensors it adds travel int8-compressed (not from the last stage: its
+    outputs are the answer, not a cut)."""
 
     keep: list[str]
     compress: bool = False
+    last: bool = False
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """The worker's end of the direct tensor channel (endpoint.py): the server's key (it
+    arrives over Ray's token-guarded RPC, never on a command line), this worker's identity
+    (its actor name), the largest frame it takes, and whether it forwards to a next stage."""
+
+    key: bytes = field(repr=False)
+    identity: str
+    max_frame_bytes: int
+    forwards: bool = False
 
 
 class Worker:
@@ -61,6 +75,7 @@ class Worker:
         model: bytes | NodeFile,
         threads: int,
         stage: StageRole | None = None,
+        channel: ChannelSpec | None = None,
     ):
         self.node = node
         self.where = where
@@ -70,13 +85,22 @@ class Worker:
         self.threads = threads
         #: for a stage: names the carry keeps after this stage (None: plain model, no carry)
         self.keep = set(stage.keep) if stage is not None else None
-        self.compress = stage.compress if stage is not None else False
+        self.compress = stage is not None and stage.compress and not stage.last
         self._in_names = [s.name for s in self.runtime.inputs]
         #: what this process computes with (kernel variant, ORT/LiteRT versions): the API
         #: shows it per node, so a node left on the numpy fallback is seen
         self.stack = stack.describe()
+        self.endpoint = None
+        if channel is not None:
+            from edgekit.serve.endpoint import Endpoint
+
+            run = self.run_stage if self.keep is not None else self._run_whole
+            self.endpoint = Endpoint(ray.util.get_node_ip_address(), channel.key,
+                                     channel.identity, run, channel.max_frame_bytes,
+                                     channel.forwards)
 
     def describe(self) -> dict[str, Any]:
+        ep = self.endpoint
         return {
             "node": self.node,
             "pid": os.getpid(),
@@ -84,7 +108,18 @@ class Worker:
             "inputs": self.runtime.inputs,
             "outputs": self.runtime.outputs,
             "stack": self.stack,
+            "channel": [*ep.address, ep.identity] if ep is not None else None,
         }
+
+    def link(self, host: str, port: int, identity: str) -> None:
+        """Send this stage's outputs to the next stage's worker (the direct channel)."""
+        if self.endpoint is None:
+            raise RunError(f"{self.where}: started without a tensor channel")
+        self.endpoint.link(host, port, identity)
+
+    def busy(self) -> float:
+        """Seconds the channel's current request has been computing (0: idle)."""
+        return self.endpoint.busy_s() if self.endpoint is not None else 0.0
 
     def ping(self) -> str:
         return self.node
@@ -97,7 +132,14 @@ class Worker:
             raise RunError(f"{self.where}: runtime failed: {exc}") from None
         return out, ms, self.node
 
+    def _run_whole(self, feeds: dict[str, Any], ms_so_far: float) -> tuple[dict, float]:
+        out, ms, _ = self.infer(feeds)
+        return out, ms_so_far + ms
+
     def stage(self, carry: dict[str, Any], ms_so_far: float) -> tuple[dict[str, Any], float]:
+        return self.run_stage(carry, ms_so_far)
+
+    def run_stage(self, carry: dict[str, Any], ms_so_far: float) -> tuple[dict[str, Any], float]:
         """Run one pipeline stage on the carry; returns the next carry and summed compute ms."""
         feeds = {n: unpack(carry[n]) for n in self._in_names}
         try:
@@ -144,3 +186,11 @@ class _GroupedWorker(Worker):
     @ray.method(concurrency_group="work", num_returns=2)
     def stage(self, carry, ms_so_far):
         return super().stage(carry, ms_so_far)
+
+    @ray.method(concurrency_group="work")
+    def link(self, host, port, identity):
+        return super().link(host, port, identity)
+
+    @ray.method(concurrency_group="health")
+    def busy(self) -> float:
+        return super().busy()
