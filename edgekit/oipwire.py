@@ -53,7 +53,10 @@ class BadValue(ValueError):
 def oip_from_numpy(dtype: np.dtype) -> str:
     """OIP datatype of a numpy dtype; strings (object, str_, bytes_ arrays) are BYTES."""
     dtype = np.dtype(dtype)
-    return "BYTES" if dtype.kind in "OUS" else NUMPY_TO_OIP.get(dtype, str(dtype))
+    known = NUMPY_TO_OIP.get(dtype)  # per request and tensor: str(dtype) only when unknown
+    if known is not None:
+        return known
+    return "BYTES" if dtype.kind in "OUS" else str(dtype)
 
 
 def json_data(arr: np.ndarray) -> list:

@@ -25,6 +25,7 @@ import numpy as np
 from edgekit.serve import chanauth, frames
 
 _STAGING = 256 * 1024
+_JOIN_BYTES = 16 * 1024  # frames up to this are joined (cheaper than a gather of small parts)
 
 
 class ChannelLost(ConnectionError):
@@ -106,7 +107,10 @@ class Channel(asyncio.BufferedProtocol):
     def send(self, parts: list[Any]) -> None:
         if self.closed or self.transport is None:
             raise ChannelLost(f"channel to {self.label} is closed")
-        self.transport.writelines(parts)
+        if len(parts) <= 8 and sum(len(p) for p in parts) <= _JOIN_BYTES:
+            self.transport.write(b"".join(parts))  # small: one buffer, one send
+        else:
+            self.transport.writelines(parts)
 
     def ping(self) -> None:
         if not self.closed and self.transport is not None:

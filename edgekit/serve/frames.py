@@ -25,6 +25,7 @@ not add up raises FrameError, never reads past its buffer.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -145,7 +146,7 @@ def _tensor(name: str, code: int, codec: int, dims: tuple, raw: memoryview) -> T
         return raw
     if any(d < 0 for d in dims):
         raise FrameError(f"tensor '{name}': negative dimension in {dims}")
-    count = int(np.prod(dims, dtype=np.int64))
+    count = math.prod(dims)
     if codec == BYTES:
         try:
             return unpack_bytes(name, raw, count).reshape(dims)

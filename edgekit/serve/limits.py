@@ -124,11 +124,13 @@ async def read_body(
     deadline = loop.time() + t.body_idle_timeout_s + (declared or limit) / t.body_min_rate_bps
     pos = 0
     while True:
-        wait = min(t.body_idle_timeout_s, deadline - loop.time())
         try:
-            if wait <= 0:
-                raise TimeoutError
-            chunk = await asyncio.wait_for(request.content.readany(), wait)
+            chunk = request.content.read_nowait()  # what has arrived: taken without a wait
+            if not chunk and not request.content.at_eof():
+                wait = min(t.body_idle_timeout_s, deadline - loop.time())
+                if wait <= 0:
+                    raise TimeoutError
+                chunk = await asyncio.wait_for(request.content.readany(), wait)
         except TimeoutError:
             raise ProtocolError(f"request body stalled after {pos} of "
                                 f"{declared if declared is not None else '?'} bytes", 408) from None

@@ -35,6 +35,7 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         # Triton's names exactly (no `_total`, no `_created`): see tritonstats.py
         self.triton = TritonCounters()
+        self._kids: dict[tuple[str, str], tuple] = {}  # (model, replica) -> label children
         r.register(self.triton)
         self.latency = Histogram(
             "edgekit_request_duration_seconds",
@@ -94,10 +95,16 @@ class Metrics:
         """One answered request: `res` says where it ran, its compute and queue time and how
         many workers it took (serve.pool.Result)."""
         self.triton.success(model, version, latency_s, res.compute_ms, res.queue_ms, batch)
-        self.latency.labels(model).observe(latency_s)
-        for n in res.node.split("+"):
-            self.node_requests.labels(n, model).inc()
-        self.node_compute.labels(res.node).observe(res.compute_ms / 1000.0)
+        kids = self._kids.get((model, res.node))
+        if kids is None:  # labels() costs a lock and a lookup: once per (model, replica)
+            kids = self._kids[(model, res.node)] = (
+                self.latency.labels(model),
+                [self.node_requests.labels(n, model) for n in res.node.split("+")],
+                self.node_compute.labels(res.node))
+        kids[0].observe(latency_s)
+        for counter in kids[1]:
+            counter.inc()
+        kids[2].observe(res.compute_ms / 1000.0)
         if res.attempts > 1:
             self.retries.labels(model).inc()
 
