@@ -33,6 +33,8 @@ from edgekit.serve.router import Replica, Router
 from edgekit.serve.settings import Tunables
 
 log = logging.getLogger("edgekit.serve")
+#: a RayActorError that is not a death (Ray 2.x: the actor's node is unreachable for now)
+_UNAVAILABLE = getattr(rex, "ActorUnavailableError", ())
 
 
 @dataclass(eq=False)
@@ -142,9 +144,11 @@ class HealthMonitor:
         s.ping = None
         if exc is None:
             s.ping_sent_s, s.answering = 0.0, True
-        elif isinstance(exc, rex.RayActorError):
+        elif isinstance(exc, rex.RayActorError) and not isinstance(exc, _UNAVAILABLE):
             self.declare_dead(r, s, exc)
-        # any other error: ping again next round; the timeout decides if it lasts
+        # any other error, and Ray's "temporarily unavailable" (its node is unreachable: it
+        # may come back, or Ray declares it dead and the next ping says ActorDiedError): ping
+        # again next round; the timeout decides if it lasts
 
     def declare_dead(self, r: Replica, s: StageActor, exc: BaseException) -> None:
         """The actor is gone for good (a call or ping raised RayActorError)."""
