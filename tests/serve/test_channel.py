@@ -151,3 +151,45 @@ def _closed(s: socket.socket) -> bool:
     except ConnectionResetError:
         pass
     return True
+
+
+def test_a_silent_worker_is_given_up_after_dead_after_s():
+    """A board that lost power sends no FIN: the channel is closed when nothing, not even a
+    PONG, arrived for channel_dead_after_s, and its requests fail over."""
+    import dataclasses
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def mute_worker() -> None:  # authenticates, then never reads or answers again
+        sock, _ = listener.accept()
+        chanauth.accept(sock, KEY, "edgekit:m:0:n0:g0")
+        held.append(sock)
+
+    threading.Thread(target=mute_worker, daemon=True).start()
+    down: list[str] = []
+
+    class Mute:
+        address = (*listener.getsockname(), "edgekit:m:0:n0:g0")
+        generation, node = 0, "n0"
+
+    async def main():
+        replica = Replica("m", ("n0",))
+        replica.handle = [Mute()]
+        t = DirectTransport(KEY, dataclasses.replace(Tunables(), channel_ping_s=0.1,
+                                                     channel_dead_after_s=0.5),
+                            lambda r, why: down.append(why))
+        await t.attach(replica)
+        fut, _ = t.start(replica, {"x": np.ones(3, np.float32)})
+        for _ in range(20):  # the health loop's rounds, faster
+            t.heartbeat()
+            if fut.done():
+                break
+            await asyncio.sleep(0.1)
+        with pytest.raises(ChannelLost, match="TimeoutError"):
+            await fut
+        assert down and not t.ready(replica)
+
+    asyncio.run(main())
+    listener.close()
