@@ -43,6 +43,9 @@ def _read_token(path: Path | None) -> str | None:
 @click.option("--model", "models", multiple=True,
               help="NAME=BUNDLE_DIR_OR_MODEL_FILE (repeatable; or give them as arguments).")
 @click.option("--nodes", default=None, help="Comma-separated node names (default: all).")
+@click.option("--min-nodes", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Of --nodes, serve once this many are in the Ray cluster; the others "
+              "join when they come up.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @_TOKEN
@@ -81,8 +84,8 @@ def _read_token(path: Path | None) -> str | None:
               help="Cluster power cap in watts (turns on the thermal controller).")
 @json_option
 # reason: a click command takes one parameter per option
-def serve(model_args, local, ray_address, models, nodes, host, port, token_file, max_queue,
-          threads, compress, transport, node_bundles, batches, controllers, max_body_mb,
+def serve(model_args, local, ray_address, models, nodes, min_nodes, host, port, token_file,
+          max_queue, threads, compress, transport, node_bundles, batches, controllers, max_body_mb,
           max_json_mb, memory_budget_mb, deadlines, idle_timeout, body_timeout,
           allow_unauthenticated, power_cap_w, as_json) -> None:
     """Place workers on the Ray nodes and serve the inference API until stopped.
@@ -126,7 +129,7 @@ def _serve(node, p: dict) -> None:
                               f"token auth, in {node.root})…")
         config.ray_address = node.start()
     else:  # fails fast on an unreachable, foreign or non-edgekit Ray cluster
-        config.ray_address = check_cluster(p["ray_address"], config.nodes)
+        config.ray_address = check_cluster(p["ray_address"], config.nodes, config.min_nodes)
     if not p["as_json"]:
         err_console.print("placing workers on the Ray nodes…")
     run(config, _on_ready(node, p))
@@ -150,6 +153,7 @@ def _config(p: dict):
     return ServeConfig(
         models=list(p["models"]), ray_address=p["ray_address"],
         nodes=[n for n in p["nodes"].split(",") if n] if p["nodes"] else None,
+        min_nodes=p["min_nodes"],
         host=p["host"], port=p["port"], token_file=p["token_file"],
         max_body_bytes=p["max_body_mb"] * mib, max_json_bytes=p["max_json_mb"] * mib,
         memory_budget_bytes=p["memory_budget_mb"] * mib if p["memory_budget_mb"] else None,

@@ -1,9 +1,4 @@
-"""Workers on the Ray cluster: placement, calls with retry on another replica.
-
-Placement: every node advertises the custom resource `edgekit-node-<name>` (set by
-`edgekit deploy`, or by the test cluster). A whole model gets one worker per node; a sharded
-model gets pipelines of distinct nodes (`len(nodes) // stages` of them). Each actor asks for a
-sliver of its node's resource so several models can share a node, and nothing else.
+"""Workers on the Ray cluster (placed by placement.py): calls with retry on another replica.
 
 Failure: an actor or node that dies makes its calls raise; the request is retried on another
 replica (inference is idempotent) and the replica leaves routing. `health.HealthMonitor`
@@ -15,44 +10,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import ray
 from ray import exceptions as rex
 
-from edgekit import names
-from edgekit.errors import ClusterError
 from edgekit.node import stack
+from edgekit.serve import placement
 from edgekit.serve.chanauth import new_key
 from edgekit.serve.channel import ChannelLost
 from edgekit.serve.deadline import DeadlineExceeded, Deadlines
-from edgekit.serve.health import HealthMonitor, StageActor, actors_of
+from edgekit.serve.health import HealthMonitor, actors_of
 from edgekit.serve.models import ModelSpec
-from edgekit.serve.nodefiles import NodeFile
+from edgekit.serve.placement import ModelInfo
 from edgekit.serve.router import NoCapacity, Replica, Router, Saturated
-from edgekit.serve.runtime import open_runtime
 from edgekit.serve.settings import Tunables
-from edgekit.serve.tensors import TensorSpec
 from edgekit.serve.transport import DirectTransport, RayTransport
-from edgekit.serve.worker import ChannelSpec, RunError, StageRole, remote_worker_class
+from edgekit.serve.worker import RunError
 
 log = logging.getLogger("edgekit.serve")
-#: worker actor names: edgekit:<model>:<stage>:<node>:g<generation> (namespace "edgekit")
-ACTOR_PREFIX = "edgekit:"
-
-
-@dataclass
-class ModelInfo:
-    spec: ModelSpec
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    keeps: list[list[str] | None] = field(default_factory=list)
-
-    @property
-    def batchable(self) -> bool:
-        return all(len(t.shape) >= 1 and t.shape[0] == -1 for t in self.inputs + self.outputs)
 
 
 @dataclass
@@ -62,37 +39,6 @@ class Result:
     node: str
     queue_ms: float
     attempts: int
-
-
-def describe_model(spec: ModelSpec) -> ModelInfo:
-    """Inputs/outputs of the whole model and, for pipelines, what each stage's carry keeps."""
-    stages = [
-        open_runtime(spec.runtime, s.file.read_bytes(), 1, f"{spec.name}[{s.index}]")
-        for s in spec.stages
-    ]
-    produced: set[str] = set()
-    inputs: list[TensorSpec] = []
-    for rt in stages:
-        inputs += [t for t in rt.inputs if t.name not in produced and t not in inputs]
-        produced |= {t.name for t in rt.outputs}
-    outputs = stages[-1].outputs
-    keeps: list[list[str] | None] = [None]
-    if spec.sharded:
-        final = {t.name for t in outputs}
-        keeps = [
-            sorted(final | {t.name for later in stages[i + 1 :] for t in later.inputs})
-            for i in range(len(stages))
-        ]
-    return ModelInfo(spec, inputs, outputs, keeps)
-
-
-def _served_elsewhere(model: str, actor: str) -> ClusterError:
-    return ClusterError(
-        f"model '{model}' is already served on this Ray cluster by another edgekit serve "
-        f"(its worker {actor} exists)",
-        hint=f"stop that server, or serve this one under another name: --model OTHER=PATH "
-             f"(not '{model}')",
-    )
 
 
 async def _within(task: asyncio.Future, limit: float) -> Any:
@@ -119,20 +65,6 @@ async def _within(task: asyncio.Future, limit: float) -> Any:
     return task.result()
 
 
-def edgekit_nodes() -> dict[str, float]:
-    """Live nodes that carry an edgekit resource: name -> CPU count of that Ray node."""
-    found: dict[str, float] = {}
-    for n in ray.nodes():
-        if not n.get("Alive"):
-            continue
-        res = n.get("Resources", {})
-        for key in res:
-            node = names.resource_node(key)
-            if node is not None:
-                found[node] = float(res.get("CPU", 1.0))
-    return found
-
-
 class WorkerPool:
     def __init__(
         self,
@@ -156,109 +88,18 @@ class WorkerPool:
         self.transport: DirectTransport | RayTransport = (
             DirectTransport(new_key(), self.t, router.mark_dead) if transport == "direct"
             else RayTransport())
-        self.health = HealthMonitor(router, edgekit_nodes, self.t, transport=self.transport)
+        self.health = HealthMonitor(router, placement.edgekit_nodes, self.t,
+                                    transport=self.transport)
         self.deadlines = Deadlines(self.t)  # per-model deadlines: `deadlines.fixed`
         self._probes: set[asyncio.Task] = set()
 
-    # --- placement ---------------------------------------------------------------------
-    def place(self, specs: list[ModelSpec], nodes: list[str] | None) -> None:
-        live = edgekit_nodes()
-        if not live:
-            raise ClusterError(
-                f"no Ray node carries an '{names.node_resource('<name>')}' resource",
-                hint="start workers with ray start --resources or edgekit deploy",
-            )
-        chosen = sorted(live) if not nodes else list(nodes)
-        missing = [n for n in chosen if n not in live]
-        if missing:
-            raise ClusterError(
-                f"nodes not in the Ray cluster: {', '.join(missing)}",
-                hint=f"live edgekit nodes: {', '.join(sorted(live))}",
-            )
-        self._check_names_free(specs)
-        for spec in specs:
-            info = describe_model(spec)
-            self.models[spec.name] = info
-            k = len(spec.stages)
-            if k > len(chosen):
-                raise ClusterError(
-                    f"model '{spec.name}' has {k} stages but only {len(chosen)} nodes",
-                    where=spec.name,
-                )
-            blobs = [
-                NodeFile(spec.name, s.relpath or s.file.name, s.sha256) if self.node_bundles
-                else ray.put(s.file.read_bytes())
-                for s in spec.stages
-            ]
-            for p in range(len(chosen) // k):
-                group = tuple(chosen[p * k : (p + 1) * k])
-                stages = []
-                for stage, node in zip(spec.stages, group, strict=True):
-                    make = self._maker(spec, info, stage.index, node, blobs[stage.index],
-                                       live[node])
-                    try:
-                        stages.append(StageActor(node, make, make(0)))
-                    except rex.ActorAlreadyExistsError as exc:  # started since the check
-                        raise _served_elsewhere(spec.name, str(exc)[:120]) from None
-                self.router.add(Replica(spec.name, group, stages, self.max_queue))
-
-    def _check_names_free(self, specs: list[ModelSpec]) -> None:
-        """Refuse a model that another `edgekit serve` runs on this Ray cluster (its workers'
-        names are taken). A server that just died frees them within a moment: wait a little."""
-        deadline = time.monotonic() + self.t.name_wait_s
-        while True:
-            names = ray.util.list_named_actors()
-            held = [(s.name, n) for s in specs for n in names
-                    if n.startswith(f"{ACTOR_PREFIX}{s.name}:")]
-            if not held:
-                return
-            if time.monotonic() > deadline:
-                raise _served_elsewhere(*held[0])
-            time.sleep(0.5)
-
-    def _maker(self, spec, info, index, node, blob, cpus):
-        """A function generation -> new worker actor for this stage on this node."""
-        threads = self.threads or max(1, int(cpus))
-        where = f"{spec.name}[{index}]@{node}" if spec.sharded else f"{spec.name}@{node}"
-        last = index == len(spec.stages) - 1
-        role = StageRole(info.keeps[index], self.compress, last) if spec.sharded else None
-        cls = remote_worker_class()
-        direct = isinstance(self.transport, DirectTransport)
-
-        def make(generation: int):
-            name = f"{ACTOR_PREFIX}{spec.name}:{index}:{node}:g{generation}"
-            channel = ChannelSpec(self.transport.key, name, self.t.channel_max_frame_bytes,
-                                  not last) if direct else None
-            return cls.options(
-                resources={names.node_resource(node): self.t.resource_sliver}, name=name,
-            ).remote(node, where, spec.runtime, blob, threads, role, channel)
-
-        return make
+    # --- placement (placement.py) ---------------------------------------------------------
+    def place(self, specs: list[ModelSpec], nodes: list[str] | None,
+              min_nodes: int = 1) -> None:
+        placement.place(self, specs, nodes, min_nodes)
 
     async def wait_ready(self, timeout_s: float | None = None) -> None:
-        """Wait until every worker answers (its model loaded); raises ClusterError if not."""
-        timeout_s = timeout_s or self.t.worker_start_timeout_s
-        actors = [s for r in self.router.replicas for s in actors_of(r)]
-        try:
-            found = await asyncio.wait_for(
-                asyncio.gather(*[s.actor.describe.remote() for s in actors]), timeout_s
-            )
-        except TimeoutError as exc:
-            raise ClusterError(f"workers did not load their models within {timeout_s} s") from exc
-        except rex.RayError as exc:
-            raise ClusterError(f"workers did not start: {exc}") from exc
-        for s, info in zip(actors, found, strict=True):
-            s.described(info)
-        try:
-            await asyncio.wait_for(asyncio.gather(
-                *[self.transport.attach(r) for r in self.router.replicas]), timeout_s)
-        except (OSError, TimeoutError, rex.RayError) as exc:
-            raise ClusterError(f"cannot open the tensor channels to the workers: "
-                               f"{type(exc).__name__}: {exc}",
-                               hint="a firewall between head and nodes? (docs/SERVING.md)") from exc
-        for node, st in self.stacks().items():
-            if stack.warning(st):  # never silent: the API's log says it too
-                log.warning("worker on %s: %s", node, stack.warning(st))
+        await placement.wait_ready(self, timeout_s or self.t.worker_start_timeout_s)
 
     # --- requests ----------------------------------------------------------------------
     async def infer(self, model: str, feeds: dict[str, np.ndarray]) -> Result:

@@ -85,8 +85,10 @@ def probe_cluster(address: str | None, env: dict[str, str] | None = None,
                 "message": f"probe failed (exit {proc.returncode}): {proc.stderr[-500:]}"}
 
 
-def check_cluster(address: str | None, nodes: list[str] | None = None) -> str:
-    """The address of the edgekit Ray cluster to join, or a ClusterError saying why not."""
+def check_cluster(address: str | None, nodes: list[str] | None = None,
+                  min_nodes: int = 1) -> str:
+    """The address of the edgekit Ray cluster to join, or a ClusterError saying why not
+    (fewer than `min_nodes` of `nodes` live: the others may join while it serves)."""
     asked = address or "auto"
     found = probe_cluster(address)
     # the address as the user gave it (Ray rewrites 127.0.0.1 to this host's IP), or found
@@ -111,9 +113,10 @@ def check_cluster(address: str | None, nodes: list[str] | None = None) -> str:
             f"{found.get('nodes', 0)} live nodes carries an '{RESOURCE_PREFIX}<name>' resource",
             hint=_HINT)
     missing = [n for n in nodes or [] if n not in live]
-    if missing:
-        raise ClusterError(f"nodes not in the Ray cluster at {where}: {', '.join(missing)}",
-                           hint=f"its edgekit nodes: {', '.join(live)}")
+    if nodes and len(nodes) - len(missing) < min(max(1, min_nodes), len(nodes)):
+        raise ClusterError(f"nodes not in the Ray cluster at {where}: {', '.join(missing)} "
+                           f"(at least {max(1, min_nodes)} of {len(nodes)} wanted)",
+                           hint=f"its edgekit nodes: {', '.join(live)}; --min-nodes")
     return where
 
 

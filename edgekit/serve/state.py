@@ -53,6 +53,7 @@ class ServeConfig:
     compress: bool = False  # int8-compress float tensors crossing pipeline cuts
     node_bundles: bool = False  # workers load the node's deployed copy (edgekit deploy)
     transport: str = "direct"  # request tensors: "direct" channel or "ray" actor calls
+    min_nodes: int = 1  # of `nodes`, serve once this many are live (the rest join later)
     batching: dict[str, tuple[int, float]] = field(default_factory=dict)  # model->(max, wait ms)
     controllers: list[Controller | str] = field(default_factory=list)
     tunables: Tunables = field(default_factory=Tunables)  # health/retry timings
@@ -131,7 +132,7 @@ class ServerState:
             if spec.name in self.config.batching:
                 spec.max_batch, spec.max_wait_ms = self.config.batching[spec.name]
         await asyncio.get_running_loop().run_in_executor(
-            None, self.pool.place, specs, self.config.nodes
+            None, self.pool.place, specs, self.config.nodes, self.config.min_nodes
         )
         await self.pool.wait_ready()
         c = self.config

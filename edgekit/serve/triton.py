@@ -15,7 +15,7 @@ from edgekit.serve.tensors import TensorSpec
 from edgekit.serve.tritonstats import TritonCounters
 
 if TYPE_CHECKING:
-    from edgekit.serve.pool import ModelInfo
+    from edgekit.serve.placement import ModelInfo
 
 #: edgekit runtime -> (Triton platform, Triton backend); LiteRT has no Triton platform name
 _PLATFORM = {"onnxruntime": ("onnxruntime_onnx", "onnxruntime"), "litert": ("", "litert")}
