@@ -52,6 +52,7 @@ poll_interval_s = 1.0  # controller polls every agent once a second
 stale_after_s = 5.0  # no new sample for this long (head clock) -> node telemetry untrusted
 agent_call_timeout_s = 2.0  # one Ray call to an agent; a wedged node must not stall the loop
 agent_lookup_retry_s = 5.0  # an agent actor not found is looked up again this much later
+agent_restart_retry_s = 2.0  # an agent that could not be started (node away) is retried then
 weight_step = 0.05  # weight changes smaller than this are not pushed to the router (no churn)
 history_len = 120  # temperature points kept per node (slope window and sparkline)
 history_shown = 60  # temperature points per node in /edgekit/status (the monitor's trend)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from edgekit import names
 from edgekit.errors import ClusterError
 from edgekit.thermal import config
-from edgekit.thermal.agent import ACTOR_PREFIX, RAY_NAMESPACE, Sampler
+from edgekit.thermal.agent import ACTOR_PREFIX, RAY_NAMESPACE, Sampler, start_agent_actor
 from edgekit.thermal.reading import Poll
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,18 @@ class SamplerSource:
 
 
 class RayAgentSource:
-    """Polls the agent actors (`edgekit-thermal-<node>`) in parallel with a timeout."""
+    """Polls the agent actors (`edgekit-thermal-<node>`) in parallel with a timeout.
 
-    def __init__(self, nodes: list[str], timeout_s: float = config.agent_call_timeout_s):
+    An agent that is not there is started (`restart`): a node that rebooted lost its agent
+    with its raylet (the actor was pinned to the old Ray node), and a node that joined after
+    the controller started never had one. Until then the node shows as stale (neutral
+    weight); after, its data and weight are back within a poll or two."""
+
+    def __init__(self, nodes: list[str], timeout_s: float = config.agent_call_timeout_s,
+                 restart: bool = True):
         self._nodes = list(nodes)
         self._timeout_s = timeout_s
+        self._restart = restart
         self._handles: dict[str, Any] = {}
         self._lookup_after: dict[str, float] = {}
 
@@ -86,8 +93,16 @@ class RayAgentSource:
         try:
             self._handles[node] = ray.get_actor(ACTOR_PREFIX + node, namespace=RAY_NAMESPACE)
         except ValueError:
-            self._lookup_after[node] = time.monotonic() + config.agent_lookup_retry_s
-            return None
+            if not self._restart:
+                self._lookup_after[node] = time.monotonic() + config.agent_lookup_retry_s
+                return None
+            try:
+                self._handles[node] = start_agent_actor(node)
+                log.warning("thermal agent on %s (re)started", node)
+            except Exception as exc:  # the node is not in the Ray cluster (yet): later
+                log.info("thermal agent on %s not startable now: %s", node, exc)
+                self._lookup_after[node] = time.monotonic() + config.agent_restart_retry_s
+                return None
         return self._handles[node]
 
     def poll(self, after_seq: dict[str, int]) -> dict[str, Poll | None]:

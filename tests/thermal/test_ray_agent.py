@@ -42,7 +42,7 @@ def ray_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vcgencmd_dir: Path
 def test_agent_actor_telemetry_and_stale_when_it_dies(ray_node: Path) -> None:
     assert RayAgentSource.discover() == ["pi1"]
     start_agent_actor("pi1", interval_s=0.2)
-    source = RayAgentSource(["pi1"])
+    source = RayAgentSource(["pi1"], restart=False)  # a dead agent stays dead here
     deadline = time.monotonic() + 60
     reply = None
     while time.monotonic() < deadline:  # wait for the first sample (start-up, not a timing test)
@@ -67,3 +67,24 @@ def test_agent_actor_telemetry_and_stale_when_it_dies(ray_node: Path) -> None:
         ctl.tick()
     row = ctl.status()["nodes"]["pi1"]
     assert row["stale"] and "stale" in row["reason"] and row["weight"] == 0.5
+
+
+def test_an_agent_that_is_gone_is_started_again(ray_node: Path) -> None:
+    """A node back from a reboot lost its agent with its raylet: the source starts a new one
+    and its data flows again (issue #16: a Pi 5 stayed at half weight until an API restart)."""
+    start_agent_actor("pi1", interval_s=0.2)
+    source = RayAgentSource(["pi1"])
+
+    def sampled() -> bool:
+        reply = source.poll({})["pi1"]
+        return bool(reply and reply.samples)
+
+    deadline = time.monotonic() + 60
+    while not sampled():
+        assert time.monotonic() < deadline, "no first sample"
+        time.sleep(0.2)
+    stop_agent_actor("pi1")  # as when its node went down with it
+    deadline = time.monotonic() + 60
+    while not sampled():  # one poll sees it dead, a later one starts and reads a new one
+        assert time.monotonic() < deadline, "the agent was not started again"
+        time.sleep(0.2)
