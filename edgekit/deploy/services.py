@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from edgekit.deploy import assets
 from edgekit.deploy.layout import SERVICES, UNIT_DIR, NodeLayout, unit_name
 from edgekit.deploy.survey import Survey
+from edgekit.node.raynode import STARTS_FILE
 from edgekit.remote.ssh import Connection
 
 UNITS = " ".join(unit_name(s) for s in SERVICES)
@@ -107,7 +108,9 @@ def install(conn: Connection, layout: NodeLayout, node: str, ray_config: dict,
     q = shlex.quote
     if token is not None:
         write_secret(conn, layout, token)
-    conn.run(f"mkdir -p {q(layout.run)} {q(layout.logs)} {q(layout.services)}", check=True)
+    # a deploy (re)starting Ray is a fresh try: no backoff left from earlier failed starts
+    conn.run(f"mkdir -p {q(layout.run)} {q(layout.logs)} {q(layout.services)} && "
+             f"rm -f {q(layout.run)}/{STARTS_FILE}", check=True)
     sftp = conn.sftp()
     try:
         files = supervisor_files(layout, node, ray_config)

@@ -62,6 +62,16 @@ AGENT_PORT_OPTIONS = {"dashboard_agent_listen_port": "--dashboard-agent-listen-p
 #: how `ray start` learns the node id it registers (so the announced files carry it)
 NODE_ID_ENV = "RAY_OVERRIDE_NODE_ID_FOR_TESTING"
 ANNOUNCE_DEADLINE_S = 600.0
+#: A Ray that cannot start or join the head exits; systemd (Restart=always, no start limit) or
+#: the supervisor starts this again, forever, so a board that was down or slow when it was
+#: deployed joins once it can, without a redeploy (docs/DEPLOY.md). A run that ended within
+#: QUICK_EXIT_S of its start counts as a failed start: from the second in a row on, the next
+#: start waits 2, 4, 8 ... BACKOFF_MAX_S seconds (a Pi 4 spends seconds of CPU importing Ray for
+#: each try); a run that lasted longer resets the count. Kept in run/raynode-starts.json,
+#: which a deploy that (re)starts the service removes: its start is a fresh try.
+QUICK_EXIT_S = 60.0
+BACKOFF_MAX_S = 30.0
+STARTS_FILE = "raynode-starts.json"
 
 
 def free_port() -> int:
@@ -180,6 +190,30 @@ def spawn_announcer(temp_dir: str, node_id: str, ports: dict[str, int]) -> None:
             os._exit(code)
 
 
+def start_delay(record: Path, now: float) -> tuple[int, float]:
+    """(failed starts in a row before this one, seconds to wait before it) from `record`,
+    the time of the last start; see QUICK_EXIT_S."""
+    try:
+        last = json.loads(record.read_text())
+        quick = int(last["quick"]) + 1 if now - float(last["started"]) < QUICK_EXIT_S else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        quick = 0
+    return quick, 0.0 if quick < 2 else min(2.0 ** (quick - 1), BACKOFF_MAX_S)
+
+
+def back_off(record: Path) -> None:
+    """Wait as start_delay says, then record this start (after the wait: it is Ray's)."""
+    quick, delay = start_delay(record, time.time())
+    if delay:
+        print(f"edgekit raynode: Ray exited within {QUICK_EXIT_S:.0f} s of its start {quick} "
+              f"times in a row; starting it again in {delay:.0f} s", file=sys.stderr, flush=True)
+        time.sleep(delay)
+    with contextlib.suppress(OSError):  # a read-only run/ costs the backoff, not the start
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"started": time.time(), "quick": quick}))
+        tmp.replace(record)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m edgekit.node.raynode CONFIG.json", file=sys.stderr)
@@ -206,6 +240,7 @@ def main(argv: list[str]) -> int:
     env.setdefault("RAY_ROTATION_BACKUP_COUNT", str(settings.log_backups))
     if cfg.get("root"):  # Ray's workers inherit it: where this node's deployed bundles are
         env[ROOT_ENV] = cfg["root"]
+    back_off(Path(argv[0]).with_name(STARTS_FILE))
     args = command(cfg)
     env[NODE_ID_ENV] = os.urandom(28).hex()  # a Ray NodeID is 28 random bytes
     spawn_announcer(cfg["temp_dir"], env[NODE_ID_ENV], agent_ports(args))

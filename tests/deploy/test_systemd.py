@@ -42,6 +42,8 @@ def test_rendered_units():
     assert (f"ExecStart={py} -m edgekit.node.logpipe {ROOT}/logs/ray-worker.log -- "
             f"{py} -m edgekit.node.raynode {ROOT}/run/ray.json") in text
     assert "Restart=always" in text and "KillMode=control-group" in text
+    # a Ray that cannot start (or join the head) keeps trying: no start limit (issue #16)
+    assert "\nStartLimitIntervalSec=0\n" in text.split("[Service]")[0]
     assert "\nStandardOutput=" not in text
     assert "WantedBy=default.target" in text and "${" not in text
     # the environment the supervisor path gets from raynode: token auth by path, the root
