@@ -14,11 +14,12 @@ from rich.progress import Progress, ProgressColumn, Task, TaskID, TextColumn
 from rich.text import Text
 
 from edgekit.cli.nodes import kernels_text
-from edgekit.deploy.report import NodeResult, RunResult
+from edgekit.deploy.report import DEGRADED, OK, NodeResult, RunResult
 from edgekit.tables import Col, FitTable
 
 EXIT_NODES_FAILED = 4
-#: some nodes serve the model, others failed: usable, but not what was asked for
+#: served, degraded: at least --min-nodes nodes serve the model, others do not (each named,
+#: with why): usable, but not what was asked for (docs/DEPLOY.md, "Exit codes")
 EXIT_PARTIAL = 8
 
 #: a deploy step (edgekit.deploy.flow / selftest) -> what the node is doing, in words
@@ -93,6 +94,8 @@ def _happened(r: NodeResult) -> str:
 
 
 def _outcome(res: RunResult, r: NodeResult) -> Text:
+    if not r.ok and r.joins_later:  # its services keep trying: it serves when it can
+        return Text(f"not serving yet ({r.step})", "yellow")
     if not r.ok:
         return Text(f"failed at {r.step or 'start'}", "red")
     if r.healthy:
@@ -105,21 +108,22 @@ def _outcome(res: RunResult, r: NodeResult) -> Text:
 
 
 def serving(res: RunResult) -> list[str]:
-    return [n for n, r in res.nodes.items() if r.ok and r.healthy]
+    return res.serving
 
 
 def exit_code(res: RunResult) -> int:
-    """0, EXIT_PARTIAL (a deploy some nodes serve and others failed) or EXIT_NODES_FAILED."""
-    if res.ok:
-        return 0
-    if res.command == "deploy" and serving(res):
-        return EXIT_PARTIAL
-    return EXIT_NODES_FAILED
+    """0 (ok), EXIT_PARTIAL (degraded: a deploy at least --min-nodes nodes serve while others
+    do not) or EXIT_NODES_FAILED."""
+    return {OK: 0, DEGRADED: EXIT_PARTIAL}.get(res.outcome, EXIT_NODES_FAILED)
+
+
+def _failed(r: NodeResult) -> str:
+    return f"{r.node} (at {r.step}" + ("; joins when it comes up)" if r.joins_later else ")")
 
 
 def headline(res: RunResult) -> Text:
     """One plain sentence: what serves now, and what did not work."""
-    failed = [f"{n} (at {r.step})" for n, r in res.nodes.items() if not r.ok]
+    failed = [_failed(r) for r in res.nodes.values() if not r.ok]
     up = serving(res)
     if res.command != "deploy":
         if res.ok:
@@ -129,9 +133,12 @@ def headline(res: RunResult) -> Text:
         return Text("dry run: checked and planned, nothing was changed")
     if res.ok:
         return Text(f"deployed: serving on {', '.join(up)}", "green")
-    if up:
+    if res.outcome == DEGRADED:
         return Text(f"PARTIAL deploy (exit {EXIT_PARTIAL}): serving on {', '.join(up)}; "
                     f"failed: {', '.join(failed)}", "yellow")
+    if up:  # fewer than --min-nodes serve
+        return Text(f"deploy FAILED: serving on {', '.join(up)} only, at least "
+                    f"{res.min_nodes} wanted (--min-nodes); failed: {', '.join(failed)}", "red")
     why = f": {res.error}" if res.error else ""
     return Text(f"deploy FAILED: nothing serves{why}" +
                 (f"; failed: {', '.join(failed)}" if failed else ""), "red")
@@ -151,6 +158,9 @@ def result_view(res: RunResult) -> RenderableType:
     for r in res.nodes.values():
         if r.log_tail:
             parts.append(Text(f"{r.node} log tail:\n{r.log_tail}"))
+    for r in res.nodes.values():
+        if r.hint and not r.ok:
+            parts.append(Text(f"{r.node}: {r.hint}", "yellow"))
     head = {k: v for k, v in res.head.items() if k not in ("api_log", "warning")}
     if head:
         parts.append(Text("head: " + ", ".join(f"{k} {v}" for k, v in head.items())))

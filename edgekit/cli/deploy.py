@@ -48,6 +48,13 @@ def _finish(res, as_json: bool) -> None:  # type: ignore[no-untyped-def]
               help="Versions kept on each node for rollback.")
 @click.option("--timeout", "verify_timeout_s", type=float, default=240.0, show_default=True,
               help="Seconds to wait for every worker's health check.")
+@click.option("--min-nodes", "min_nodes", type=click.IntRange(min=1), default=1,
+              show_default=True,
+              help="Succeed once this many nodes serve (Ray up, self-test passed); the others "
+                   "are named with why, exit 8, and join by themselves when they come up. "
+                   "Default 1: a shelf is never all up, and one board down or slow must not "
+                   "keep the rest from serving. Raise it when fewer boards cannot carry the "
+                   "load; the API then also waits for that many after a restart.")
 @click.option("--selftest/--no-selftest", default=True, show_default=True,
               help="Run the model once on each node and compare with the host before it "
                    "gets traffic (a node that answers wrongly or cannot load it is refused).")
@@ -68,9 +75,10 @@ def deploy(nodes_file: str, accept_new_host_keys: bool, target: Path, as_json: b
            **opts: object) -> None:
     """Provision the nodes, push MODEL_OR_BUNDLE over SSH, start Ray and the API, verify.
 
-    Exit 0: every node serves (or, with --dry-run, was checked and planned). Exit 8: a
-    partial deploy, some nodes serve the model and others failed (the result says which and
-    why). Exit 4: nothing serves.
+    Exit 0: every node serves (or, with --dry-run, was checked and planned). Exit 8: served,
+    degraded: at least --min-nodes nodes serve the model, others do not (the result names
+    each with why, and whether it joins by itself). Exit 4: failed, fewer than --min-nodes
+    serve. Exit 3: bad input.
     """
     from edgekit.deploy.flow import DeployOptions
     from edgekit.deploy.flow import deploy as run

@@ -18,13 +18,21 @@ from edgekit.deploy import (
     heads,
     nodeops,
     state,
+    stragglers,
     survey,
 )
 from edgekit.deploy.layout import NodeLayout, deployment_dir
 from edgekit.deploy.options import DeployOptions
 from edgekit.deploy.plan import MB, NodeCapacity, plan
 from edgekit.deploy.report import Quiet, Reporter, RunResult
-from edgekit.deploy.rollout import Checked, Deployment, Rollout, object_store_bytes
+from edgekit.deploy.rollout import (
+    Checked,
+    Deployment,
+    Rollout,
+    object_store_bytes,
+    serving_nodes,
+)
+from edgekit.errors import InputError
 from edgekit.remote.probe import NodeReport
 from edgekit.remote.ssh import Connection, Pool
 
@@ -39,11 +47,22 @@ def capacity(node: inventory.Node, rep: NodeReport) -> NodeCapacity:
 
 
 def deploy(opts: DeployOptions, ui: Reporter | None = None) -> RunResult:
-    ui = ui or Quiet()
     t0 = time.monotonic()
     inv = inventory.load(opts.inventory)
+    if opts.min_nodes > len(inv.nodes):
+        raise InputError(f"--min-nodes {opts.min_nodes}, but the inventory has "
+                         f"{len(inv.nodes)} node{'s' if len(inv.nodes) != 1 else ''}",
+                         where=str(inv.path), hint=f"--min-nodes {len(inv.nodes)} or fewer")
+    res = RunResult("deploy", min_nodes=opts.min_nodes)
+    _deploy(opts, inv, res, ui or Quiet())
+    stragglers.hint_unstarted(res)
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def _deploy(opts: DeployOptions, inv: inventory.Inventory, res: RunResult,
+            ui: Reporter) -> None:
     dep = deployment_dir(inv.path)
-    res = RunResult("deploy")
     with state.locked(dep):
         st = state.load(dep, str(inv.path.resolve()))
         # host-only work first: a model file is bundled (cached by its sha256)
@@ -53,27 +72,35 @@ def deploy(opts: DeployOptions, ui: Reporter | None = None) -> RunResult:
             if opts.strict and not res.ok:
                 bad = ", ".join(n for n, r in res.nodes.items() if not r.ok)
                 res.error = f"--strict: {bad} not fit; no node was touched"
-                return res
+                return
             unfit = [n for n in heads.for_inventory(inv, dep).nodes() if n not in fit]
             if unfit:
                 res.error = (f"the head node {unfit[0]} (role=head) is not usable: "
                              f"{res.node(unfit[0]).detail}; no node was touched")
-                return res
+                return
+            if len(fit) < opts.min_nodes:
+                res.error = (f"only {len(fit)} node{'s are' if len(fit) != 1 else ' is'} "
+                             f"reachable and fit, at least {opts.min_nodes} wanted "
+                             "(--min-nodes); no node was touched")
+                return
             caps = [capacity(inv.get(n), rep) for n, rep in fit.items()]
             p = plan([s.mem_bytes for s in bundle.stages], caps, replicas=opts.replicas,
                      model=bundle.name)
             res.plan = p.describe()
             for n, why in p.unused.items():
                 res.node(n).step, res.node(n).detail = "plan", f"unused: {why}"
+            placed = serving_nodes(p, set(p.nodes))
+            if len(placed) < opts.min_nodes:
+                res.error = (f"the plan serves on {len(placed)} node"
+                             f"{'s' if len(placed) != 1 else ''}, at least {opts.min_nodes} "
+                             "wanted (--min-nodes); no node was touched")
+                return
             if opts.dry_run:
-                res.seconds = time.monotonic() - t0
-                return res
+                return
             _forget_removed(inv, st, res, ui, opts)
             Rollout(opts, Deployment(inv, dep, st), bundle, pool, Checked(p, fit, seen),
                     res, ui).run()
         state.save(dep, st)
-    res.seconds = time.monotonic() - t0
-    return res
 
 
 def _check(pool: Pool, bundle: bundle_mod.Bundle, res: RunResult,

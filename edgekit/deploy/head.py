@@ -142,6 +142,7 @@ def _run_api(config_path: Path) -> None:
         tmp.replace(mark)
 
     run(ServeConfig(models=cfg["models"], ray_address=cfg["ray_address"], nodes=cfg["nodes"],
+                    min_nodes=int(cfg.get("min_nodes", 1)),  # a config from before: 1
                     host=cfg.get("host", "127.0.0.1"), port=int(cfg["port"]),
                     token_file=Path(cfg["api_token_path"]),
                     node_bundles=bool(cfg.get("node_bundles", False)),

@@ -90,7 +90,9 @@ def digest(cfg: dict) -> str:
 @dataclass(frozen=True)
 class ApiSettings:
     """How the API serves, the same on either head: its Ray, the serving nodes (in the
-    plan's order), where it listens, the thermal controller and its power cap."""
+    plan's order) and how many of them must be in the Ray cluster before it serves (deploy's
+    --min-nodes; the others are added as they join), where it listens, the thermal controller
+    and its power cap."""
 
     ray_address: str
     nodes: list[str]
@@ -98,6 +100,7 @@ class ApiSettings:
     port: int
     thermal: bool = True
     power_cap_w: float | None = None
+    min_nodes: int = 1
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ def api_config(model: str, bundle: str, settings: ApiSettings, tokens: Tokens, *
     """What `python -m edgekit.deploy.head api` runs (edgekit.serve.server.ServeConfig)."""
     s = settings
     cfg = {"models": [f"{model}={bundle}"], "ray_address": s.ray_address, "nodes": s.nodes,
+           # serve once this many of `nodes` are up; the rest join later (no restart)
+           "min_nodes": max(1, min(s.min_nodes, len(s.nodes))),
            "host": s.host, "port": int(s.port), "api_token_path": tokens.api,
            "ray_token_path": tokens.ray,
            "node_bundles": True,  # workers load their node's verified `current` copy

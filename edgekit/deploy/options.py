@@ -21,6 +21,8 @@ class DeployOptions:
     accept_new_host_keys: bool = False
     keep_versions: int = 3
     verify_timeout_s: float = 240.0
+    #: deploy succeeds (degraded) once this many nodes serve; the others join when they can
+    min_nodes: int = 1
     selftest: bool = True  # run the model once on each node before it gets traffic
     selftest_timeout_s: float = SELFTEST_TIMEOUT_S
     api_port: int | None = None

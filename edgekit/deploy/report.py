@@ -35,20 +35,44 @@ class NodeResult(NodeOutcome):
     healthy: bool | None = None
     log_tail: str = ""
     selftest: dict[str, Any] = field(default_factory=dict)  # edgekit.deploy.selftest summary
+    #: a node that does not serve: what to do about it (edgekit.deploy.stragglers)
+    hint: str = ""
+    #: its services run and keep trying: it joins, and the API adds it, without a redeploy
+    joins_later: bool = False
+
+
+#: what a deploy-family command came to (the CLI's exit code follows it: docs/DEPLOY.md)
+OK, DEGRADED, FAILED = "ok", "degraded", "failed"
 
 
 @dataclass
 class RunResult(FleetResult[NodeResult]):
-    """Every node's NodeResult, the plan, where the head runs, and how long it all took."""
+    """Every node's NodeResult, the plan, where the head runs, and how long it all took.
+    `min_nodes`: a deploy serving on at least that many nodes, some others not, is DEGRADED
+    (it serves); with fewer it FAILED."""
 
     plan: list[str] = field(default_factory=list)
     head: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    min_nodes: int = 1
     make: Callable[[str], NodeResult] = field(default=NodeResult, repr=False)
 
+    @property
+    def serving(self) -> list[str]:
+        return [n for n, r in self.nodes.items() if r.ok and r.healthy]
+
+    @property
+    def outcome(self) -> str:
+        if self.ok:
+            return OK
+        if self.command == "deploy" and len(self.serving) >= max(1, self.min_nodes):
+            return DEGRADED
+        return FAILED
+
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "seconds": round(self.seconds, 2), "plan": self.plan,
-                "head": self.head}
+        return {**super().to_dict(), "outcome": self.outcome, "serving": self.serving,
+                "min_nodes": self.min_nodes, "seconds": round(self.seconds, 2),
+                "plan": self.plan, "head": self.head}
 
 
 @dataclass

@@ -29,6 +29,7 @@ from edgekit.deploy import (
     selftest,
     services,
     state,
+    stragglers,
     survey,
     verify,
     wheels,
@@ -100,11 +101,27 @@ class Rollout:
                           self.pool, self.d.st, {n: selftest.stages_of(self.checked.plan, n)
                                                  for n in ready if n in self.checked.plan.nodes},
                           self.res, self.ui)
+        if not self.enough("passed their self-test", "no service was started or changed"):
+            return
         placement = self.place_head(ready)
         if not self.start(ready, placement):
             return
+        if not self.enough("started their services", "the API was not changed"):
+            return
         self.serve_and_verify(placement)
         self.record()
+
+    def enough(self, done: str, so: str) -> bool:
+        """At least --min-nodes planned nodes (complete replicas) are still fine; else the
+        deploy stops here, saying so."""
+        p, want = self.checked.plan, self.opts.min_nodes
+        ok = serving_nodes(p, {n for n in p.nodes if self.res.node(n).ok})
+        if len(ok) >= want:
+            return True
+        self.res.error = (f"only {len(ok)} node{'s' if len(ok) != 1 else ''} "
+                          f"({', '.join(ok) or 'none'}) {done}, at least {want} wanted "
+                          f"(--min-nodes); {so}")
+        return False
 
     # --- 1. runtime and bundle on every node ---------------------------------------------
     def prepare(self) -> list[str]:
@@ -239,7 +256,8 @@ class Rollout:
             return
         api = ApiSpec(self.bundle.name, self.bundle.version, str(self.bundle.path),
                       ApiSettings(placement.ray_address, nodes, placement.api_host,
-                                  placement.api_port, self.opts.thermal, self.opts.power_cap_w),
+                                  placement.api_port, self.opts.thermal, self.opts.power_cap_w,
+                                  self.opts.min_nodes),
                       self.api_token, self.ray_token, self.opts.verify_timeout_s)
         try:
             res.head["api"] = self.head.serve(self.pool, st, placement, api)
@@ -247,6 +265,8 @@ class Rollout:
             res.error = f"the API on {placement.where} did not start: {exc}"
             for n in nodes:
                 res.node(n).fail("verify", "no API", "no-api")
+                res.node(n).hint = ("its services run; it serves once the API starts (it "
+                                    "keeps trying; see the error above)")
             return
         st.head.api_port, st.head.api_host = placement.api_port, placement.api_host
         st.head.api_url = res.head["api_url"] = placement.api_url
@@ -255,27 +275,46 @@ class Rollout:
         self.verify(nodes, api)
 
     def verify(self, nodes: list[str], api: ApiSpec) -> None:
+        """Until every node serves, or --min-nodes do and the others are failing rather than
+        slow, or the timeout; each node left out is named with why (edgekit.deploy.
+        stragglers) and joins by itself when it comes up."""
         for n in nodes:
             self.res.node(n).step = "verify"
             self.ui.step(n, "verify")
+        lays = {n: NodeLayout(self.d.st.nodes[n].root) for n in nodes}
+        watch = stragglers.Watch(self.pool, lays, self.opts.min_nodes)
+        t0 = time.monotonic()
         with self.head.reach(self.d.st, self.pool) as url:
-            h = verify.wait(url, api.api_token.read_text().strip(), [api.model], nodes,
-                            api.timeout_s, {api.model: api.version})
-        for n in nodes:
-            r = self.res.node(n)
-            r.healthy = n in h.alive_nodes
-            if r.healthy:
-                r.step = "serving"
-                self.ui.step(n, "[green]serving")
-                continue
-            r.fail("verify", h.error or "worker not alive", "unhealthy")
-            try:
-                r.log_tail = services.log_tail(self.pool[n], NodeLayout(self.d.st.nodes[n].root),
-                                               "ray-worker")
-            except Exception as exc:
-                r.log_tail = f"(could not read the log: {exc})"
-        if not h.ready:
+            h = verify.wait_served(url, api.api_token.read_text().strip(),
+                                   {api.model: api.version}, nodes, api.timeout_s,
+                                   watch.settled)
+        # not ready: not serving, or workers of another version (the API did not restart?)
+        alive = set(nodes) & h.alive_nodes if h.ready else set()
+        for n in alive:
+            self.res.node(n).healthy, self.res.node(n).step = True, "serving"
+            self.ui.step(n, "[green]serving")
+        self._explain([n for n in nodes if n not in alive], h, time.monotonic() - t0)
+        if len(alive) < self.opts.min_nodes:
+            self.res.error = (f"{len(alive)} of {len(nodes)} nodes serve, at least "
+                              f"{self.opts.min_nodes} wanted (--min-nodes)"
+                              + (f": {h.error}" if h.error and not alive else ""))
+        if not alive:
             self.res.head["api_log"] = self.head.api_log(self.pool, self.d.st)
+
+    def _explain(self, missing: list[str], h: verify.Health, waited_s: float) -> None:
+        """Why each node in `missing` had no live worker after `waited_s`, and what will
+        happen to it."""
+        if not missing:
+            return
+        lays = {n: NodeLayout(self.d.st.nodes[n].root) for n in missing}
+        for n, st in stragglers.look_all(self.pool, lays, missing).items():
+            v = stragglers.verdict(n, st, h, waited_s, str(self.d.inv.path))
+            r = self.res.node(n)
+            r.healthy = False
+            r.fail("verify", v.detail, v.kind)
+            r.hint, r.joins_later = v.hint, v.retrying
+            r.log_tail = st.log if isinstance(st, stragglers.RayState) else ""
+            self.ui.step(n, f"[red]{v.kind}")
 
     # --- 6. the new state ----------------------------------------------------------------
     def record(self) -> None:

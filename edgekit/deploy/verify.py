@@ -11,6 +11,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ class Health:
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: model -> the version id the API serves (edgekit.model.bundle.Bundle.version)
     versions: dict[str, str] = field(default_factory=dict)
+    #: nodes the API has made a worker for (generation >= 0): their Ray joined the head
+    placed: set[str] = field(default_factory=set)
 
 
 def _get(url: str, token: str, timeout_s: float = 5.0) -> tuple[int, Any]:
@@ -48,6 +51,8 @@ def check(api_url: str, token: str, models: list[str]) -> Health:
     h = Health(code == 200)
     for r in (status or {}).get("replicas", []):
         (h.alive_nodes if r.get("alive") else h.dead_nodes).update(r.get("nodes", []))
+        h.placed.update(n for n, g in zip(r.get("nodes", []), r.get("generations", []),
+                                          strict=False) if g >= 0)
     h.dead_nodes -= h.alive_nodes
     h.workers = (status or {}).get("workers") or {}
     h.versions = {m: str(info.get("version", ""))
@@ -55,25 +60,53 @@ def check(api_url: str, token: str, models: list[str]) -> Health:
     return h
 
 
+def _poll(api_url: str, token: str, models: list[str], versions: dict[str, str],
+          done: Callable[[Health, bool], bool], timeout_s: float) -> tuple[Health, dict]:
+    """Check once a second until `done(h, serving)` (serving: the API is ready at `versions`,
+    model -> id), or the timeout; the last answer and the models served at another version."""
+    deadline = time.monotonic() + timeout_s
+    h, stale = Health(False, error="not checked"), dict(versions)
+    while time.monotonic() < deadline:
+        h = check(api_url, token, models)
+        stale = {m: v for m, v in versions.items() if h.versions.get(m) != v}
+        if done(h, h.ready and not stale):
+            break
+        time.sleep(1.0)
+    return h, stale
+
+
 def wait(api_url: str, token: str, models: list[str], nodes: list[str],
          timeout_s: float, versions: dict[str, str] | None = None) -> Health:
     """Poll until every model is ready (at `versions`, model -> id, when given) and every
     node in `nodes` has a live replica."""
-    deadline = time.monotonic() + timeout_s
-    h = Health(False, error="not checked")
-    while time.monotonic() < deadline:
-        h = check(api_url, token, models)
-        stale = {m: v for m, v in (versions or {}).items() if h.versions.get(m) != v}
-        if h.ready and set(nodes) <= h.alive_nodes and not stale:
-            return h
-        time.sleep(1.0)
+    h, stale = _poll(api_url, token, models, versions or {},
+                     lambda h, serving: serving and set(nodes) <= h.alive_nodes, timeout_s)
     if h.ready and stale:
         h.ready = False
         h.error = "; ".join(f"the API serves {m} version {h.versions.get(m) or '?'}, "
                             f"not {v}" for m, v in stale.items())
         return h
-    if h.ready:
+    if h.ready and not set(nodes) <= h.alive_nodes:
         missing = sorted(set(nodes) - h.alive_nodes)
         h.ready = False
         h.error = f"no live worker on {', '.join(missing)} after {timeout_s:.0f} s"
+    return h
+
+
+def wait_served(api_url: str, token: str, versions: dict[str, str], nodes: list[str],
+                timeout_s: float, settled: Callable[[set[str], set[str]], bool]) -> Health:
+    """Like `wait` for deploy: until the API serves every model at its version on every
+    node, or `settled(alive, missing)` says waiting longer would not change the outcome
+    (edgekit.deploy.stragglers.Watch), or the timeout. `ready` is what the API said; the
+    caller counts the live nodes."""
+
+    def done(h: Health, serving: bool) -> bool:
+        alive = set(nodes) & h.alive_nodes if serving else set()
+        return alive == set(nodes) or settled(alive, set(nodes) - alive)
+
+    h, stale = _poll(api_url, token, list(versions), versions, done, timeout_s)
+    if stale and h.ready:
+        h.ready = False
+        h.error = "; ".join(f"the API serves {m} version {h.versions.get(m) or '?'}, "
+                            f"not {v}" for m, v in stale.items())
     return h
