@@ -86,9 +86,8 @@ class Metrics:
             "Summed node power / cluster request rate (when power is reported)",
             registry=r,
         )
-        self.node_power = Gauge(
-            "edgekit_node_power_watts", "Node power reported by a controller", ["node"], registry=r
-        )
+        self.node_power = Gauge("edgekit_node_power_watts", "Node power reported by a controller",
+                                ["node"], registry=r)
 
     def observe(self, model: str, version: str, res: Served, latency_s: float,
                 batch: int) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import ray
 from ray import exceptions as rex
@@ -28,17 +28,30 @@ from edgekit.node import stack
 from edgekit.serve.health import StageActor, actors_of
 from edgekit.serve.models import ModelSpec
 from edgekit.serve.nodefiles import NodeFile
-from edgekit.serve.router import Replica
+from edgekit.serve.router import Replica, Router
 from edgekit.serve.runtime import open_runtime
+from edgekit.serve.settings import Tunables
 from edgekit.serve.tensors import TensorSpec
 from edgekit.serve.worker import ChannelSpec, StageRole, remote_worker_class
-
-if TYPE_CHECKING:
-    from edgekit.serve.pool import WorkerPool
 
 log = logging.getLogger("edgekit.serve")
 #: worker actor names: edgekit:<model>:<stage>:<node>:g<generation> (namespace "edgekit")
 ACTOR_PREFIX = "edgekit:"
+
+
+class PoolView(Protocol):
+    """What placement reads and fills of `pool.WorkerPool` (which imports this module)."""
+
+    router: Router
+    t: Tunables
+    models: dict[str, ModelInfo]
+    node_bundles: bool
+    max_queue: int
+    compress: bool
+    threads: int | None
+    transport: Any
+
+    def stacks(self) -> dict[str, dict[str, Any]]: ...
 
 
 @dataclass
@@ -122,7 +135,7 @@ def choose_nodes(nodes: list[str] | None, live: dict[str, float], min_nodes: int
     return chosen
 
 
-def place(pool: WorkerPool, specs: list[ModelSpec], nodes: list[str] | None,
+def place(pool: PoolView, specs: list[ModelSpec], nodes: list[str] | None,
           min_nodes: int = 1) -> None:
     live = edgekit_nodes()
     chosen = choose_nodes(nodes, live, min_nodes)
@@ -143,8 +156,8 @@ def place(pool: WorkerPool, specs: list[ModelSpec], nodes: list[str] | None,
         ]
         for p in range(len(chosen) // k):
             group = tuple(chosen[p * k : (p + 1) * k])
-            stages = [_stage(pool, spec, info, i, node, blobs[i], live)
-                      for i, node in enumerate(group)]
+            stages = [_stage(spec.name, node, _maker(pool, spec, info, i, node, blobs[i]),
+                             node in live) for i, node in enumerate(group)]
             replica = Replica(spec.name, group, stages, pool.max_queue)
             pool.router.add(replica)
             absent = [s.node for s in stages if s.dead]
@@ -152,15 +165,13 @@ def place(pool: WorkerPool, specs: list[ModelSpec], nodes: list[str] | None,
                 pool.router.mark_dead(replica, f"{', '.join(absent)} not in the Ray cluster")
 
 
-def _stage(pool: WorkerPool, spec: ModelSpec, info: ModelInfo, index: int, node: str,
-           blob: Any, live: dict[str, float]) -> StageActor:
-    make = _maker(pool, spec, info, index, node, blob)
-    if node not in live:  # health makes its worker (generation 0) when Ray lists the node
+def _stage(model: str, node: str, make: Any, live: bool) -> StageActor:
+    if not live:  # health makes its worker (generation 0) when Ray lists the node
         return StageActor(node, make, None, generation=-1, dead=True, answering=False)
     try:
         return StageActor(node, make, make(0))
     except rex.ActorAlreadyExistsError as exc:  # started since the check
-        raise _served_elsewhere(spec.name, str(exc)[:120]) from None
+        raise _served_elsewhere(model, str(exc)[:120]) from None
 
 
 def check_names_free(specs: list[ModelSpec], wait_s: float) -> None:
@@ -178,7 +189,7 @@ def check_names_free(specs: list[ModelSpec], wait_s: float) -> None:
         time.sleep(0.5)
 
 
-def _maker(pool: WorkerPool, spec: ModelSpec, info: ModelInfo, index: int, node: str,
+def _maker(pool: PoolView, spec: ModelSpec, info: ModelInfo, index: int, node: str,
            blob: Any):
     """A function generation -> new worker actor for this stage on this node."""
     where = f"{spec.name}[{index}]@{node}" if spec.sharded else f"{spec.name}@{node}"
@@ -200,7 +211,7 @@ def _maker(pool: WorkerPool, spec: ModelSpec, info: ModelInfo, index: int, node:
     return make
 
 
-async def wait_ready(pool: WorkerPool, timeout_s: float) -> None:
+async def wait_ready(pool: PoolView, timeout_s: float) -> None:
     """Wait until every placed worker answers (its model loaded) and its channel is open;
     raises ClusterError if not. Replicas waiting for a node are left to health."""
     actors = [s for r in pool.router.replicas for s in actors_of(r) if not s.dead]

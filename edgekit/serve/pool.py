@@ -66,6 +66,7 @@ async def _within(task: asyncio.Future, limit: float) -> Any:
 
 
 class WorkerPool:
+    # reason: one parameter per `edgekit serve` option the pool acts on
     def __init__(
         self,
         router: Router,

@@ -67,6 +67,7 @@ class ChannelSpec:
 
 
 class Worker:
+    # reason: a Ray actor's constructor: each argument is what the head sends it
     def __init__(
         self,
         node: str,
