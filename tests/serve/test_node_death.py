@@ -1,4 +1,10 @@
-"""A node killed under load (issue #15): no accepted request lost, throughput back at once.
+"""A shelf that is not all up (issue #16), then a node killed under load (issue #15): no
+accepted request lost, throughput back at once.
+
+First (one cluster for both, to keep the suite short): pi3 is not in the Ray cluster when
+`edgekit serve --nodes pi1,pi2,pi3` starts. `--min-nodes 3` refuses, naming pi3; without it
+the API serves on pi1 and pi2 (readiness degraded, pi3 named), and pi3 joins when its Ray node
+comes up, without a restart (its worker is generation 0).
 
 Its own token-auth Ray cluster (pi1..pi3; the session's `ray_cluster` is shared by other tests,
 so its nodes are never killed here) and its own `edgekit serve` on the default (direct)
@@ -240,18 +246,43 @@ def _comes_back(cluster, client: Client) -> dict:
             "serving_after_start_s": round(t_traffic - t0, 1)}
 
 
+def _serves_without_pi3_then_adds_it(cluster, tmp_path_factory, model) -> object:
+    """pi3 is down at start: refused with --min-nodes 3, else served on pi1+pi2; pi3 joins."""
+    import os
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "edgekit.cli.main", "serve", "--ray-address", cluster.address,
+         "--nodes", ",".join(NODES), "--min-nodes", "3", "--port", "1",
+         "--model", f"affine={model}"],
+        env={**os.environ, **cluster.env()}, capture_output=True, text=True, timeout=120)
+    said = " ".join(refused.stderr.split())  # rich wraps lines
+    assert refused.returncode != 0 and "pi3 (at least 3 of 3 wanted)" in said, said[-2000:]
+    server = start_server(cluster, tmp_path_factory, ["--nodes", ",".join(NODES)],
+                          {"affine": model})
+    client = Client(server.url, token=server.token)
+    ready = client.status()["readiness"]
+    assert ready["ready"] and ready["degraded"] and ready["missing"] == ["pi3 (affine)"], ready
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_allclose(client.infer("affine", x)["y"], 2 * x + 1)
+    cluster.start_node("pi3")  # the board comes up: no restart, no redeploy
+    deadline = time.monotonic() + RETURN_WITHIN_S
+    _wait(lambda: not client.status()["readiness"]["degraded"], deadline, "pi3 to join", client)
+    assert _replica(client, "pi3")["generations"] == [0]
+    return server
+
+
 def test_node_killed_under_load_loses_nothing(tmp_path_factory):
     """Kill pi3 (raylet + workers) under load: nothing lost, throughput back within 10 s of
     Ray's verdict (with the direct channel it hardly dips), pi3 serving again once back."""
     from edgekit.serve.localcluster import LocalCluster
 
     began = time.monotonic()
-    cluster = LocalCluster(nodes=list(NODES))
+    cluster = LocalCluster(nodes=NODES[:2])  # pi3 joins later
     server = watch = load = None
     try:
         cluster.start()
         model = affine_model(tmp_path_factory.mktemp("model") / "affine.onnx")
-        server = start_server(cluster, tmp_path_factory, [], {"affine": model})
+        server = _serves_without_pi3_then_adds_it(cluster, tmp_path_factory, model)
         client = Client(server.url, token=server.token)
         watch = RayWatch(cluster, "pi3")
         load = Load(server.url, server.token)
