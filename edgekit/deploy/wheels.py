@@ -49,9 +49,13 @@ class BuildError(EdgekitError):
 
 
 def pins(extras: list[str]) -> list[str]:
-    """`name==version` for every node package, from the host's own install."""
+    """`name==version` for every node package, from the host's own install; a requirement
+    that gives its own range (requirements-node.txt says why) is kept as it is."""
     out = []
     for name in (*node_requirements(), *sorted(set(extras))):
+        if any(c in name for c in "<>=!~"):
+            out.append(name)
+            continue
         version = installed_version(name)
         if version is None:
             raise InputError(f"{name} is not installed on the host, so its version cannot be "

@@ -259,3 +259,11 @@ def test_pins_are_the_same_whether_or_not_ray_was_imported() -> None:
     got = {how: subprocess.run([sys.executable, "-c", code, how], capture_output=True,
                                text=True, check=True).stdout for how in ("plain", "ray")}
     assert got["plain"] == got["ray"]
+
+
+def test_a_requirement_with_its_own_range_is_not_pinned_to_the_host() -> None:
+    """psutil: the host's version (5.9.8 under the dev extra) has no aarch64 wheel in this
+    machine's index, so pinning it failed every Pi's provisioning."""
+    got = wheels.pins([])
+    assert "psutil>=5.9" in got and not any(p.startswith("psutil==") for p in got)
+    assert any(p.startswith("numpy==") for p in got)  # the rest still follow the host
