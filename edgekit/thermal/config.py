@@ -69,7 +69,9 @@ class PolicyConfig:
     shed_start_temp_c: float = 70.0  # predicted above this -> weight falls linearly
     readmit_temp_c: float = 72.0  # drained node returns only below this ...
     readmit_hold_s: float = 5.0  # ... and not rising for this long (hysteresis, no flapping)
-    min_drain_s: float = 5.0  # a drained node stays out at least this long
+    min_drain_s: float = 5.0  # a drained node stays out at least this long, doubled per flap:
+    flap_window_s: float = 60.0  # drained again within this of its readmit: a flap
+    max_drain_s: float = 300.0  # the longest a flapping node is kept out before another try
     slope_window_s: float = 10.0  # least-squares slope over this much history
     lookahead_s: float = 6.0  # predict this far ahead (a few die time constants)
     min_weight: float = 0.1  # a shedding node still takes a trickle (keeps its stats alive)

@@ -42,6 +42,8 @@ class PolicyMemory:
     weight: float = 1.0
     drained_at_s: float | None = None
     cool_since_s: float | None = None
+    readmitted_at_s: float | None = None  # when it last came back from a drain
+    flaps: int = 0  # drains in a row that came soon after a readmit (each doubles the wait)
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,17 @@ def decide(prev: PolicyMemory, inp: NodeInput, cfg: PolicyConfig) -> tuple[Polic
     )
     trigger = _drain_trigger(facts, cfg)
     if trigger:
-        drained_at = prev.drained_at_s if prev.state == DRAINED else inp.now_s
-        new = PolicyMemory(DRAINED, cfg.min_weight, drained_at, None)
+        if prev.state == DRAINED:
+            new = replace(prev, cool_since_s=None)
+        else:  # drained again soon after coming back: it will wait longer this time
+            soon = (prev.readmitted_at_s is not None
+                    and inp.now_s - prev.readmitted_at_s < cfg.flap_window_s)
+            new = PolicyMemory(DRAINED, cfg.min_weight, inp.now_s, None, None,
+                               prev.flaps + 1 if soon else 0)
         return facts.out(new, f"drain: {trigger} ({facts.text})")
     if prev.state == DRAINED:
         return _while_drained(prev, facts, cfg)
-    return _by_prediction(facts, cfg)
+    return _by_prediction(prev, facts, cfg)
 
 
 def _drain_trigger(f: _Facts, cfg: PolicyConfig) -> str | None:
@@ -135,28 +142,40 @@ def _drain_trigger(f: _Facts, cfg: PolicyConfig) -> str | None:
     return None
 
 
+def drain_hold_s(flaps: int, cfg: PolicyConfig) -> float:
+    """How long a drained node stays out at least: `min_drain_s`, doubled for each drain in a
+    row that followed a readmit within `flap_window_s`, up to `max_drain_s`. A node whose
+    idle temperature sits just under `readmit_temp_c` heats past the drain point within
+    seconds of taking load; without this it was drained and readmitted over and over."""
+    return min(cfg.max_drain_s, cfg.min_drain_s * 2 ** min(flaps, 16))
+
+
 def _while_drained(prev: PolicyMemory, f: _Facts,
                    cfg: PolicyConfig) -> tuple[PolicyMemory, Decision]:
-    """Readmit only after `min_drain_s` out and `readmit_hold_s` below `readmit_temp_c`
+    """Readmit only after `drain_hold_s` out and `readmit_hold_s` below `readmit_temp_c`
     without rising (hysteresis); otherwise stay drained, saying what it waits for."""
     now = f.inp.now_s
     cool = f.temp_c < cfg.readmit_temp_c and f.slope <= cfg.rising_eps_c_per_s
     drained_at = prev.drained_at_s if prev.drained_at_s is not None else now
     cool_since = (prev.cool_since_s if prev.cool_since_s is not None else now) if cool else None
-    if (cool_since is not None and now - drained_at >= cfg.min_drain_s
+    hold = drain_hold_s(prev.flaps, cfg)
+    if (cool_since is not None and now - drained_at >= hold
             and now - cool_since >= cfg.readmit_hold_s):
         weight = weight_for(f.predicted, cfg)
         state = SHEDDING if weight < 1.0 else SERVING
         return f.out(
-            PolicyMemory(state, weight),
+            PolicyMemory(state, weight, readmitted_at_s=now, flaps=prev.flaps),
             f"readmit: below {cfg.readmit_temp_c:g}°C and "
             f"not rising for {now - cool_since:.0f}s ({f.text})",
         )
     wait = "cooling" if cool else f"waiting for < {cfg.readmit_temp_c:g}°C and not rising"
+    if prev.flaps:
+        wait += f"; out for at least {hold:.0f}s (drained {prev.flaps + 1} times in a row)"
     return f.out(replace(prev, cool_since_s=cool_since), f"stay drained: {wait} ({f.text})")
 
 
-def _by_prediction(f: _Facts, cfg: PolicyConfig) -> tuple[PolicyMemory, Decision]:
+def _by_prediction(prev: PolicyMemory, f: _Facts,
+                   cfg: PolicyConfig) -> tuple[PolicyMemory, Decision]:
     """Serving or shedding by the predicted temperature; under-voltage sheds to the minimum."""
     weight = weight_for(f.predicted, cfg)
     text = f.text
@@ -168,7 +187,10 @@ def _by_prediction(f: _Facts, cfg: PolicyConfig) -> tuple[PolicyMemory, Decision
         reason = f"shed: weight {weight:.2f} ({text})"
     else:
         reason = f"serve: headroom to {cfg.drain_temp_c:g}°C ({text})"
-    return f.out(PolicyMemory(state, weight), reason)
+    if prev.readmitted_at_s is not None and f.inp.now_s - prev.readmitted_at_s >= cfg.flap_window_s:
+        prev = PolicyMemory()  # served long enough since its readmit: no longer flapping
+    return f.out(replace(prev, state=state, weight=weight, drained_at_s=None,
+                         cool_since_s=None), reason)
 
 
 def _unknown_temperature(inp: NodeInput, cfg: PolicyConfig) -> tuple[PolicyMemory, Decision]:

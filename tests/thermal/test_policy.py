@@ -105,3 +105,39 @@ def test_power_cap_aimd() -> None:
 def test_efficiency_factors() -> None:
     f = policy.efficiency_factors({"a": 0.5, "b": 1.0, "c": None, "d": 10.0})
     assert f == {"a": 1.0, "b": 0.5, "c": 1.0, "d": 0.25}
+
+
+def _simulate(seconds: int, idle_c: float, loaded_c: float) -> tuple[int, list[str]]:
+    """A node whose idle temperature sits just under readmit_temp_c and that heats past the
+    drain point within seconds of taking load (2 °C/s up while routed to, 1 °C/s down while
+    drained): readmits counted over `seconds` ticks of 1 s."""
+    mem, temps, t, readmits, reasons = policy.PolicyMemory(), [idle_c], idle_c, 0, []
+    for now in range(seconds):
+        inp = policy.NodeInput("pi1", float(now), series(temps[-15:], now - len(temps[-15:]) + 1))
+        prev = mem.state
+        mem, d = policy.decide(mem, inp, CFG)
+        readmits += prev == policy.DRAINED and d.state != policy.DRAINED
+        reasons.append(d.reason)
+        t = min(loaded_c, t + 2.0) if d.state != policy.DRAINED else max(idle_c, t - 1.0)
+        temps.append(t)
+    return readmits, reasons
+
+
+def test_a_node_that_heats_again_at_once_is_kept_out_longer_each_time() -> None:
+    """Issue #16: near its idle temperature a heated node was drained and readmitted over
+    and over (every ~15 s); each drain that follows a readmit within flap_window_s doubles
+    the time out, up to max_drain_s."""
+    readmits, reasons = _simulate(600, idle_c=70.0, loaded_c=80.0)
+    assert 3 <= readmits <= 8, readmits  # fixed 5 s holds gave ~40 in 10 minutes
+    assert any("drained 4 times in a row" in r for r in reasons), reasons[-5:]
+    assert policy.drain_hold_s(20, CFG) == CFG.max_drain_s
+
+
+def test_flapping_is_forgotten_after_serving_for_the_flap_window() -> None:
+    mem = policy.PolicyMemory(policy.SERVING, 1.0, readmitted_at_s=0.0, flaps=3)
+    inp = policy.NodeInput("pi1", CFG.flap_window_s + 1, series([60.0, 60.0], CFG.flap_window_s))
+    mem, _ = policy.decide(mem, inp, CFG)
+    assert mem.flaps == 0 and mem.readmitted_at_s is None
+    mem = policy.PolicyMemory(policy.SERVING, 1.0, readmitted_at_s=0.0, flaps=3)
+    inp = policy.NodeInput("pi1", 10.0, series([60.0, 60.0], 9.0))
+    assert policy.decide(mem, inp, CFG)[0].flaps == 3  # still within the window
