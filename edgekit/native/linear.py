@@ -44,7 +44,8 @@ class Int8Linear:
             self._handle = h.value
 
     def __del__(self) -> None:
-        if getattr(self, "_handle", None) and _lib.LIB is not None:
+        # at interpreter exit module globals may already be None: the process frees it all
+        if getattr(self, "_handle", None) and _lib is not None and _lib.LIB is not None:
             _lib.LIB.ek_linear_destroy(self._handle)
             self._handle = None
 
