@@ -176,11 +176,15 @@ def test_the_missing_node_joins_when_fixed_without_a_redeploy(dg):
     print(f"\n{SICK} serving {time.monotonic() - t0:.1f} s after its fault was removed")
     assert not client.status()["readiness"]["degraded"]
     x = np.ones((1, N), np.float32)
-    seen = set()
-    for _ in range(40):
+    seen: set[str] = set()
+    # the thermal controller routes to a node that just joined at neutral weight until its
+    # agent's first samples arrive, and one-at-a-time requests go to the highest weight: so
+    # pi2 takes traffic once its telemetry flows, seconds later, not necessarily at once
+    deadline = time.monotonic() + 120
+    while seen != set(NODES):
+        assert time.monotonic() < deadline, (seen, client.status()["controllers"])
         client.infer(MODEL, x)
         seen.add(client.last_node)
-    assert seen == set(NODES), seen
     st = ops.status(dg["inv"])
     assert all(st.nodes[n].healthy for n in NODES), st.to_dict()
     assert st.apps[MODEL]["served_version"] == st.apps[MODEL]["version"]
