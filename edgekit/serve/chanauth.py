@@ -42,14 +42,19 @@ def _mac(key: bytes, *parts: bytes) -> bytes:
     return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
-    while got < n:
+def recv_into(sock: socket.socket, view: memoryview) -> None:
+    """Fill `view` from the socket (the frame readers use it too: no copy of a body)."""
+    got = 0
+    while got < len(view):
         k = sock.recv_into(view[got:])
         if k == 0:
             raise ConnectionError("peer closed the connection")
         got += k
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    recv_into(sock, memoryview(buf))
     return bytes(buf)
 
 

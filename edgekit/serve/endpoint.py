@@ -55,15 +55,6 @@ def send_parts(sock: socket.socket, parts: list[Any]) -> None:
                 views[0], n = views[0][n:], 0
 
 
-def recv_into(sock: socket.socket, view: memoryview) -> None:
-    got = 0
-    while got < len(view):
-        k = sock.recv_into(view[got:])
-        if k == 0:
-            raise ConnectionError("peer closed the connection")
-        got += k
-
-
 class Link:
     """One authenticated connection: sends are whole frames under a lock."""
 
@@ -142,10 +133,10 @@ class Endpoint:
         raw = bytearray(frames.HEADER.size)
         view = memoryview(raw)
         while True:
-            recv_into(link.sock, view)
+            chanauth.recv_into(link.sock, view)
             head = frames.Header(raw, self.max_body)
             body = np.empty(head.body_len, np.uint8)  # the tensors will be views of it
-            recv_into(link.sock, memoryview(body))
+            chanauth.recv_into(link.sock, memoryview(body))
             if head.kind == frames.PING:
                 link.send([frames.encode_bare(frames.PONG, head.rid)])
             elif head.kind == frames.REQUEST:
