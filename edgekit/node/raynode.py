@@ -240,6 +240,10 @@ def main(argv: list[str]) -> int:
     env.setdefault("RAY_ROTATION_BACKUP_COUNT", str(settings.log_backups))
     if cfg.get("root"):  # Ray's workers inherit it: where this node's deployed bundles are
         env[ROOT_ENV] = cfg["root"]
+        from edgekit.node.bootcheck import safe_check
+
+        # a damaged `current` falls back to an intact kept version before any worker loads it
+        safe_check(cfg["root"])
     back_off(Path(argv[0]).with_name(STARTS_FILE))
     args = command(cfg)
     env[NODE_ID_ENV] = os.urandom(28).hex()  # a Ray NodeID is 28 random bytes
