@@ -174,7 +174,11 @@ def result_view(res: RunResult) -> RenderableType:
 
 STATUS_COLUMNS = [Col("node"), Col("board", wrap=True, min_width=14), Col("verdict"),
                   Col("reason", wrap=True, min_width=24, hide_empty=True),
-                  Col("active", 1), Col("services", 2), Col("kept", 3), Col("kernels", 2)]
+                  Col("on disk", 1), Col("served", 1), Col("services", 2),
+                  Col("temp °C", 2, justify="right"), Col("thermal", 2), Col("throttle", 3),
+                  Col("kernels", 3), Col("kept", 4)]
+#: the thermal policy's drain point: a node at or above it is shown red
+_HOT_C = 78.0
 
 
 def _versions(by_model: dict | None, many: bool = False) -> str:
@@ -188,6 +192,28 @@ def _versions(by_model: dict | None, many: bool = False) -> str:
     return "\n".join(lines) or "-"
 
 
+def _served(n: dict) -> str:
+    """The versions the node's live workers run: "?" when the API could not be asked."""
+    served = n.get("served") or {}
+    return "\n".join(f"{m} {'?' if v is None else v[:12] if v else 'none'}"
+                     for m, v in served.items()) or "-"
+
+
+def _problems(st: dict, n: dict) -> list[str]:
+    """What is wrong with a reachable node beyond its services, most important first."""
+    out = [f"version mismatch: {n['mismatch']}"] if n.get("mismatch") else []
+    if n.get("load_error"):
+        out.append(f"worker cannot load the model: {n['load_error']}")
+    if n.get("boot_problem"):
+        out.append(n["boot_problem"])
+    th = n.get("thermal") or {}
+    if th.get("drained"):
+        out.append(f"drained: {th.get('reason') or 'by the thermal controller'}")
+    elif th.get("throttled_now"):
+        out.append("throttling now (firmware)")
+    return out
+
+
 def _node_verdict(st: dict, n: dict) -> tuple[Text, str]:
     if not n["reachable"]:
         return Text("unreachable", "red"), n.get("error") or ""
@@ -195,8 +221,10 @@ def _node_verdict(st: dict, n: dict) -> tuple[Text, str]:
     reasons = [f"not running: {', '.join(down)}"] if down else []
     if not any((n.get("active") or {}).values()):
         reasons.append("no model version active")
+    reasons += _problems(st, n)
     if n["healthy"]:
-        return Text("serving", "green"), "; ".join([*reasons, n.get("warning") or ""]).strip("; ")
+        verdict = Text("mismatch", "yellow") if n.get("mismatch") else Text("serving", "green")
+        return verdict, "; ".join([*reasons, n.get("warning") or ""]).strip("; ")
     if not st["api_ready"]:
         reasons.append(f"API not ready: {st.get('api_error') or 'no answer'}")
     elif not reasons:
@@ -204,8 +232,24 @@ def _node_verdict(st: dict, n: dict) -> tuple[Text, str]:
     return Text("not serving", "red"), "; ".join(reasons)
 
 
+def _thermal_cells(th: dict) -> tuple[Text, str, Text]:
+    """(temperature, throttle, state and weight) of a node's thermal view; dashes without."""
+    if not th:
+        return Text("-"), "-", Text("-")
+    temp = th.get("temp_c")
+    cell = Text("-" if temp is None else f"{temp:.1f}",
+                "red" if temp is not None and temp >= _HOT_C else "")
+    now, before = th.get("throttled_now"), th.get("throttled_since_boot")
+    throttle = "?" if now is None else "NOW" if now else "since boot" if before else "no"
+    state = ("stale " if th.get("stale") else "") + str(th.get("state") or "?")
+    weight = th.get("weight") if th.get("weight") is not None else th.get("routing_weight")
+    style = {"drained": "red", "shedding": "yellow"}.get(str(th.get("state")), "")
+    return cell, throttle, Text(state + ("" if weight is None else f" {weight:.2f}"), style)
+
+
 def status_view(st: dict, boards: dict[str, str]) -> RenderableType:
-    """`edgekit status`: one row per node, then the deployed models and the API."""
+    """`edgekit status`: one row per node, then the deployed models, mismatches and what to
+    do about them, and the API."""
     hd = st["head"]
     where = f" on {hd.get('where') or 'host'}"
     via = " (SSH tunnel)" if st.get("tunnel") else ""
@@ -215,16 +259,35 @@ def status_view(st: dict, boards: dict[str, str]) -> RenderableType:
         verdict, reason = _node_verdict(st, n)
         svc = n.get("services") or {}
         up = f"{sum(bool(v) for v in svc.values())}/{len(svc)} up" if svc else "-"
+        temp, throttle, thermal = _thermal_cells(n.get("thermal") or {})
         table.add_row(name, boards.get(name) or "?", verdict, reason,
-                      _versions(n.get("active")), up, _versions(n.get("kept"), many=True),
-                      kernels_text(n.get("kernels", "")))
+                      _versions(n.get("active")), _served(n), up, temp, thermal, throttle,
+                      kernels_text(n.get("kernels", "")), _versions(n.get("kept"), many=True))
     parts: list[RenderableType] = [table]
+    if not st.get("api_reachable", True):
+        parts.append(Text(f"the API cannot be reached ({st.get('api_error') or 'no answer'}): "
+                          "served versions and thermal state unknown; on disk as shown",
+                          "red"))
     for model, app in (st.get("apps") or {}).items():
         served = app.get("served_version")
         also = f", the API serves {served[:12]}" if served and served != app["version"] else ""
         parts.append(Text(f"model {model}: version {app['version'][:12]}{also}; planned on "
                           f"{', '.join(app.get('plan') or []) or 'no node'}"))
+    parts += _mismatch_lines(st)
     return Group(*parts)
+
+
+def _mismatch_lines(st: dict) -> list[Text]:
+    """One line per node whose disk and workers disagree, then what to do (once per fix)."""
+    bad = {name: n for name, n in st["nodes"].items() if n.get("mismatch")}
+    if not bad:
+        return []
+    out = [Text(f"VERSION MISMATCH on {name}: {n['mismatch']}", "yellow")
+           for name, n in bad.items()]
+    for fix in dict.fromkeys(n.get("fix") or "" for n in bad.values()):
+        if fix:
+            out.append(Text(f"to fix: {fix}", "yellow"))
+    return out
 
 
 def status_boards(nodes_file: Path) -> dict[str, str]:

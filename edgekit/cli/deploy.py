@@ -97,7 +97,10 @@ def deploy(nodes_file: str, accept_new_host_keys: bool, target: Path, as_json: b
 @ACCEPT_OPTION
 @json_option
 def status(nodes_file: str, accept_new_host_keys: bool, as_json: bool) -> None:
-    """What runs where: versions, services and health of every node."""
+    """What runs where, per node: the version on disk and the one its workers serve (a
+    mismatch is flagged, with what to do), services, health, temperature, throttling,
+    drain and weight. Exit 4 when the API is not ready, a node does not serve, or a
+    node's disk and workers disagree."""
     from edgekit.deploy import ops
 
     st = ops.status(Path(nodes_file), accept_new_host_keys).to_dict()
@@ -111,7 +114,8 @@ def status(nodes_file: str, accept_new_host_keys: bool, as_json: bool) -> None:
         for line in runtime_lines({k: (n["onnxruntime"], n["litert"]) for k, n in workers
                                    if n.get("kernels")}):
             console.print(f"workers: {line}", highlight=False)
-    if not st["api_ready"] or not all(n["healthy"] for n in st["nodes"].values()):
+    if (not st["api_ready"] or st["mismatch"]
+            or not all(n["healthy"] for n in st["nodes"].values())):
         raise SystemExit(4)
 
 

@@ -6,9 +6,19 @@ import time
 from pathlib import Path
 
 from edgekit import inventory
-from edgekit.deploy import head, headnode, heads, nodeops, services, state, verify, versions
+from edgekit.deploy import (
+    head,
+    headnode,
+    heads,
+    nodeops,
+    services,
+    state,
+    truth,
+    verify,
+    versions,
+)
 from edgekit.deploy.layout import NodeLayout, deployment_dir
-from edgekit.deploy.report import DeployStatus, RunResult
+from edgekit.deploy.report import DeployStatus, NodeStatus, RunResult
 from edgekit.errors import ClusterError
 from edgekit.remote.ssh import Pool
 from edgekit.tokenfile import read_token
@@ -46,7 +56,7 @@ def status(inventory_path: Path, accept_new_host_keys: bool = False) -> DeploySt
             svc["units"][headnode.API] = "active" if headnode.unit_active(c) else "inactive"
         return {"active": {m: versions.active(c, lay, m) for m in models},
                 "kept": {m: versions.listed(c, lay, m) for m in models},
-                "services": svc}
+                "services": svc, "boot": versions.boot_report(c, lay)}
 
     with Pool(_deployed(inv, st), accept_new_host_keys=accept_new_host_keys) as pool:
         outs = pool.each(one)
@@ -56,7 +66,8 @@ def status(inventory_path: Path, accept_new_host_keys: bool = False) -> DeploySt
                   "served_version": health.versions.get(m, "") if health else ""}
               for m, a in st.apps.items()},
         api_ready=bool(health and health.ready), tunnel=bool(hd.tunnel(st)),
-        api_error=health.error if health else "")
+        api_error=health.error if health else "",
+        api_reachable=bool(health and health.answered))
     for name, out in outs.items():
         r = res.node(name)
         r.step, r.seconds = "status", out.seconds
@@ -72,7 +83,20 @@ def status(inventory_path: Path, accept_new_host_keys: bool = False) -> DeploySt
         r.healthy = bool(health and name in health.alive_nodes)
         for key, value in _worker_stack(health, name).items():
             setattr(r, key, value)
+        _truth(r, health, {m: a.version for m, a in st.apps.items()}, out.value["boot"],
+               str(inv.path))
     return res
+
+
+def _truth(r: NodeStatus, health: verify.Health | None, deployed: dict[str, str],
+           boot: dict, inventory_path: str) -> None:
+    """On disk against served, load error, boot check and thermal state (edgekit.deploy.
+    truth): what the node's row says beyond its services."""
+    r.served = truth.served_versions(health, r.node, list(r.active))
+    r.mismatch, r.fix = truth.mismatch(r.active, r.served, health, deployed, inventory_path)
+    r.load_error = health.load_errors.get(r.node, "") if health else ""
+    r.boot_problem = truth.boot_problem(boot)
+    r.thermal = truth.thermal(health, r.node)
 
 
 def _worker_stack(health: verify.Health | None, node: str) -> dict:
@@ -90,7 +114,8 @@ def _health(hd: heads.Head, st: state.DeployState, token: str, models: list[str]
         with hd.reach(st, None, accept_new_host_keys) as url:
             return verify.check(url, token, models)
     except Exception as exc:  # the head node is unreachable: say so, the table still shows
-        return verify.Health(False, error=f"cannot reach the API on {st.head.where}: {exc}")
+        return verify.Health(False, error=f"cannot reach the API on {st.head.where}: {exc}",
+                             answered=False)
 
 
 def rollback(inventory_path: Path, model: str | None, to: str | None,

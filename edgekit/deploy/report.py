@@ -90,6 +90,14 @@ class NodeStatus(NodeOutcome):
     onnxruntime: str = ""
     litert: str = ""
     warning: str = ""
+    #: model -> the version its live workers run ("" none live there, None: API not asked);
+    #: `active` is the version on disk (edgekit.deploy.truth)
+    served: dict[str, str | None] = field(default_factory=dict)
+    mismatch: str = ""  # on disk vs served, in words ("" when they agree)
+    fix: str = ""  # what to do about the mismatch
+    load_error: str = ""  # why its worker could not load the model (the API's word)
+    boot_problem: str = ""  # what its last service start found damaged on disk
+    thermal: dict[str, Any] = field(default_factory=dict)  # edgekit.deploy.truth.thermal
 
     def to_dict(self) -> dict[str, Any]:
         return {"reachable": self.ok, "error": self.detail or None, **super().to_dict()}
@@ -104,11 +112,19 @@ class DeployStatus(FleetResult[NodeStatus]):
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
     api_ready: bool = False
     api_error: str = ""
+    #: the API answered at all (False: unreachable; the nodes' on-disk facts still show)
+    api_reachable: bool = False
     tunnel: bool = False
     make: Callable[[str], NodeStatus] = field(default=NodeStatus, repr=False)
+
+    @property
+    def mismatched(self) -> list[str]:
+        """Nodes whose version on disk is not the one served there."""
+        return [n for n, r in self.items() if r.mismatch]
 
     def to_dict(self) -> dict[str, Any]:
         """The `status --json` document: nodes keyed by name (as before the fleet types)."""
         return {**super().to_dict(), "inventory": self.inventory, "head": self.head,
                 "apps": self.apps, "api_ready": self.api_ready, "api_error": self.api_error,
+                "api_reachable": self.api_reachable, "mismatch": self.mismatched,
                 "tunnel": self.tunnel, "nodes": {n: r.to_dict() for n, r in self.items()}}

@@ -145,8 +145,10 @@ def verdict(node: str, st: RayState | str, api: Health, waited_s: float,
                        f"{api.error or 'not ready'}", "it serves once the API does (the API "
                        "keeps trying; see its log above)", True)
     if st.raylet and node in api.placed:
+        # the worker's own load error (the API's /edgekit/status) says more than Ray's log
+        why = api.load_errors.get(node) or line or "no log"
         return Verdict("worker-not-ready", f"Ray is up but its worker did not load the model "
-                       f"within {waited_s:.0f} s: {line or 'no log'}",
+                       f"within {waited_s:.0f} s: {why}",
                        "the API keeps trying its worker; see the log tail above", True)
     if st.raylet or (st.up and not st.restarts):
         return Verdict("ray-slow", f"Ray is starting but had not joined the head after "

@@ -28,6 +28,17 @@ class Health:
     versions: dict[str, str] = field(default_factory=dict)
     #: nodes the API has made a worker for (generation >= 0): their Ray joined the head
     placed: set[str] = field(default_factory=set)
+    #: node -> model -> the version its live workers run (what that node serves)
+    served: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: node -> the thermal controller's row (edgekit.thermal.nodeview.NodeRow as a dict),
+    #: or the router's bare stats without the controller
+    thermal: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: node -> the router's own stats for it (state serving/shedding/drained, weight, alive)
+    routing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: node -> why its worker could not load the model, as the API last saw it
+    load_errors: dict[str, str] = field(default_factory=dict)
+    #: False when the API did not answer at all (unreachable, refused, garbage)
+    answered: bool = True
 
 
 def _get(url: str, token: str, timeout_s: float = 5.0) -> tuple[int, Any]:
@@ -40,24 +51,49 @@ def _get(url: str, token: str, timeout_s: float = 5.0) -> tuple[int, Any]:
 
 
 def check(api_url: str, token: str, models: list[str]) -> Health:
+    """The API's answer: ready or not (every model), and /edgekit/status read either way, so
+    a node's versions, thermal state and load error show while a model is not ready."""
     try:
+        waiting = []
         for m in models:
             code, _ = _get(f"{api_url}/v2/models/{m}/ready", token)
             if code != 200:
-                return Health(False, error=f"model {m} not ready (HTTP {code})")
+                waiting.append(f"model {m} not ready (HTTP {code})")
         code, status = _get(f"{api_url}/edgekit/status", token)
     except (OSError, ValueError) as exc:
-        return Health(False, error=f"API not answering: {exc}")
-    h = Health(code == 200)
-    for r in (status or {}).get("replicas", []):
-        (h.alive_nodes if r.get("alive") else h.dead_nodes).update(r.get("nodes", []))
-        h.placed.update(n for n, g in zip(r.get("nodes", []), r.get("generations", []),
-                                          strict=False) if g >= 0)
-    h.dead_nodes -= h.alive_nodes
-    h.workers = (status or {}).get("workers") or {}
-    h.versions = {m: str(info.get("version", ""))
-                  for m, info in ((status or {}).get("models") or {}).items()}
+        return Health(False, error=f"API not answering: {exc}", answered=False)
+    if code != 200:
+        waiting.append(f"/edgekit/status answered HTTP {code}")
+    h = Health(not waiting, error="; ".join(waiting))
+    _read_status(h, status if isinstance(status, dict) else {})
     return h
+
+
+def _read_status(h: Health, status: dict[str, Any]) -> None:
+    """Fill `h` from the API's /edgekit/status document."""
+    model_versions = {m: str(info.get("version", ""))
+                      for m, info in (status.get("models") or {}).items()}
+    for r in status.get("replicas", []):
+        nodes = r.get("nodes", [])
+        (h.alive_nodes if r.get("alive") else h.dead_nodes).update(nodes)
+        h.placed.update(n for n, g in zip(nodes, r.get("generations", []), strict=False)
+                        if g >= 0)
+        if r.get("alive"):  # a replica may say its own version (rolling updates)
+            version = str(r.get("version") or model_versions.get(r.get("model", ""), ""))
+            for n in nodes:
+                h.served.setdefault(n, {})[r.get("model", "")] = version
+    h.dead_nodes -= h.alive_nodes
+    h.workers = status.get("workers") or {}
+    h.versions = model_versions
+    routed = status.get("nodes") or {}
+    thermal = ((status.get("controllers") or {}).get("thermal") or {}).get("nodes") or {}
+    h.routing = {n: dict(v or {}) for n, v in routed.items()}
+    h.thermal = {n: dict(v) for n, v in thermal.items() if isinstance(v, dict)}
+    for n, entry in routed.items():
+        err = (entry or {}).get("load_error") or ((entry or {}).get("extra") or {}).get(
+            "load_error")
+        if err:
+            h.load_errors[n] = str(err)
 
 
 def _poll(api_url: str, token: str, models: list[str], versions: dict[str, str],

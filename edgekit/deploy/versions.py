@@ -120,3 +120,15 @@ def write_info(conn: Connection, layout: NodeLayout, model: str, info: dict) -> 
     path = f"{layout.app(model)}/deploy.json"
     conn.run(f"cat > {shlex.quote(path)}.tmp && mv {shlex.quote(path)}.tmp {shlex.quote(path)}",
              stdin=json.dumps(info, indent=2), check=True)
+
+
+def boot_report(conn: Connection, layout: NodeLayout) -> dict[str, dict]:
+    """What the node's last service start found about each model's `current`
+    (edgekit.node.bootcheck: run/bootcheck.json): model -> {version, ok, problem,
+    fell_back_to, error}; {} when it never ran or left nothing readable."""
+    res = conn.run(f"cat {shlex.quote(layout.run)}/bootcheck.json 2>/dev/null", timeout_s=30)
+    try:
+        apps = json.loads(res.stdout).get("apps") if res.ok and res.stdout.strip() else {}
+    except ValueError:
+        return {}
+    return {m: a for m, a in (apps or {}).items() if isinstance(a, dict)}
