@@ -120,6 +120,7 @@ class NodeAgent:
         firmware_clock: bool = True,
     ):
         self._sampler = Sampler(node, Path(root) if root else None, firmware_clock)
+        self.agent_id = os.urandom(6).hex()  # this instance (see Poll.agent_id)
         self._interval_s = interval_s
         self._ring: deque[Sample] = deque(maxlen=config.ring_buffer_len)
         self._error: str | None = None  # the last sampling failure, shown by info()
@@ -148,13 +149,17 @@ class NodeAgent:
             return self._ring[-1] if self._ring else None
 
     def poll(self, seq: int) -> dict[str, Any]:
-        """Samples newer than `seq` plus the node's clock now (the head estimates skew).
-        This is the Ray boundary: the answer is `Poll.to_dict()`, plain values."""
-        return Poll(time.time(), self.since(seq)).to_dict()
+        """Samples newer than `seq` plus the node's clock now (the head estimates skew) and
+        this agent's id. This is the Ray boundary: the answer is `Poll.to_dict()`."""
+        return Poll(time.time(), self.since(seq), self.agent_id).to_dict()
 
     def since(self, seq: int) -> list[Sample]:
-        """Samples newer than `seq` (a reader that missed ticks catches up)."""
+        """Samples newer than `seq` (a reader that missed ticks catches up). A `seq` beyond
+        any this agent made was another agent's (this node's, before it rebooted): the
+        reader gets everything kept, not nothing until this count passes the old one."""
         with self._lock:
+            if self._ring and seq > self._ring[-1].seq:
+                seq = 0
             return [s for s in self._ring if s.seq > seq]
 
     def info(self) -> dict[str, Any]:

@@ -182,6 +182,8 @@ class ThermalController:
             return
         if reply.now_node is not None:
             node.skew_s = round(reply.now_node - (sent + now) / 2, 3)
+        if reply.agent_id != node.agent_id:  # another agent (the node rebooted): its own count
+            node.agent_id, node.seq = reply.agent_id, 0
         for s in reply.samples:
             if s.seq <= node.seq:
                 continue

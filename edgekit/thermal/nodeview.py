@@ -20,6 +20,7 @@ class NodeView:
     name: str
     last: Sample | None = None
     seq: int = 0
+    agent_id: str = ""  # the agent whose sample count `seq` is (reading.Poll.agent_id)
     recv_head_s: float | None = None
     skew_s: float | None = None
     temps: deque[tuple[float, float]] = field(

@@ -152,9 +152,13 @@ class Poll:
 
     now_node: float | None
     samples: list[Sample]
+    #: which agent answered (random per agent instance): a node's agent started again (its
+    #: node rebooted) counts its samples from 1 again, so the head must forget the old count
+    agent_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"now_node": self.now_node, "samples": [s.to_dict() for s in self.samples]}
+        return {"now_node": self.now_node, "samples": [s.to_dict() for s in self.samples],
+                "agent_id": self.agent_id}
 
     @classmethod
     def from_dict(cls, data: Any, node: str) -> Poll:
@@ -162,4 +166,5 @@ class Poll:
             raise ClusterError(f"agent answer is not a poll: {data!r:.80}", where=node)
         now = data.get("now_node")
         return cls(float(now) if now is not None else None,
-                   [Sample.from_dict(s) for s in data["samples"]])
+                   [Sample.from_dict(s) for s in data["samples"]],
+                   str(data.get("agent_id") or ""))
