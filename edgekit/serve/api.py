@@ -36,9 +36,10 @@ if TYPE_CHECKING:
     from edgekit.serve.state import ServerState
 
 STATE = web.AppKey("state", object)
-# Triton extension names; the repository index is offered without load/unload, so
-# "model_repository" is not claimed
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "edgekit_status"]
+# Triton extension names: the repository's index and load (a rolling update of a served
+# model: rolling.py); unload is not offered (models come from the command line)
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository",
+              "edgekit_status"]
 
 
 def json_answer(data: Any, status: int = 200, headers: dict[str, str] | None = None,
@@ -106,6 +107,7 @@ def make_app(state: ServerState, token: str | None) -> web.Application:
             web.get("/v2/models/{model}/stats", stats),
             web.get("/v2/models/{model}/versions/{version}/stats", stats),
             web.post("/v2/repository/index", repository_index),
+            web.post("/v2/repository/models/{model}/load", repository_load),
             web.get("/v2/models/{model}/versions/{version}/ready", model_ready),
             web.post("/v2/models/{model}/infer", infer),
             web.post("/v2/models/{model}/versions/{version}/infer", infer),
@@ -211,6 +213,60 @@ async def repository_index(request: web.Request) -> web.Response:
     return json_answer(entries)
 
 
+async def repository_load(request: web.Request) -> web.Response:
+    """Triton's model load, as a rolling update of a served model (serve/rolling.py): the
+    body's `parameters` may name `bundle` (a bundle folder or model file on the API's
+    machine; default: where the model was loaded from), `version` (the id it must hold) and
+    `mode` (auto | beside | replace); Triton's `config` parameter (tritonclient's
+    `load_model(config=...)`) may carry the same keys as a JSON string. Answers when the
+    update is over: 200 with every node's outcome when the new version serves somewhere,
+    else 400 with the errors (the old version still serves)."""
+    from edgekit.serve.rolling import LoadRefused
+
+    st = _state(request)
+    raw = await request.content.read(64 * 1024 + 1)
+    try:
+        params = _load_parameters(raw)
+    except ValueError as exc:
+        return _error(400, f"load request: {exc}")
+    try:
+        report = await st.roller.load(request.match_info["model"], params.get("bundle"),
+                                      params.get("version"), params.get("mode", "auto"))
+    except LoadRefused as exc:
+        _bad(request, exc.status, str(exc))
+        return _error(exc.status, str(exc))
+    if not report.ok:
+        return json_answer({"error": f"{report.model} {report.version} was not loaded: "
+                                     f"{report.failures()}"[:2000], **report.to_dict()}, 400)
+    return json_answer(report.to_dict())
+
+
+def _load_parameters(raw: bytes) -> dict[str, Any]:
+    """`parameters` of a load request (bundle, version, mode), checked; ValueError says why."""
+    from pathlib import Path
+
+    if len(raw) > 64 * 1024:
+        raise ValueError("body over 64 KiB")
+    doc = json.loads(raw) if raw.strip() else {}
+    params = doc.get("parameters", {}) if isinstance(doc, dict) else None
+    if not isinstance(params, dict):
+        raise ValueError('expected {"parameters": {...}}')
+    if isinstance(params.get("config"), str):  # Triton's model config override, as JSON text
+        config = json.loads(params["config"])
+        if not isinstance(config, dict):
+            raise ValueError("parameters.config must be a JSON object")
+        params = {**config, **{k: v for k, v in params.items() if k != "config"}}
+    for key in ("bundle", "version", "mode"):
+        if key in params and not isinstance(params[key], str):
+            raise ValueError(f"parameters.{key} must be a string")
+    unknown = sorted(set(params) - {"bundle", "version", "mode"})
+    if unknown:
+        raise ValueError(f"unknown parameters {unknown} (bundle, version, mode)")
+    if "bundle" in params:
+        params["bundle"] = Path(params["bundle"])
+    return params
+
+
 async def infer(request: web.Request) -> web.Response:
     start = time.perf_counter()
     st = _state(request)
@@ -225,7 +281,8 @@ async def infer(request: web.Request) -> web.Response:
         body = await read_body(request, limits, held, st.config.tunables)
         req = await st.decoder.parse(body, request.headers.get(HEADER_LENGTH), io)
         res = await st.dispatch(info.spec.name, req.inputs)
-        encoded = encode_response(info.spec.name, info.spec.version, req, res.outputs)
+        encoded = encode_response(info.spec.name, res.version or info.spec.version, req,
+                                  res.outputs)
     except ProtocolError as exc:
         st.metrics.triton.failure(info.spec.name, info.spec.version, "bad_request",
                                   time.perf_counter() - start)

@@ -68,6 +68,40 @@ def actors_of(replica: Replica) -> list[StageActor]:
     return replica.handle  # type: ignore[return-value]
 
 
+def load_error(exc: BaseException) -> str:
+    """What really went wrong when a worker did not start: the exception its constructor
+    raised (Ray wraps it in an ActorDiedError whose text holds the creation task's
+    traceback; its last exception line and what follows, e.g. an edgekit error's hint), not
+    just the wrapper's class name."""
+    text = str(exc)
+    if getattr(exc, "actor_init_failed", False) or "creation task" in text:
+        lines = text.rstrip().splitlines()
+        starts = [i for i, ln in enumerate(lines)
+                  if ln and not ln[0].isspace() and not ln.startswith(("Traceback", "ray::"))
+                  and not ln.startswith("The actor died") and ":" in ln]
+        if starts:
+            return " ".join(ln.strip() for ln in lines[starts[-1]:])[:600]
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}"[:600] if first else type(exc).__name__
+
+
+@dataclass
+class LoadErrors:
+    """node -> the last load failure of a worker there (model, version, error, when), shown
+    in /edgekit/status until a worker of that model loads on the node."""
+
+    by_node: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def failed(self, node: str, model: str, version: str, error: str) -> None:
+        log.error("worker of %s %s on %s did not load: %s", model, version, node, error)
+        self.by_node[node] = {"model": model, "version": version, "error": error,
+                              "t": round(time.time(), 1)}
+
+    def loaded(self, node: str, model: str) -> None:
+        if self.by_node.get(node, {}).get("model") == model:
+            del self.by_node[node]
+
+
 class HealthMonitor:
     """Runs the health rounds; `live_nodes` returns node names Ray lists as alive."""
 
@@ -86,6 +120,7 @@ class HealthMonitor:
         #: the request path (transport.py): a replica is routed to again only once it is
         #: attached to it (channels open, stages linked)
         self.transport = transport
+        self.load_errors = LoadErrors()
         self._task: asyncio.Task | None = None
         self._attaching: dict[int, asyncio.Task] = {}
 
@@ -179,9 +214,11 @@ class HealthMonitor:
             return
         exc = s.starting.exception()
         if exc is not None:
-            self._failed_start(s, now, f"{type(exc).__name__}")
+            self._failed_start(s, now, load_error(exc))
+            self.load_errors.failed(s.node, r.model, r.version, load_error(exc))
             return
         s.described(s.starting.result())
+        self.load_errors.loaded(s.node, r.model)
         s.actor, s.candidate, s.starting = s.candidate, None, None
         s.dead, s.ping, s.ping_sent_s, s.answering = False, None, 0.0, True
         log.warning("worker on %s is back (generation %d)", s.node, s.generation)

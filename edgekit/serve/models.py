@@ -41,6 +41,7 @@ class ModelSpec:
     max_batch: int = 1
     max_wait_ms: float = 2.0
     label: str = "1"  # the version its author gave; the API answers to it too
+    manifest: Any = None  # the bundle's Manifest (None for a bare model file)
 
     def has_version(self, version: str) -> bool:
         """Whether /v2/models/{name}/versions/{version} names this model."""
@@ -80,4 +81,5 @@ def load_model_spec(name: str, path: Path) -> ModelSpec:
         for s in bundle.stages
     ]
     return ModelSpec(name, bundle.runtime, stages, path, bundle.version,
-                     dict(bundle.manifest.preprocess or {}), label=bundle.label)
+                     dict(bundle.manifest.preprocess or {}), label=bundle.label,
+                     manifest=bundle.manifest)

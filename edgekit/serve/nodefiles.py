@@ -4,6 +4,11 @@ Deploy verifies every file on the node and switches `apps/<model>/current` atomi
 `rollback` switches it back; loading from there (instead of shipping bytes from the head)
 makes what a node serves exactly what its active version holds. The sha256 from the bundle
 manifest is checked again at load, so a file changed after the push is refused, not served.
+
+A worker of a known version reads `apps/<model>/versions/<version>/`, not `current`: during a
+rolling update the new version's worker runs beside the old one on the same node, and a
+deploy that switched `current` and was then interrupted must not make the old version's
+worker, recreated after a reboot, read the new files (a sha256 mismatch, again and again).
 """
 
 from __future__ import annotations
@@ -21,11 +26,17 @@ ROOT_ENV = "EDGEKIT_NODE_ROOT"
 
 @dataclass(frozen=True)
 class NodeFile:
-    """A model file on the worker's node: apps/<app>/current/<relpath> under the deploy root."""
+    """A model file on the worker's node: apps/<app>/versions/<version>/<relpath> under the
+    deploy root (apps/<app>/current/<relpath> when no version is given)."""
 
     app: str
     relpath: str
     sha256: str
+    version: str = ""
+
+    def path(self, root: str) -> Path:
+        folder = ("versions", self.version) if self.version else ("current",)
+        return Path(root, "apps", self.app, *folder, self.relpath)
 
 
 def read_verified(ref: NodeFile, node: str) -> bytes:
@@ -33,7 +44,7 @@ def read_verified(ref: NodeFile, node: str) -> bytes:
     if not root:
         raise ModelError(f"{ROOT_ENV} is not set: this Ray node was not started by edgekit deploy",
                          where=f"node {node}")
-    path = Path(root) / "apps" / ref.app / "current" / ref.relpath
+    path = ref.path(root)
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -45,6 +45,7 @@ class PoolView(Protocol):
     router: Router
     t: Tunables
     models: dict[str, ModelInfo]
+    order: dict[str, list[str]]  # model -> the nodes it is placed on, in order
     node_bundles: bool
     max_queue: int
     compress: bool
@@ -143,26 +144,43 @@ def place(pool: PoolView, specs: list[ModelSpec], nodes: list[str] | None,
     for spec in specs:
         info = describe_model(spec)
         pool.models[spec.name] = info
-        k = len(spec.stages)
-        if k > len(chosen):
-            raise ClusterError(
-                f"model '{spec.name}' has {k} stages but only {len(chosen)} nodes",
-                where=spec.name,
-            )
-        blobs = [
-            NodeFile(spec.name, s.relpath or s.file.name, s.sha256) if pool.node_bundles
-            else ray.put(s.file.read_bytes())
-            for s in spec.stages
-        ]
-        for p in range(len(chosen) // k):
-            group = tuple(chosen[p * k : (p + 1) * k])
-            stages = [_stage(spec.name, node, _maker(pool, spec, info, i, node, blobs[i]),
-                             node in live) for i, node in enumerate(group)]
-            replica = Replica(spec.name, group, stages, pool.max_queue)
+        pool.order[spec.name] = chosen
+        for replica in replicas_for(pool, spec, info, groups_of(spec, chosen), live):
             pool.router.add(replica)
-            absent = [s.node for s in stages if s.dead]
+            absent = [s.node for s in actors_of(replica) if s.dead]
             if absent:
                 pool.router.mark_dead(replica, f"{', '.join(absent)} not in the Ray cluster")
+
+
+def groups_of(spec: ModelSpec, chosen: list[str]) -> list[tuple[str, ...]]:
+    """The node groups a model is placed on: one node per replica of a whole model, K
+    distinct nodes per pipeline of K stages (the nodes in order)."""
+    k = len(spec.stages)
+    if k > len(chosen):
+        raise ClusterError(f"model '{spec.name}' has {k} stages but only {len(chosen)} nodes",
+                           where=spec.name)
+    return [tuple(chosen[p * k : (p + 1) * k]) for p in range(len(chosen) // k)]
+
+
+def replicas_for(pool: PoolView, spec: ModelSpec, info: ModelInfo,
+                 groups: list[tuple[str, ...]], live: dict[str, float] | Any,
+                 tag: str = "") -> list[Replica]:
+    """One replica per group, its workers created on the nodes in `live` (the others wait
+    for health to create them). `tag` makes the actor names of a rolling update's new
+    version differ from the old version's still running beside them."""
+    blobs = [
+        # a worker of a known version reads its own folder, never `current` (nodefiles.py)
+        NodeFile(spec.name, s.relpath or s.file.name, s.sha256,
+                 spec.version if s.sha256 else "") if pool.node_bundles
+        else ray.put(s.file.read_bytes())
+        for s in spec.stages
+    ]
+    out = []
+    for group in groups:
+        stages = [_stage(spec.name, node, _maker(pool, spec, info, i, node, blobs[i], tag),
+                         node in live) for i, node in enumerate(group)]
+        out.append(Replica(spec.name, group, stages, pool.max_queue, version=spec.version))
+    return out
 
 
 def _stage(model: str, node: str, make: Any, live: bool) -> StageActor:
@@ -189,8 +207,9 @@ def check_names_free(specs: list[ModelSpec], wait_s: float) -> None:
         time.sleep(0.5)
 
 
+# reason: a worker's identity is model, stage, node, version tag; the rest is what it loads
 def _maker(pool: PoolView, spec: ModelSpec, info: ModelInfo, index: int, node: str,
-           blob: Any):
+           blob: Any, tag: str = ""):
     """A function generation -> new worker actor for this stage on this node."""
     where = f"{spec.name}[{index}]@{node}" if spec.sharded else f"{spec.name}@{node}"
     last = index == len(spec.stages) - 1
@@ -199,7 +218,7 @@ def _maker(pool: PoolView, spec: ModelSpec, info: ModelInfo, index: int, node: s
     key = getattr(pool.transport, "key", None)  # the direct channel's; None: Ray calls
 
     def make(generation: int):
-        name = f"{ACTOR_PREFIX}{spec.name}:{index}:{node}:g{generation}"
+        name = f"{ACTOR_PREFIX}{spec.name}:{index}:{node}:{tag}g{generation}"
         channel = ChannelSpec(key, name, pool.t.channel_max_frame_bytes,
                               not last) if key is not None else None
         # the node's CPUs as Ray sees them now (a node that joined late was unknown before)

@@ -8,12 +8,14 @@ recreates the worker once Ray lists the node again and readmits the replica when
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import ray
 from ray import exceptions as rex
 
 from edgekit.node import stack
@@ -39,6 +41,7 @@ class Result:
     node: str
     queue_ms: float
     attempts: int
+    version: str = ""  # of the replica that answered (two coexist during a rolling update)
 
 
 async def _within(task: asyncio.Future, limit: float) -> Any:
@@ -85,6 +88,10 @@ class WorkerPool:
         self.threads = threads
         self.t = tunables or Tunables()
         self.models: dict[str, ModelInfo] = {}
+        self.order: dict[str, list[str]] = {}  # model -> its nodes in order (placement.py)
+        #: models in a rolling update (rolling.py): a request that finds no replica free
+        #: waits for one instead of being refused, since replicas are being swapped
+        self.updating: set[str] = set()
         #: request path (transport.py); the channel key lives as long as this server
         self.transport: DirectTransport | RayTransport = (
             DirectTransport(new_key(), self.t, router.mark_dead) if transport == "direct"
@@ -112,7 +119,7 @@ class WorkerPool:
             try:
                 replica = self.router.acquire(model, tried if attempts else None)
             except Saturated as exc:
-                if attempts == 0:
+                if attempts == 0 and model not in self.updating:
                     raise  # refused up front: 503
                 # already accepted: wait for capacity rather than lose the request
                 if time.perf_counter() - start > self.t.retry_deadline_s:
@@ -143,7 +150,7 @@ class WorkerPool:
                 self._lost(replica, exc, tried)
                 continue
             self.router.release(replica, True, (time.perf_counter() - t0) * 1000.0, ms)
-            return Result(out, ms, node, queue_ms, attempts)
+            return Result(out, ms, node, queue_ms, attempts, replica.version)
 
     def _lost(self, replica: Replica, exc: BaseException, tried: set[int]) -> None:
         log.warning("replica %s failed (%s); retrying elsewhere", replica.label, type(exc).__name__)
@@ -203,6 +210,17 @@ class WorkerPool:
         await self.health.stop()
         self.transport.close()
 
+    def drop(self, replica: Replica) -> None:
+        """A replica the router no longer has (rolling.py retired it, its requests done):
+        close its channels quietly and stop its workers."""
+        self.transport.forget(replica)
+        for s in actors_of(replica):
+            for actor in (s.actor, s.candidate):
+                if actor is not None:
+                    with contextlib.suppress(Exception):
+                        ray.kill(actor, no_restart=True)
+            s.dead, s.actor, s.candidate = True, None, None
+
     def stacks(self) -> dict[str, dict[str, Any]]:
         """node -> what its workers compute with (kernel variant, ORT/LiteRT versions, the
         numpy-fallback warning); every worker on a node runs the same runtime."""
@@ -217,6 +235,7 @@ class WorkerPool:
         return [
             {
                 "model": r.model,
+                "version": r.version,
                 "nodes": list(r.nodes),
                 "alive": r.alive,
                 "generations": [s.generation for s in actors_of(r)],

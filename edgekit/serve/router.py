@@ -66,6 +66,7 @@ class Replica:
     alive: bool = True
     last_pick: int = 0  # ties go to the least recently picked replica
     peak_outstanding: int = 0  # most requests ever in flight at once (pipeline overlap)
+    version: str = ""  # the model version its workers loaded (rolling updates mix two)
 
     @property
     def label(self) -> str:
@@ -106,6 +107,24 @@ class Router:
         self.replicas.append(replica)
         for n in replica.nodes:
             self.nodes.setdefault(n, _Node(NodeStats(node=n)))
+
+    @_locked
+    def swap(self, old: list[Replica], new: list[Replica], reason: str) -> None:
+        """In one step: `new` replicas take requests, `old` ones take no more (a rolling
+        update). A request already on an old replica still releases it (it keeps its
+        count); the caller waits for `outstanding` to drop to 0 before stopping it."""
+        gone = {id(r) for r in old}
+        self.replicas = [r for r in self.replicas if id(r) not in gone]
+        for r in new:
+            self.add(r)
+        for r in old + new:
+            for n in r.nodes:
+                self.nodes[n].stats.alive = any(x.alive for x in self.replicas
+                                                if n in x.nodes)
+        for r in old:
+            self._log(r.label, "retired", reason)
+        for r in new:
+            self._log(r.label, "switched in", reason)
 
     @_locked
     def mark_dead(self, replica: Replica, reason: str) -> None:

@@ -18,6 +18,8 @@ class Tunables:
     worker_start_timeout_s: float = 120.0  # a (re)created worker must load its model within this
     retry_deadline_s: float = 60.0  # an accepted request waits this long for a live replica
     retry_poll_s: float = 0.02  # how often a waiting retry looks for a free replica
+    drain_timeout_s: float = 30.0  # a rolling update waits this long for an old replica's
+    # requests to finish before stopping it (any still on it then fail over: none is lost)
     resource_sliver: float = 0.001  # share of `edgekit-node-<name>` each worker asks for
     # --- the direct tensor channel (channel.py) ---
     channel_ping_s: float = 1.0  # a channel quiet this long gets a PING (answered off-compute)

@@ -121,6 +121,17 @@ class ServerState:
         self.controllers = [load_controller(c) for c in config.controllers]
         self.batchers: dict[str, Batcher] = {}
         self.started = time.time()
+        from edgekit.serve.rolling import Roller
+
+        #: rolling updates: POST /v2/repository/models/{m}/load (api.py)
+        self.roller = Roller(self.pool, self._model_changed)
+
+    def _model_changed(self, name: str, info: Any) -> None:
+        """A rolling update switched `name` to a new version: its body limits follow its
+        inputs/outputs."""
+        c = self.config
+        self.io[name] = model_io(info.inputs, info.outputs, c.max_body_bytes,
+                                 c.max_json_bytes, self.budget.total, c.tunables)
 
     async def start(self) -> None:
         from edgekit.serve.batching import Batcher
@@ -182,6 +193,8 @@ class ServerState:
             "models": {
                 n: {
                     "version": i.spec.version,
+                    # node -> the version its worker serves (two during a rolling update)
+                    "served": _served(self.router, n),
                     "label": i.spec.label,
                     "runtime": i.spec.runtime,
                     "stages": len(i.spec.stages),
@@ -192,6 +205,9 @@ class ServerState:
             },
             "replicas": self.pool.describe(),
             "workers": self.pool.stacks(),
+            # node -> the last worker load that failed there (the constructor's own error)
+            "load_errors": dict(self.pool.health.load_errors.by_node),
+            "updates": dict(self.roller.reports),  # model -> its last rolling update
             "energy": self.router.energy(),
             "admission_limit": self.router.max_in_flight,
             "limits": self.limits(),
@@ -218,6 +234,10 @@ class ServerState:
                            "deadline_s": deadlines.get(n, {})}
                        for n, (_, lim) in self.io.items()},
         }
+
+
+def _served(router: Router, model: str) -> dict[str, str]:
+    return {n: r.version for r in router.replicas if r.model == model for n in r.nodes}
 
 
 def _safe_status(c: Controller) -> Any:

@@ -77,6 +77,9 @@ class RayTransport:
     def heartbeat(self) -> None:
         return None
 
+    def forget(self, replica: Replica) -> None:
+        return None
+
     def close(self) -> None:
         return None
 
@@ -186,6 +189,22 @@ class DirectTransport:
         i = actors_of(replica).index(stage)
         if route.chans[i] is not None:
             route.chans[i].close(ChannelLost(f"worker on {stage.node} died"))
+
+    def forget(self, replica: Replica) -> None:
+        """A retired replica (rolling update): close its channels without reporting it down;
+        a request still on it fails with ChannelLost and the pool sends it elsewhere."""
+        route = self.routes.pop(id(replica), None)
+        if route is None:
+            return
+        for ch in route.chans:
+            if ch is not None and not ch.closed:
+                ch.closed = True
+                if ch.transport is not None:
+                    ch.transport.abort()
+        failed, route.inflight = route.inflight, {}
+        for fut in failed.values():
+            if not fut.done():
+                fut.set_exception(ChannelLost(f"{route.label} retired by a rolling update"))
 
     def heartbeat(self) -> None:
         """PING quiet channels; close one silent for `channel_dead_after_s` (a board that

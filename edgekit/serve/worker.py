@@ -125,6 +125,14 @@ class Worker:
     def ping(self) -> str:
         return self.node
 
+    def memory(self) -> int:
+        """Bytes available on this node now (proc/meminfo under the node's sysroot, as the
+        thermal agent reads it): whether a new version's worker fits beside this one."""
+        from edgekit import settings
+        from edgekit.thermal._procfs import memory_mb
+
+        return int(memory_mb(settings.sysroot())["available"].value * 1024 * 1024)
+
     def infer(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float, str]:
         """Run the whole model: outputs, compute milliseconds, node name."""
         try:
@@ -195,3 +203,7 @@ class _GroupedWorker(Worker):
     @ray.method(concurrency_group="health")
     def busy(self) -> float:
         return super().busy()
+
+    @ray.method(concurrency_group="health")
+    def memory(self) -> int:
+        return super().memory()
