@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import killpoints
 import numpy as np
 import onnxruntime as ort
 import psutil
@@ -167,10 +168,33 @@ def test_killed_deploy_keeps_previous_version_then_rerun_completes(world):
     v2 = bundle_mod.load(b2, MODEL).version
     seen = {n: _active(world, n) for n in WORKERS}
     assert seen["pi1"] == world["v1"] and set(seen.values()) <= {world["v1"], v2}, seen
+    inv = world["inv"]
+    # killed before pi1's switch: status says what the nodes and the API say (issue 16)
+    st, real, bad = killpoints.truthful_status(inv, WORKERS, MODEL)
+    assert not bad, (bad, st)
+    assert real.on_disk["pi1"] == world["v1"] and not st["nodes"]["pi1"]["mismatch"]
+    # killed again right after every node switched, before the API moved: each node's disk
+    # is ahead of its workers, and status flags each one with the fix
+    proc = killpoints.start_deploy(inv, b2, MODEL)
+    try:
+        switched = killpoints.wait_switched(inv, WORKERS, MODEL, v2, proc)
+    finally:
+        killpoints.kill(proc)
+    st, real, bad = killpoints.truthful_status(inv, WORKERS, MODEL)
+    assert not bad, (bad, st)
+    if switched and real.api_version == world["v1"]:  # else the deploy got past the API
+        assert sorted(st["mismatch"]) == WORKERS, st
+        assert "edgekit deploy" in st["nodes"]["pi1"]["fix"]
+    print(f"\nkilled after the switch (switched: {switched}): API at "
+          f"{'v1' if real.api_version == world['v1'] else 'v2'}, flagged {st['mismatch']}")
     res = deploy(_opts(world, b2))
     assert res.ok, res.to_dict()
     assert res.nodes["pi1"].sent_bytes < PAD  # resumed from the partial upload
     assert {_active(world, n) for n in WORKERS} == {res.nodes["pi1"].version}
+    assert killpoints.converged(inv, WORKERS, MODEL, v2) == []
+    st, _, bad = killpoints.truthful_status(inv, WORKERS, MODEL)
+    assert not bad and not st["mismatch"], (bad, st)
+    assert killpoints.looping(inv, WORKERS, MODEL, watch_s=3.0) == []
     world["v2"], world["b2"] = res.nodes["pi1"].version, b2
     _one_version(world, world["v2"])  # a redeploy of new content: a new id, shown alike
 
