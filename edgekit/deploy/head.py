@@ -23,6 +23,18 @@ from edgekit.node import supervisor
 from edgekit.node.raynode import PYTHON_MATCH_ENV, temp_link
 
 RAY_HEAD_OBJECT_STORE_BYTES = 100 * 1024 * 1024  # the head runs no models
+#: the part of the API's config a rolling update changes (deploy/apiload.py asks the running
+#: API to load it): written to the file for a later start, but no reason to restart
+MODEL_KEYS = ("models", "version")
+
+
+def restart_part(config: dict) -> dict:
+    """What restarts the API when it changes: its config without the model (MODEL_KEYS)."""
+    return {k: v for k, v in config.items() if k not in MODEL_KEYS}
+
+
+def model_changed(before: dict | None, config: dict) -> bool:
+    return before is not None and any(before.get(k) != config.get(k) for k in MODEL_KEYS)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -82,18 +94,28 @@ def start_ray(root: Path, ip: str, port: int, token_path: Path) -> str:
                        hint=tail(root, "ray-head"))
 
 
-def start_api(root: Path, config: dict) -> None:
-    """(Re)start the API server with `config` (restarted by the supervisor when it changes)."""
+def start_api(root: Path, config: dict) -> str:
+    """Write the API's config; (re)start it when anything but the model changed (the
+    supervisor restarts it when its spec changes). Returns "started"/"restarted" (a new
+    process serves `config`), "reload" (only the model changed: the caller asks the running
+    API to load it, deploy/apiload.py) or "running" (nothing changed)."""
     t0 = time.time()
-    _write(root / "run" / "api.json", config)
+    path = root / "run" / "api.json"
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):
+        before = None
+    _write(path, config)
     changed = _service(root, "api", [sys.executable, "-m", "edgekit.deploy.head", "api",
-                           str(root / "run" / "api.json")], json.dumps(config, sort_keys=True),
-             # Ray reads these when it is imported: they must be set before the process starts
-             {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": config["ray_token_path"],
-              **PYTHON_MATCH_ENV})
+                                     str(path)], json.dumps(restart_part(config), sort_keys=True),
+                       # Ray reads these when it is imported: set before the process starts
+                       {"RAY_AUTH_MODE": "token",
+                        "RAY_AUTH_TOKEN_PATH": config["ray_token_path"], **PYTHON_MATCH_ENV})
     supervisor.ensure(root)
     if changed:  # else verify could be answered by the API still serving the old config
         _wait_restarted(root, "api", t0)
+        return "restarted" if before is not None else "started"
+    return "reload" if model_changed(before, config) else "running"
 
 
 def stop(root: Path) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from edgekit import inventory
 from edgekit.deploy import assets, services, state
+from edgekit.deploy.head import model_changed, restart_part
 from edgekit.deploy.layout import UNIT_DIR, NodeLayout, unit_name
 from edgekit.errors import NodeError
 from edgekit.remote.ssh import Connection
@@ -190,9 +191,11 @@ def wait_ray(conn: Connection, layout: NodeLayout, ip: str, port: int,
 
 def start_api(conn: Connection, layout: NodeLayout, node: str, systemd: bool, cfg: dict,
               timeout_s: float) -> str:
-    """Write the API's config and service, (re)start it if either changed and wait until the
-    new process serves (it writes sha256 of its config to run/api.serving when it listens).
-    Returns what was done: "started", "restarted" or "running"."""
+    """Write the API's config and service, (re)start it if the service or anything in the
+    config but the model changed (head.restart_part) and wait until the new process serves
+    (it writes sha256 of its config to run/api.serving when it listens). Returns what was
+    done: "started", "restarted", "reload" (only the model changed: the caller asks the
+    running API to load it, deploy/apiload.py) or "running"."""
     data = json.dumps(cfg, indent=1, sort_keys=True).encode()
     digest = hashlib.sha256(data).hexdigest()
     q = shlex.quote
@@ -200,14 +203,16 @@ def start_api(conn: Connection, layout: NodeLayout, node: str, systemd: bool, cf
     home = conn.run('printf %s "$HOME"', check=True).stdout if systemd else ""
     sftp = conn.sftp()
     try:
-        changed = services.put_file(sftp, api_config_path(layout), data)
+        before = _read_json(sftp, api_config_path(layout))
+        wrote = services.put_file(sftp, api_config_path(layout), data)
+        changed = wrote and (before is None or restart_part(before) != restart_part(cfg))
         if systemd:
             conn.run(f"mkdir -p {q(f'{home}/{UNIT_DIR}')}", check=True)
             unit = assets.render_unit(API, python=layout.python, root=layout.root, node=node,
                                       token_path=layout.ray_token)
             changed |= services.put_file(sftp, f"{home}/{UNIT_DIR}/{API_UNIT}", unit.encode())
-        else:
-            spec = {"argv": api_argv(layout), "config": digest}  # a new config restarts it
+        else:  # the spec changes (and the supervisor restarts the API) with what restarts it
+            spec = {"argv": api_argv(layout), "config": digest_of(restart_part(cfg))}
             changed |= services.put_file(sftp, f"{layout.services}/{API}.json",
                                          json.dumps(spec).encode())
     finally:
@@ -222,7 +227,22 @@ def start_api(conn: Connection, layout: NodeLayout, node: str, systemd: bool, cf
     conn.run(cmd, timeout_s=120, check=True)
     if changed:
         _wait_serving(conn, layout, digest, timeout_s)
-    return "restarted" if changed else "running"
+        return "restarted"
+    return "reload" if model_changed(before, cfg) else "running"
+
+
+def digest_of(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
+
+
+def _read_json(sftp, path: str) -> dict | None:
+    """The node's file as JSON (None: absent or unreadable)."""
+    try:
+        with sftp.open(path, "rb") as fh:
+            doc = json.loads(fh.read())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def serve(conn: Connection, ns: state.NodeState, spec: ApiSpec, generation: str) -> str:
@@ -240,14 +260,17 @@ def serve(conn: Connection, ns: state.NodeState, spec: ApiSpec, generation: str)
 
 def reload(conn: Connection, ns: state.NodeState, model: str, version: str,
            timeout_s: float) -> str:
-    """Restart the head node's API on `version` (rollback: `current` was switched)."""
+    """The head node's API config on `version` (rollback: `current` was switched): written
+    for a later start; "reload" tells the caller to have the running API load it."""
     lay = NodeLayout(ns.root)
     sftp = conn.sftp()
     try:
-        with sftp.open(api_config_path(lay), "rb") as fh:
-            cfg = json.loads(fh.read())
+        cfg = _read_json(sftp, api_config_path(lay))
     finally:
         sftp.close()
+    if cfg is None:
+        raise NodeError("the API's config is missing or unreadable",
+                        where=f"node {conn.node.name}: {api_config_path(lay)}")
     cfg["models"], cfg["version"] = [f"{model}={lay.current(model)}"], version
     return start_api(conn, lay, conn.node.name, ns.systemd, cfg, timeout_s)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edgekit import inventory
-from edgekit.deploy import head, headnode, services, state
+from edgekit.deploy import apiload, head, headnode, services, state
 from edgekit.deploy.headnode import ApiSpec, Tokens
 from edgekit.deploy.headnode import Head as Placement
 from edgekit.deploy.layout import NodeLayout
@@ -48,11 +48,17 @@ class Head(Protocol):
 
     def serve(self, pool: Pool, st: state.DeployState, placement: Placement,
               api: ApiSpec) -> str:
-        """(Re)start the API; returns what was done."""
+        """(Re)start the API where its own settings changed; returns what was done (started,
+        restarted, running, or reload: only the model changed, deploy/apiload.py)."""
 
     def reload(self, pool: Pool, st: state.DeployState, model: str,
-               version: str, folder: str) -> None:
-        """Restart the API on `version` of `model` (a rollback switched it)."""
+               version: str, folder: str) -> apiload.Loaded | None:
+        """Roll the running API to `version` of `model` (a rollback switched it; its config
+        is rewritten for a later start); None when the API had to be (re)started."""
+
+    def api_bundle(self, st: state.DeployState, model: str, version: str,
+                   host_folder: str) -> str:
+        """Where the API's machine holds `version` of `model` (what its load reads)."""
 
     def retire(self, pool: Pool, st: state.DeployState, still_used: bool) -> None:
         """The head moved elsewhere: stop what ran here for it."""
@@ -100,19 +106,23 @@ class HostHead:
 
     def serve(self, pool: Pool, st: state.DeployState, placement: Placement,
               api: ApiSpec) -> str:
-        head.start_api(self.dep / "head", headnode.api_config(
+        return head.start_api(self.dep / "head", headnode.api_config(
             api.model, api.bundle, api.settings, Tokens(str(api.api_token), str(api.ray_token))))
-        return "supervisor"
 
     def reload(self, pool: Pool, st: state.DeployState, model: str,
-               version: str, folder: str) -> None:
+               version: str, folder: str) -> apiload.Loaded | None:
         config_path = self.dep / "head" / "run" / "api.json"
         if not config_path.exists():
-            return
+            return None
         cfg = json.loads(config_path.read_text())
         cfg["models"] = [f"{model}={folder}"]
-        cfg["version"] = version  # a changed config is what makes the supervisor restart it
-        head.start_api(self.dep / "head", cfg)
+        cfg["version"] = version  # the model part: the running API loads it, no restart
+        how = head.start_api(self.dep / "head", cfg)
+        return apiload.after_start(how, self, st, pool, model, folder, version)
+
+    def api_bundle(self, st: state.DeployState, model: str, version: str,
+                   host_folder: str) -> str:
+        return host_folder
 
     def retire(self, pool: Pool, st: state.DeployState, still_used: bool) -> None:
         head.stop(self.dep / "head")
@@ -166,8 +176,14 @@ class NodeHead:
         return headnode.serve(pool[self.node], st.nodes[self.node], api, self.generation)
 
     def reload(self, pool: Pool, st: state.DeployState, model: str,
-               version: str, folder: str) -> None:
-        headnode.reload(pool[self.node], st.nodes[self.node], model, version, 180.0)
+               version: str, folder: str) -> apiload.Loaded | None:
+        how = headnode.reload(pool[self.node], st.nodes[self.node], model, version, 180.0)
+        return apiload.after_start(how, self, st, pool, model,
+                                   self.api_bundle(st, model, version, folder), version)
+
+    def api_bundle(self, st: state.DeployState, model: str, version: str,
+                   host_folder: str) -> str:
+        return NodeLayout(st.nodes[self.node].root).version(model, version)
 
     def retire(self, pool: Pool, st: state.DeployState, still_used: bool) -> None:
         if self.node not in pool.connections or self.node not in st.nodes:

@@ -157,18 +157,21 @@ def rollback(inventory_path: Path, model: str | None, to: str | None,
 
 def _reload_api(hd: heads.Head, st: state.DeployState, name: str, version: str,
                 res: RunResult, pool: Pool) -> None:
-    """Restart the API so its workers load the rolled-back files from their nodes."""
+    """Have the API roll its workers to the rolled-back version (no restart)."""
     app = st.apps[name]
     folder = app.bundles.get(version, app.bundle)  # the host's copy (metadata for a host API)
     try:
-        hd.reload(pool, st, name, version, folder)
+        loaded = hd.reload(pool, st, name, version, folder)
     except Exception as exc:
-        res.error = f"the API on {hd.where} did not restart: {exc}"
+        res.error = f"the API on {hd.where} did not load {name} {version}: {exc}"
         return
+    failed = loaded.failed if loaded is not None else {}
+    for node, why in failed.items():  # the old version still serves there
+        res.node(node).fail("reload", why, "load-failed")
     app.version, app.bundle = version, folder
     with hd.reach(st, pool) as url:
         h = verify.wait(url, read_token(hd.dep / "api-token", "api-token"), [name],
-                        sorted(app.active), 120.0, {name: version})
+                        sorted(set(app.active) - set(failed)), 120.0, {name: version})
     if not h.ready:
         res.error = f"after the rollback the API is not serving {name} {version}: {h.error}"
     res.head["api_url"] = st.head.api_url

@@ -6,8 +6,10 @@
 3. `place_head`: the head's ports, and the Ray head where it runs on its own (edgekit.deploy.
    heads); a head that moved elsewhere is retired;
 4. `start`: every node's services (the head node first: the others join its Ray head);
-5. `serve` + `verify`: the API on the head, then every serving node's worker answers, at the
-   version just pushed;
+5. `serve` + `verify`: the API on the head (started or restarted when its own settings
+   changed; a new model version alone is rolled into the running API, node by node, by its
+   repository load: edgekit.deploy.apiload, edgekit.serve.rolling), then every serving
+   node's worker answers, at the version just pushed;
 6. `record`: the deployment's new state (versions kept for rollback).
 """
 
@@ -20,8 +22,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from edgekit import inventory, names
-from edgekit.deploy import bundle as bundle_mod
 from edgekit.deploy import (
+    apiload,
     heads,
     nodeops,
     provision,
@@ -34,6 +36,7 @@ from edgekit.deploy import (
     verify,
     wheels,
 )
+from edgekit.deploy import bundle as bundle_mod
 from edgekit.deploy.headnode import ApiSettings, ApiSpec
 from edgekit.deploy.headnode import Head as Placement
 from edgekit.deploy.layout import NodeLayout, wheelhouse_dir
@@ -260,7 +263,13 @@ class Rollout:
                                   self.opts.min_nodes),
                       self.api_token, self.ray_token, self.opts.verify_timeout_s)
         try:
-            res.head["api"] = self.head.serve(self.pool, st, placement, api)
+            how = res.head["api"] = self.head.serve(self.pool, st, placement, api)
+            st.head.api_port, st.head.api_host = placement.api_port, placement.api_host
+            st.head.api_url = res.head["api_url"] = placement.api_url
+            # only the model changed: the running API rolls its workers, no restart
+            loaded = apiload.after_start(
+                how, self.head, st, self.pool, api.model,
+                self.head.api_bundle(st, api.model, api.version, api.bundle), api.version)
         except Exception as exc:
             res.error = f"the API on {placement.where} did not start: {exc}"
             for n in nodes:
@@ -268,11 +277,24 @@ class Rollout:
                 res.node(n).hint = ("its services run; it serves once the API starts (it "
                                     "keeps trying; see the error above)")
             return
-        st.head.api_port, st.head.api_host = placement.api_port, placement.api_host
-        st.head.api_url = res.head["api_url"] = placement.api_url
         if self.head.tunnel(st):
             res.head["tunnel"] = self.head.tunnel(st)
+        if loaded is not None:
+            res.head["api"], res.head["load"] = "reloaded", loaded.to_dict()
+            nodes = self._load_failed(nodes, loaded)
         self.verify(nodes, api)
+
+    def _load_failed(self, nodes: list[str], loaded: apiload.Loaded) -> list[str]:
+        """Fail the nodes whose worker of the new version did not load (the API's error,
+        the constructor's own); the old version keeps serving there. The others to verify."""
+        for n, why in loaded.failed.items():
+            if n in nodes:
+                r = self.res.node(n)
+                r.healthy = False
+                r.fail("verify", f"the new version's worker did not load: {why}", "load-failed")
+                r.hint = "the previous version still serves there; fix it, then redeploy"
+                self.ui.step(n, "[red]load-failed")
+        return [n for n in nodes if n not in loaded.failed]
 
     def verify(self, nodes: list[str], api: ApiSpec) -> None:
         """Until every node serves, or --min-nodes do and the others are failing rather than

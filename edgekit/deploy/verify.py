@@ -104,6 +104,9 @@ def _poll(api_url: str, token: str, models: list[str], versions: dict[str, str],
     h, stale = Health(False, error="not checked"), dict(versions)
     while time.monotonic() < deadline:
         h = check(api_url, token, models)
+        if versions:  # live at the version only: a rolling update may leave a node on the old
+            h.alive_nodes = {n for n in h.alive_nodes if all(
+                h.served.get(n, {}).get(m) == v for m, v in versions.items())}
         stale = {m: v for m, v in versions.items() if h.versions.get(m) != v}
         if done(h, h.ready and not stale):
             break

@@ -88,18 +88,24 @@ def load_error(exc: BaseException) -> str:
 @dataclass
 class LoadErrors:
     """node -> the last load failure of a worker there (model, version, error, when), shown
-    in /edgekit/status until a worker of that model loads on the node."""
+    in /edgekit/status (`load_errors`, and the node's `extra.load_error` that `edgekit
+    status` reads) until a worker of that model loads on the node."""
 
+    router: Router
     by_node: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def failed(self, node: str, model: str, version: str, error: str) -> None:
         log.error("worker of %s %s on %s did not load: %s", model, version, node, error)
         self.by_node[node] = {"model": model, "version": version, "error": error,
                               "t": round(time.time(), 1)}
+        with contextlib.suppress(KeyError):  # a node the router does not know yet
+            self.router.set_extra(node, "load_error", f"{model} {version}: {error}")
 
     def loaded(self, node: str, model: str) -> None:
         if self.by_node.get(node, {}).get("model") == model:
             del self.by_node[node]
+            with contextlib.suppress(KeyError):
+                self.router.set_extra(node, "load_error", None)
 
 
 class HealthMonitor:
@@ -120,7 +126,7 @@ class HealthMonitor:
         #: the request path (transport.py): a replica is routed to again only once it is
         #: attached to it (channels open, stages linked)
         self.transport = transport
-        self.load_errors = LoadErrors()
+        self.load_errors = LoadErrors(router)
         self._task: asyncio.Task | None = None
         self._attaching: dict[int, asyncio.Task] = {}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from fakesftp import FakeSftp
 
 from edgekit import inventory
-from edgekit.deploy import assets, flow, headnode, heads, state
+from edgekit.deploy import assets, flow, head, headnode, heads, state
 from edgekit.deploy.layout import NodeLayout
 from edgekit.deploy.plan import MB
 from edgekit.remote.probe import NodeReport
@@ -141,21 +141,43 @@ def test_api_token_goes_over_sftp_0600_never_in_a_command():
     assert "chmod 700" in conn.commands[0] and all("t0ken" not in c for c in conn.commands)
 
 
-def test_api_under_the_supervisor_restarts_only_when_its_config_changes():
+def test_api_under_the_supervisor_restarts_only_when_its_settings_change():
     conn, lay = _Conn(), NodeLayout(ROOT)
     assert headnode.start_api(conn, lay, "pi1", False, _cfg(), 30) == "restarted"  # type: ignore[arg-type]
     data = conn.files[f"{ROOT}/run/api.json"]
     spec = json.loads(conn.files[f"{ROOT}/services/api.json"])
     assert spec["argv"] == [f"{ROOT}/runtime/bin/python", "-m", "edgekit.deploy.head", "api",
                             f"{ROOT}/run/api.json"]
-    assert spec["config"] == hashlib.sha256(data).hexdigest()  # new config: new spec: restart
+    # the spec follows what restarts the API: its config without the model
+    assert spec["config"] == headnode.digest_of(head.restart_part(_cfg()))
     assert "edgekit.node.supervisor ensure" in conn.commands[-2]
     assert "api.serving" in conn.commands[-1]  # waits for the new process to serve
     assert hashlib.sha256(data).hexdigest() in conn.commands[-1]
     conn.commands.clear()
     assert headnode.start_api(conn, lay, "pi1", False, _cfg(), 30) == "running"  # type: ignore[arg-type]
     assert not any("api.serving" in c for c in conn.commands)
-    assert headnode.start_api(conn, lay, "pi1", False, _cfg("v2"), 30) == "restarted"  # type: ignore[arg-type]
+    # a new version: the file says it (for a later start), the running API loads it
+    assert headnode.start_api(conn, lay, "pi1", False, _cfg("v2"), 30) == "reload"  # type: ignore[arg-type]
+    assert json.loads(conn.files[f"{ROOT}/run/api.json"])["version"] == "v2"
+    assert json.loads(conn.files[f"{ROOT}/services/api.json"]) == spec
+    assert not any("api.serving" in c for c in conn.commands)
+    other = {**_cfg("v2"), "port": 42001}  # its own settings: a restart
+    assert headnode.start_api(conn, lay, "pi1", False, other, 30) == "restarted"  # type: ignore[arg-type]
+
+
+def test_host_api_restarts_only_when_its_settings_change(tmp_path, monkeypatch):
+    """The host's head under edgekit's supervisor (deploy/head.py): the service spec's
+    generation holds the config without the model, so a new version is a "reload"."""
+    started: list[Path] = []
+    monkeypatch.setattr(head.supervisor, "ensure", lambda root: started.append(root))
+    monkeypatch.setattr(head, "_wait_restarted", lambda *a, **k: None)
+    cfg = {**_cfg(), "ray_token_path": "/t"}
+    assert head.start_api(tmp_path, cfg) == "started"
+    assert head.start_api(tmp_path, cfg) == "running"
+    assert head.start_api(tmp_path, {**cfg, "version": "v2"}) == "reload"
+    assert json.loads((tmp_path / "run/api.json").read_text())["version"] == "v2"
+    assert head.start_api(tmp_path, {**cfg, "version": "v2", "nodes": ["pi1", "pi2"]}) == \
+        "restarted"
 
 
 def test_api_as_a_user_unit():
@@ -171,6 +193,8 @@ def test_api_as_a_user_unit():
     assert conn.commands[-2].endswith("systemctl --user enable edgekit-api.service && "
                                       "systemctl --user restart edgekit-api.service")
     headnode.start_api(conn, lay, "pi1", True, _cfg(), 30)  # type: ignore[arg-type]
+    assert conn.commands[-1].endswith("systemctl --user start edgekit-api.service")
+    assert headnode.start_api(conn, lay, "pi1", True, _cfg("v2"), 30) == "reload"  # type: ignore[arg-type]
     assert conn.commands[-1].endswith("systemctl --user start edgekit-api.service")
 
 
