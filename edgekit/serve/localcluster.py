@@ -27,6 +27,7 @@ import psutil
 
 from edgekit import names
 from edgekit.errors import ClusterError
+from edgekit.node import raynode
 from edgekit.node.raynode import system_config_arg
 
 _HANDED_OUT: set[int] = set()
@@ -64,7 +65,8 @@ class LocalCluster:
         """Environment a driver or node needs to join this cluster (token by file)."""
         env = dict(os.environ)
         env.pop("RAY_AUTH_TOKEN", None)
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path))
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path),
+                   **raynode.QUIET_ENV)
         return env
 
     def apply_env(self) -> None:
@@ -103,6 +105,7 @@ class LocalCluster:
             "--include-dashboard=false",
             f"--ray-client-server-port={_free_port()}",
             "--disable-usage-stats",
+            *raynode.QUIET_ARGS,
             system_config_arg(),
             *self._ports(),
         )
@@ -127,6 +130,7 @@ class LocalCluster:
             f"--resources={json.dumps({names.node_resource(name): 1})}",
             f"--temp-dir={self.root / name}",
             "--disable-usage-stats",
+            *raynode.QUIET_ARGS,
             *self._ports(),
         )
 

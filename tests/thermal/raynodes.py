@@ -50,7 +50,8 @@ class RayOnNodes:
         # STOP_ENV as edgekit.node.raynode sets it: else each node's Ray answers SIGTERM by
         # draining for 30 s (measured: 35 s of this fixture's teardown)
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path),
-                   **raynode.PYTHON_MATCH_ENV, **raynode.STOP_ENV, **(extra or {}))
+                   **raynode.PYTHON_MATCH_ENV, **raynode.STOP_ENV, **raynode.QUIET_ENV,
+                   **(extra or {}))
         return env
 
     def _spawn(self, cfg: dict, env: dict[str, str]) -> None:
