@@ -6,10 +6,10 @@ tunnel for verify, status, infer and bench. Then a new version, rollback, the ro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -150,24 +150,126 @@ def test_cli_infer_bench_status_logs_through_the_tunnel(hn):
     assert (hn["dep"] / "api-token").read_text().strip() not in ps1
 
 
-def test_new_version_then_rollback_restart_the_api_on_the_node(hn):
+def _on(hn, name: str, command: str) -> str:
+    node = inventory.load(hn["vc"].inventory_path).get(name)
+    with Connection(node) as c:
+        return c.run(command, check=True).stdout
+
+
+class _SteadyLoad:
+    """`edgekit bench`'s load generator through its own tunnel to the API on pi1, in a
+    thread until stopped. It does not ride out an unreachable API (retry_for_s=0): an API
+    restart would show as errors and retries, a refusal as refused_503."""
+
+    def __init__(self, hn):
+        import asyncio
+        import threading
+
+        from edgekit.serve.loadgen import BenchSettings, run_bench
+
+        self.stop, self.summary = threading.Event(), {}
+        self._reach = headnode.reach(_st(hn))
+        url = self._reach.__enter__()
+        settings = BenchSettings(3600.0, concurrency=2, retry_for_s=0.0, stop=self.stop,
+                                 token=(hn["dep"] / "api-token").read_text().strip())
+
+        def run() -> None:
+            rep = asyncio.run(run_bench(url, MODEL, {"x": _image()}, settings))
+            self.summary = rep.summary()
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def finish(self) -> dict:
+        self.stop.set()
+        self.thread.join(180)
+        self._reach.__exit__(None, None, None)
+        return self.summary
+
+
+def test_new_version_then_rollback_roll_without_an_api_restart_under_load(hn):
+    """Issue 16: a new version under a steady load, then a rollback: the API is never
+    restarted (its process and its serving marker stay), 0 errors and 0 refused requests
+    (counted, not timed); the API's config still names what it serves, for a later start."""
     src = Path(_st(hn).apps[MODEL].bundle)
     b2 = padded_bundle(src, hn["tmp"] / "b2" / MODEL, 1_000_000, seed=4)
-    res = deploy(_opts(hn, b2))
+    mark = _on(hn, HEAD, "cat $HOME/.edgekit/run/api.serving").strip()
+    load = _SteadyLoad(hn)
+    try:
+        res = deploy(_opts(hn, b2))
+        back = ops.rollback(hn["inv"], MODEL, hn["v1"])
+    finally:
+        got = load.finish()
     assert res.ok, res.to_dict()
     v2 = res.nodes[HEAD].version
-    assert v2 != hn["v1"] and res.head["api"] == "restarted"
-    back = ops.rollback(hn["inv"], MODEL, hn["v1"])
+    assert v2 != hn["v1"] and res.head["api"] == "reloaded", res.head
+    assert sorted(res.head["load"]["ok"]) == sorted(NODES), res.head
     assert back.ok, back.to_dict()
     assert all(back.nodes[n].healthy for n in NODES), back.to_dict()
     assert _st(hn).apps[MODEL].version == hn["v1"]
-    # the process serving on pi1 runs the rewritten config (its marker: that file's sha256)
-    node = inventory.load(hn["vc"].inventory_path).get(HEAD)
+    print(f"\nsteady load through a deploy and a rollback: {got}")
+    assert got["ok"] > 0 and got["errors"] == 0 and got["refused_503"] == 0, got
+    assert got["retried"] == 0, got  # the API never stopped answering
+    # the same API process throughout (its marker is the config it started with) ...
+    assert _on(hn, HEAD, "cat $HOME/.edgekit/run/api.serving").strip() == mark
+    # ... and its config names the version now served, for its next start
+    cfg = json.loads(_on(hn, HEAD, "cat $HOME/.edgekit/run/api.json"))
+    assert cfg["version"] == hn["v1"]
+    token = (hn["dep"] / "api-token").read_text().strip()
+    with headnode.reach(_st(hn)) as url:
+        h = verify.check(url, token, [MODEL])
+    assert {h.served[n][MODEL] for n in NODES} == {hn["v1"]}, h.served
+
+
+def test_a_worker_that_cannot_load_the_new_version_leaves_the_old_serving(hn):
+    """pi3's folder of the new version is damaged (complete marker, wrong model bytes) and
+    the self-test is off, so only its worker finds out: its own error (sha256 mismatch, not
+    ActorDiedError) is in the deploy report, the API's status and log; pi3 keeps serving
+    the old version, pi1 serves the new one, the deploy is degraded."""
+    from edgekit.deploy import bundle as bundle_mod
+
+    src = Path(_st(hn).apps[MODEL].bundle)
+    b3 = padded_bundle(src, hn["tmp"] / "b3" / MODEL, 1_000_000, seed=5)
+    v3 = bundle_mod.load(b3, MODEL).version
+    files = json.loads((b3 / "manifest.json").read_text())["files"]
+    onnx_file = next(f["path"] for f in files if f["path"].endswith(".onnx"))
+    node = inventory.load(hn["vc"].inventory_path).get("pi3")
     with Connection(node) as c:
-        cfg = c.run("cat $HOME/.edgekit/run/api.json", check=True).stdout
-        mark = c.run("cat $HOME/.edgekit/run/api.serving", check=True).stdout.strip()
-    assert json.loads(cfg)["version"] == hn["v1"]
-    assert mark == hashlib.sha256(cfg.encode()).hexdigest()
+        folder = c.run(f"echo $HOME/.edgekit/apps/{MODEL}/versions/{v3}", check=True
+                       ).stdout.strip()
+        paths = [f["path"] for f in files] + ["manifest.json"]
+        c.run(" ".join(["mkdir -p", folder, *{str(Path(folder, p).parent) for p in paths}]),
+              check=True)
+        sftp = c.sftp()
+        try:
+            for f in [{"path": p} for p in paths]:
+                data = b"damaged" if f["path"] == onnx_file else (b3 / f["path"]).read_bytes()
+                with sftp.open(f"{folder}/{f['path']}", "wb") as fh:
+                    fh.write(data)
+            with sftp.open(f"{folder}/.complete", "wb") as fh:
+                fh.write(b"")
+        finally:
+            sftp.close()
+    opts = _opts(hn, b3)
+    opts.selftest = False
+    res = deploy(opts)
+    assert res.outcome == "degraded" and res.serving == [HEAD], res.to_dict()
+    r3 = res.nodes["pi3"]
+    assert r3.kind == "load-failed" and "sha256 mismatch" in r3.detail, r3
+    assert "ActorDiedError" not in r3.detail, r3
+    token = (hn["dep"] / "api-token").read_text().strip()
+    with headnode.reach(_st(hn)) as url:
+        for _ in range(90):  # pi3's old worker may be coming back (replaced in place)
+            h = verify.check(url, token, [MODEL])
+            if "pi3" in h.served:
+                break
+            time.sleep(1)
+        got = Client(url, token=token).infer(MODEL, {"x": _image()})
+    assert h.served[HEAD][MODEL] == v3 and h.served["pi3"][MODEL] == hn["v1"], h.served
+    assert "sha256 mismatch" in h.load_errors.get("pi3", ""), h.load_errors
+    assert np.allclose(next(iter(got.values())), _want(), atol=1e-4)
+    assert "sha256 mismatch" in ops.logs(hn["inv"], "head", "api", 200)
+    _on(hn, "pi3", f"rm -rf {folder}")
 
 
 def test_removing_the_role_brings_the_head_back_to_the_host(hn):
