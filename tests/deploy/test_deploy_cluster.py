@@ -239,7 +239,7 @@ def test_rollback_switches_back(world):
     res = ops.rollback(world["inv"], MODEL, world["v2"])
     assert res.ok, res.to_dict()
     assert {_active(world, n) for n in WORKERS} == {world["v2"]}
-    # the API was restarted and its workers loaded the rolled-back files on their nodes
+    # the running API rolled its workers (no restart) to the rolled-back files on their nodes
     assert all(res.nodes[n].healthy for n in WORKERS), res.to_dict()
     st = ops._load(world["inv"])[2]
     assert st.apps[MODEL].version == world["v2"]
