@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgekit.errors import ClusterError
 
@@ -88,10 +88,18 @@ def _loaded(doc: dict[str, Any], version: str) -> Loaded:
     return out
 
 
-def after_start(how: str, head: Any, st: Any, pool: Any, model: str, bundle: str,
-                version: str) -> Loaded | None:
+class Target(NamedTuple):
+    """What the running API should load: the model, its bundle folder (as the API sees it)
+    and the version."""
+
+    model: str
+    bundle: str
+    version: str
+
+
+def after_start(how: str, head: Any, st: Any, pool: Any, target: Target) -> Loaded | None:
     """When the head's start said "reload" (only the model changed), have its running API
-    load `version` (edgekit.deploy.heads: `head.reach` gives the URL, through a tunnel for
+    load `target` (edgekit.deploy.heads: `head.reach` gives the URL, through a tunnel for
     an API on a head node's loopback); None when the API was (re)started or unchanged."""
     if how != "reload":
         return None
@@ -99,4 +107,4 @@ def after_start(how: str, head: Any, st: Any, pool: Any, model: str, bundle: str
 
     token = read_token(head.dep / "api-token", "api-token")
     with head.reach(st, pool) as url:
-        return load(url, token, model, bundle, version)
+        return load(url, token, *target)

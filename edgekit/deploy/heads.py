@@ -118,7 +118,7 @@ class HostHead:
         cfg["models"] = [f"{model}={folder}"]
         cfg["version"] = version  # the model part: the running API loads it, no restart
         how = head.start_api(self.dep / "head", cfg)
-        return apiload.after_start(how, self, st, pool, model, folder, version)
+        return apiload.after_start(how, self, st, pool, apiload.Target(model, folder, version))
 
     def api_bundle(self, st: state.DeployState, model: str, version: str,
                    host_folder: str) -> str:
@@ -178,8 +178,8 @@ class NodeHead:
     def reload(self, pool: Pool, st: state.DeployState, model: str,
                version: str, folder: str) -> apiload.Loaded | None:
         how = headnode.reload(pool[self.node], st.nodes[self.node], model, version, 180.0)
-        return apiload.after_start(how, self, st, pool, model,
-                                   self.api_bundle(st, model, version, folder), version)
+        return apiload.after_start(how, self, st, pool, apiload.Target(
+            model, self.api_bundle(st, model, version, folder), version))
 
     def api_bundle(self, st: state.DeployState, model: str, version: str,
                    host_folder: str) -> str:

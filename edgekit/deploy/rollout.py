@@ -267,9 +267,9 @@ class Rollout:
             st.head.api_port, st.head.api_host = placement.api_port, placement.api_host
             st.head.api_url = res.head["api_url"] = placement.api_url
             # only the model changed: the running API rolls its workers, no restart
-            loaded = apiload.after_start(
-                how, self.head, st, self.pool, api.model,
-                self.head.api_bundle(st, api.model, api.version, api.bundle), api.version)
+            loaded = apiload.after_start(how, self.head, st, self.pool, apiload.Target(
+                api.model, self.head.api_bundle(st, api.model, api.version, api.bundle),
+                api.version))
         except Exception as exc:
             res.error = f"the API on {placement.where} did not start: {exc}"
             for n in nodes:
