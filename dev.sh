@@ -10,9 +10,10 @@ cd "$(dirname "$0")"
 
 # systemd: each virtual node runs a systemd user manager, as a Pi does (docs/VIRTUAL-CLUSTER.md)
 # mmdebstrap + arch-test: the arm64 Debian userland of aarch64 virtual nodes (--arch aarch64)
+# wrk: a load generator in C for the serving benchmarks (benchmarks/wrkload.py)
 APT_PACKAGES=(openssh-server openssh-client gcc g++ gcc-aarch64-linux-gnu
               libc6-dev-arm64-cross iproute2 python3 python3-venv python3-dev tmux procps
-              systemd mmdebstrap arch-test)
+              systemd mmdebstrap arch-test wrk)
 VENV=.venv
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
