@@ -12,6 +12,19 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekit.model.bundle import FORMAT_VERSION, Manifest, StageEntry, TensorEntry, write_bundle
+from edgekit.remote.ssh import Connection
+
+#: a node runtime's site-packages, under the node's default root (~/.edgekit)
+RUNTIME_SITE = '"$(ls -d $HOME/.edgekit/runtime/lib/python3*/site-packages)"'
+RAY_FAULT_LINE = "ek_fault: this board's Ray cannot start"
+#: imported by a .pth at every start of the runtime's Python: only `ray start` is refused,
+#: so the self-test, the agent and raynode itself run as usual
+RAY_FAULT = f'''import os, sys
+if sys.argv[:1] and sys.argv[0].endswith("/ray") and sys.argv[1:2] == ["start"]:
+    sys.stderr.write("{RAY_FAULT_LINE} (test fault)\\n")
+    sys.stderr.flush()
+    os._exit(1)
+'''
 
 
 def make_onnx(path: Path, n: int = 256, seed: int = 0) -> Path:
@@ -91,3 +104,15 @@ def infer_json(inv: Path, api: str, model: str, x: np.ndarray, name: str = "x",
             return np.array(json.loads(resp.read())["outputs"][0]["data"], dtype=np.float32)
     except urllib.error.HTTPError as exc:  # the server's answer says what went wrong
         raise AssertionError(f"{path}: HTTP {exc.code}: {exc.read()[:2000]!r}") from exc
+
+
+def break_ray(conn: Connection) -> None:
+    """A board whose Ray cannot start: the fault into its runtime (a Ray already running
+    there is left alone; the next `ray start` exits 1, and every one after it)."""
+    conn.run(f"cat > {RUNTIME_SITE}/ek_noray.py", stdin=RAY_FAULT, check=True)
+    conn.run(f"echo 'import ek_noray' > {RUNTIME_SITE}/ek_noray.pth", check=True)
+
+
+def heal_ray(conn: Connection) -> None:
+    """The fault of `break_ray` removed (nothing else done: the node's Ray service retries)."""
+    conn.run(f"rm -f {RUNTIME_SITE}/ek_noray.py {RUNTIME_SITE}/ek_noray.pth", check=False)

@@ -25,7 +25,8 @@ import time
 import numpy as np
 import onnxruntime as ort
 import pytest
-from helpers import make_bundle, padded_bundle, sub_inventory
+from helpers import RAY_FAULT_LINE as FAULT_LINE
+from helpers import break_ray, heal_ray, make_bundle, padded_bundle, sub_inventory
 
 from edgekit import inventory
 from edgekit.client import Client
@@ -39,19 +40,9 @@ NODES = ["pi1", "pi2", "pi3"]
 SICK = "pi2"
 MODEL = "tiny"
 N = 64
-SITE = '"$(ls -d $HOME/.edgekit/runtime/lib/python3*/site-packages)"'
-FAULT_LINE = "ek_fault: this board's Ray cannot start"
 #: deploy's --timeout: far longer than a degraded deploy should take (it stops waiting for a
 #: node whose Ray keeps failing), so a deploy that waits it out is seen
 TIMEOUT_S = 600
-#: imported by a .pth at every start of the runtime's Python: only `ray start` is refused,
-#: so the self-test, the agent and raynode itself run as usual
-FAULT = f'''import os, sys
-if sys.argv[:1] and sys.argv[0].endswith("/ray") and sys.argv[1:2] == ["start"]:
-    sys.stderr.write("{FAULT_LINE} (test fault)\\n")
-    sys.stderr.flush()
-    os._exit(1)
-'''
 
 
 @pytest.fixture(scope="module")
@@ -69,20 +60,15 @@ def dg(vcluster, tmp_path_factory):
         head.stop(deployment_dir(inv) / "head")
 
 
-def _run(world, cmd: str, check: bool = True) -> str:
-    with Connection(inventory.load(world["vc"].inventory_path).get(SICK)) as c:
-        return c.run(cmd, check=check).stdout
-
-
 def _heal(world) -> None:
-    _run(world, f"rm -f {SITE}/ek_noray.py {SITE}/ek_noray.pth", check=False)
+    with Connection(inventory.load(world["vc"].inventory_path).get(SICK)) as c:
+        heal_ray(c)
 
 
 def _break_ray(world) -> None:
     """The fault, then Ray stopped: the next start (by the deploy) cannot succeed."""
     with Connection(inventory.load(world["vc"].inventory_path).get(SICK)) as c:
-        c.run(f"cat > {SITE}/ek_noray.py", stdin=FAULT, check=True)
-        c.run(f"echo 'import ek_noray' > {SITE}/ek_noray.pth", check=True)
+        break_ray(c)
         c.run("if [ -f $HOME/.config/systemd/user/edgekit-ray-worker.service ]; then "
               "systemctl --user stop edgekit-ray-worker.service; else "
               "kill $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))"
