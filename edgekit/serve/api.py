@@ -3,7 +3,7 @@
 A request's path: `infer()` below -> `limits.read_body` (per-model limit, memory budget,
 timeouts) -> `decode.Decoder.parse` (`oip.parse_request` off the event loop) ->
 `Batcher`/`WorkerPool.infer` (router picks a replica, Ray calls the worker on its node,
-within the model's deadline) -> `oip.encode_response`.
+within the model's deadline) -> `oip.encode_parts` (large answers: partsbody.py).
 
 Answers: bad input 4xx with `{"error": ...}` naming the field; 503 + Retry-After when the
 cluster or the memory budget is full; 504 past the deadline; 500 only for a server fault.
@@ -24,9 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgekit import __version__
 from edgekit.jsonable import json_default
+from edgekit.serve import partsbody
 from edgekit.serve.deadline import DeadlineExceeded
 from edgekit.serve.limits import Reservation, read_body
-from edgekit.serve.oip import HEADER_LENGTH, ProtocolError, encode_response
+from edgekit.serve.oip import HEADER_LENGTH, ProtocolError, encode_parts
 from edgekit.serve.quietlog import show
 from edgekit.serve.router import Saturated
 from edgekit.serve.triton import model_config, model_stats, repository_entry
@@ -281,8 +282,8 @@ async def infer(request: web.Request) -> web.Response:
         body = await read_body(request, limits, held, st.config.tunables)
         req = await st.decoder.parse(body, request.headers.get(HEADER_LENGTH), io)
         res = await st.dispatch(info.spec.name, req.inputs)
-        encoded = encode_response(info.spec.name, res.version or info.spec.version, req,
-                                  res.outputs)
+        encoded = encode_parts(info.spec.name, res.version or info.spec.version, req,
+                               res.outputs)
     except ProtocolError as exc:
         st.metrics.triton.failure(info.spec.name, info.spec.version, "bad_request",
                                   time.perf_counter() - start)
@@ -307,16 +308,18 @@ async def infer(request: web.Request) -> web.Response:
     return _answer(st, info, req, res, encoded, time.perf_counter() - start)
 
 
-def _answer(st, info, req, res, encoded: tuple[bytes, int | None],
+def _answer(st, info, req, res, encoded: tuple[list[bytes | memoryview], int | None],
             latency: float) -> web.Response:
-    payload, header_len = encoded
+    parts, header_len = encoded
     batch = next(iter(req.inputs.values())).shape[0] if info.batchable and req.inputs else 1
     st.metrics.observe(info.spec.name, info.spec.version, res, latency, batch)
     headers = {"Edgekit-Node": res.node, "Edgekit-Compute-Ms": f"{res.compute_ms:.3f}"}
     if header_len is None:
-        return web.Response(body=payload, content_type="application/json", headers=headers)
+        return web.Response(body=b"".join(parts), content_type="application/json",
+                            headers=headers)
     headers[HEADER_LENGTH] = str(header_len)
-    return web.Response(body=payload, content_type="application/octet-stream", headers=headers)
+    kind = "application/octet-stream"
+    return web.Response(body=partsbody.body(parts, kind), content_type=kind, headers=headers)
 
 
 async def metrics(request: web.Request) -> web.Response:

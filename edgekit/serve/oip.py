@@ -308,6 +308,16 @@ def encode_response(
     model: str, version: str, req: InferRequest, outputs: dict[str, np.ndarray]
 ) -> tuple[bytes, int | None]:
     """Body and, when any output is binary, the JSON header length."""
+    parts, header_len = encode_parts(model, version, req, outputs)
+    return b"".join(parts), header_len
+
+
+def encode_parts(
+    model: str, version: str, req: InferRequest, outputs: dict[str, np.ndarray]
+) -> tuple[list[bytes | memoryview], int | None]:
+    """The body as its pieces (the JSON header, then each binary output as a view of its
+    array, not a copy: a 1 MB answer is written to the socket from the worker's reply buffer)
+    and, when any output is binary, the JSON header length."""
     names = req.outputs if req.outputs is not None else list(outputs)
     unknown = [n for n in names if n not in outputs]
     if unknown:  # parse_request checked names against the model: this is a server fault
@@ -317,10 +327,10 @@ def encode_response(
     key = (model, version, binary, *((n, a.dtype, a.shape) for n, a in zip(names, arrays,
                                                                         strict=True)))
     if req.id is None and all(binary) and key in _HEADS:  # same shapes: the same JSON header
-        blobs = [_raw(a) for a in arrays]
         head = _HEADS[key]
-        return head + b"".join(blobs), len(head)
-    items, blobs = [], []
+        return [head, *(_raw(a) for a in arrays)], len(head)
+    items: list[dict[str, Any]] = []
+    blobs: list[bytes | memoryview] = []
     for name, arr in zip(names, arrays, strict=True):
         item: dict[str, Any] = {
             "name": name,
@@ -329,7 +339,8 @@ def encode_response(
         }
         if req.binary_outputs.get(name, req.binary_default):
             raw = _raw(arr)
-            item["parameters"] = {"binary_data_size": len(raw)}
+            item["parameters"] = {"binary_data_size": raw.nbytes if isinstance(
+                raw, memoryview) else len(raw)}
             blobs.append(raw)
         else:
             item["data"] = json_data(arr)
@@ -340,12 +351,12 @@ def encode_response(
     # allow_nan=False: json_data wrote NaN/Infinity as strings; a bare token is never sent
     head = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
     if not blobs:
-        return head, None
+        return [head], None
     if req.id is None and all(binary) and all(a.dtype.kind not in "OUS" for a in arrays):
         if len(_HEADS) >= 1024:  # bounded: a model with dynamic shapes makes many
             _HEADS.clear()
         _HEADS[key] = head
-    return head + b"".join(blobs), len(head)
+    return [head, *blobs], len(head)
 
 
 #: JSON headers of binary responses by (model, version, flags, name/dtype/shape per output):
@@ -354,7 +365,9 @@ def encode_response(
 _HEADS: dict[tuple, bytes] = {}
 
 
-def _raw(arr: np.ndarray) -> bytes:
+def _raw(arr: np.ndarray) -> bytes | memoryview:
+    """A contiguous array's little-endian bytes: a view when it is little-endian already."""
     if arr.dtype.kind in "OUS":
         return pack_bytes(arr)
-    return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    return memoryview(np.ascontiguousarray(little).reshape(-1).view(np.uint8))
