@@ -89,6 +89,11 @@ def _read_status(h: Health, status: dict[str, Any]) -> None:
     thermal = ((status.get("controllers") or {}).get("thermal") or {}).get("nodes") or {}
     h.routing = {n: dict(v or {}) for n, v in routed.items()}
     h.thermal = {n: dict(v) for n, v in thermal.items() if isinstance(v, dict)}
+    # the router's node entry carries it (extra.load_error); `load_errors` also has nodes
+    # the router does not know yet
+    for n, e in (status.get("load_errors") or {}).items():
+        if isinstance(e, dict) and e.get("error"):
+            h.load_errors[n] = f"{e.get('model', '')} {e.get('version', '')}: {e['error']}"
     for n, entry in routed.items():
         err = (entry or {}).get("load_error") or ((entry or {}).get("extra") or {}).get(
             "load_error")

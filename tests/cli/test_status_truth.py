@@ -33,8 +33,10 @@ def _api_status(drained: str = "pi2") -> dict:
                      {"model": "cls", "nodes": ["pi3"], "alive": False, "generations": [4]}],
         "nodes": {"pi1": {"state": "serving", "weight": 1.0},
                   drained: {"state": "drained", "weight": 0.1},
-                  "pi3": {"state": "serving", "weight": 1.0,
-                          "load_error": "ModelError: sha256 mismatch (expected 5555, got 6666)"}},
+                  "pi3": {"state": "serving", "weight": 1.0, "extra": {
+                      "load_error": "ModelError: sha256 mismatch (expected 5555, got 6666)"}}},
+        "load_errors": {"pi4": {"model": "cls", "version": V6, "error": "OSError: gone",
+                                "t": 1.0}},
         "controllers": {"thermal": {"nodes": {
             "pi1": row("pi1", 51.5, "serving", 1.0), drained: row(drained, 81.0, "drained", 0.1),
             "pi3": row("pi3", 48.0, "serving", 1.0)}}},
@@ -51,7 +53,8 @@ def test_the_apis_status_read_per_node() -> None:
     h = _health(_api_status())
     assert h.served == {"pi1": {"cls": V5}, "pi2": {"cls": V5}}
     assert h.alive_nodes == {"pi1", "pi2"} and h.placed == {"pi1", "pi2", "pi3"}
-    assert h.load_errors == {"pi3": "ModelError: sha256 mismatch (expected 5555, got 6666)"}
+    assert h.load_errors == {"pi3": "ModelError: sha256 mismatch (expected 5555, got 6666)",
+                             "pi4": f"cls {V6}: OSError: gone"}
     assert h.routing["pi2"]["state"] == "drained" and h.thermal["pi2"]["temp_c"] == 81.0
     doc = _api_status()  # a replica that says its own version (a rolling update) wins
     doc["replicas"][0]["version"] = V6
