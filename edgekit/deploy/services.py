@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from edgekit.deploy import assets
 from edgekit.deploy.layout import SERVICES, UNIT_DIR, NodeLayout, unit_name
-from edgekit.deploy.survey import Survey
+from edgekit.deploy.survey import PENDING_FILE, Survey
 from edgekit.node.raynode import STARTS_FILE
 from edgekit.remote.ssh import Connection
 
@@ -96,7 +96,7 @@ def unchanged(layout: NodeLayout, node: str, ray_config: dict, token: bytes, see
         want = supervisor_files(layout, node, ray_config)
         running = seen.supervisor
     want["secrets/ray-token"] = token
-    return running and all(
+    return running and PENDING_FILE not in seen.hashes and all(
         seen.hashes.get(path) == hashlib.sha256(data).hexdigest() for path, data in want.items())
 
 
@@ -106,17 +106,33 @@ def install(conn: Connection, layout: NodeLayout, node: str, ray_config: dict,
 
     Returns "systemd" or "supervisor" (how the services run)."""
     q = shlex.quote
+    pending = q(f"{layout.root}/{PENDING_FILE}")
+    # a deploy (re)starting Ray is a fresh try: no backoff left from earlier failed starts;
+    # the marker stays until the services run from the new files (a deploy killed before
+    # that leaves it, and the next one restarts them instead of finding the files in place)
+    left = conn.run(f"test -e {pending} && echo left; "
+                    f"mkdir -p {q(layout.run)} {q(layout.logs)} {q(layout.services)} && "
+                    f"rm -f {q(layout.run)}/{STARTS_FILE} && touch {pending}", check=True)
     if token is not None:
         write_secret(conn, layout, token)
-    # a deploy (re)starting Ray is a fresh try: no backoff left from earlier failed starts
-    conn.run(f"mkdir -p {q(layout.run)} {q(layout.logs)} {q(layout.services)} && "
-             f"rm -f {q(layout.run)}/{STARTS_FILE}", check=True)
+    how = _write_and_start(conn, layout, node, ray_config, systemd, "left" in left.stdout)
+    conn.run(f"rm -f {pending}", check=True)
+    return how
+
+
+def _write_and_start(conn: Connection, layout: NodeLayout, node: str, ray_config: dict,
+                     systemd: bool, restart: bool) -> str:
+    """`restart`: a killed deploy's marker was left, so the files may already be the new
+    ones while the services still run from the old: restart whether or not they change."""
+    q = shlex.quote
+    if restart and not systemd:  # a fresh supervisor starts every service from the files
+        conn.run(stop_supervisor_command(layout), timeout_s=120)
     sftp = conn.sftp()
     try:
         files = supervisor_files(layout, node, ray_config)
         changed = put_file(sftp, f"{layout.run}/ray.json", files.pop("run/ray.json"))
         if systemd:
-            return _install_systemd(conn, sftp, layout, node, changed)
+            return _install_systemd(conn, sftp, layout, node, changed or restart)
         for path, data in files.items():
             put_file(sftp, f"{layout.root}/{path}", data)
     finally:

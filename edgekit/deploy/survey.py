@@ -22,9 +22,12 @@ from edgekit.remote.ssh import Connection
 
 MARK = "@@edgekit-survey@@"
 
+#: present while a deploy writes the services' files and restarts them; one left behind (the
+#: deploy was killed in between) means the running services may predate the files
+PENDING_FILE = "run/services-pending"
 #: files the services run from, relative to the root (compared by sha256 with what is wanted)
 SERVICE_FILES = ("run/ray.json", "services/ray-worker.json", "services/agent.json",
-                 "secrets/ray-token")
+                 "secrets/ray-token", PENDING_FILE)
 UNITS = " ".join(unit_name(s) for s in SERVICES)
 
 _SURVEY = r"""

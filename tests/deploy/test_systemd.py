@@ -25,10 +25,17 @@ class _Result:
 class _Conn:
     commands: list[str] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
+    left: bool = False  # a killed deploy's services-pending marker is on the node
 
     def run(self, command: str, **_: object) -> _Result:
         self.commands.append(command)
+        if command.startswith("test -e") and "services-pending" in command:
+            return _Result("left\n" if self.left else "")
         return _Result(HOME if "$HOME" in command else "")
+
+    def start(self) -> str:
+        """The last command that starts the units."""
+        return next(c for c in reversed(self.commands) if "systemctl --user enable" in c)
 
     def sftp(self) -> FakeSftp:
         return FakeSftp(self.files)
@@ -71,7 +78,8 @@ def test_install_and_stop_command_sequence():
                                lay.ray_token}
     assert conn.files[f"mode:{lay.ray_token}"] == b"600"
     assert all("s3cret" not in c for c in conn.commands)  # the token is never a command
-    start = conn.commands[-1]
+    start = conn.start()
+    assert conn.commands[-1] == f"rm -f {ROOT}/run/services-pending"  # after the start
     # a supervisor left from a deploy without systemd is stopped first
     assert "edgekit.node.supervisor stop" in start.split("; (loginctl")[0]
     assert start.endswith('(loginctl enable-linger "$(id -un)" 2>/dev/null || true) && '
@@ -81,11 +89,21 @@ def test_install_and_stop_command_sequence():
                           "edgekit-ray-worker.service edgekit-agent.service")
     # same files again: started (a no-op when running), not restarted
     services.install(conn, lay, "pi1", cfg, systemd=True, token=b"s3cret")  # type: ignore[arg-type]
-    assert conn.commands[-1].endswith("systemctl --user start edgekit-ray-worker.service "
-                                      "edgekit-agent.service")
+    assert conn.start().endswith("systemctl --user start edgekit-ray-worker.service "
+                                 "edgekit-agent.service")
     # a new generation (new runtime or head) restarts
     services.install(conn, lay, "pi1", {**cfg, "generation": "b"}, systemd=True)  # type: ignore[arg-type]
-    assert "systemctl --user restart" in conn.commands[-1]
+    assert "systemctl --user restart" in conn.start()
+    # a deploy killed between writing the files and restarting left its marker: the next one
+    # restarts the services although the files are already the new ones (issue 16)
+    conn.left = True
+    services.install(conn, lay, "pi1", {**cfg, "generation": "b"}, systemd=True)  # type: ignore[arg-type]
+    assert "systemctl --user restart" in conn.start()
+    conn.commands.clear()
+    services.install(conn, lay, "pi1", {**cfg, "generation": "b"}, systemd=False)  # type: ignore[arg-type]
+    stop = next(i for i, c in enumerate(conn.commands) if "supervisor stop" in c)
+    ensure = next(i for i, c in enumerate(conn.commands) if "supervisor ensure" in c)
+    assert stop < ensure  # a fresh supervisor starts every service from the files
     conn.commands.clear()
     services.stop(conn, lay, systemd=True)  # type: ignore[arg-type]
     assert ("systemctl --user disable --now edgekit-ray-worker.service edgekit-agent.service"
@@ -112,3 +130,7 @@ def test_identical_redeploy_to_running_units_needs_no_command():
     for units in (["failed", "active", "enabled", "enabled"], running[:2] + ["disabled"] * 2):
         assert not services.unchanged(lay, "pi1", cfg, b"t", Survey(home=HOME, units=units,
                                                                     hashes=hashes), True)
+    # the marker a killed deploy left: the files are in place but may not be what runs
+    left = Survey(home=HOME, units=running,
+                  hashes={**hashes, "run/services-pending": hashlib.sha256(b"").hexdigest()})
+    assert not services.unchanged(lay, "pi1", cfg, b"t", left, systemd=True)
