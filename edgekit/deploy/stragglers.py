@@ -81,9 +81,11 @@ def parse(out: str) -> RayState:
     body = lines[2:]
     if manager == "systemd":
         kv = dict(line.split("=", 1) for line in body if "=" in line)
-        status = kv.get("ExecMainStatus", "")
-        return RayState(manager, kv.get("ActiveState") == "active" and
-                        kv.get("SubState") == "running", int(kv.get("NRestarts") or 0),
+        up = kv.get("ActiveState") == "active" and kv.get("SubState") == "running"
+        # systemd resets ExecMainStatus to 0 when it starts the main process again: while it
+        # runs (raynode waiting out its backoff) it is not the last run's status
+        status = "" if up else kv.get("ExecMainStatus", "")
+        return RayState(manager, up, int(kv.get("NRestarts") or 0),
                         int(status) if status.isdigit() else None,
                         kv.get("ActiveState") in ("failed", "inactive"), "raylet" in raylet,
                         log.strip("\n"))
