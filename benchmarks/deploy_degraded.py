@@ -15,9 +15,10 @@ direction classifier:
                --min-nodes: wall time, exit code (8 expected), each failed node's kind and
                hint; then `edgekit bench --nodes ...` (per-node share from the Edgekit-Node
                header) and the API's readiness
-  4. heal      the fault removed from both at once: seconds until each has a live worker
-               (/edgekit/status) and until it answers requests (loadgen bursts), no deploy
-               run; the API's uptime says whether it restarted
+  4. heal      the fault removed from both at once: seconds from then until each has a
+               live worker (/edgekit/status, polled every 0.5 s) and until it answers
+               requests (1 s loadgen bursts once it is live), no deploy run; the API's
+               uptime says whether it restarted
   5. teardown  undeploy --purge and the cluster down, also when a step fails
 
     sudo .venv/bin/python benchmarks/deploy_degraded.py [--timeout 900] [--json FILE]
@@ -48,6 +49,10 @@ NODES = [f"pi{i + 1}" for i in range(len(SPECS))]
 #: a Pi 5 whose Ray runs as a user unit and a Pi 4 under edgekit's supervisor: both paths
 SICK = ["pi3", "pi7"]
 JOIN_WAIT_S = 600.0
+#: the heal phase's resolution: a status poll every POLL_S until a healed node is live, then
+#: loadgen bursts of BURST_S (between two status polls) until it answers
+POLL_S = 0.5
+BURST_S = 1.0
 
 
 def _conn(inv: Path, node: str):  # type: ignore[no-untyped-def]
@@ -168,13 +173,15 @@ def _heal_and_watch(inv: Path, api_url: str) -> dict[str, Any]:
         alive = verify.check(api_url, token, [MODEL]).alive_nodes
         now = time.monotonic() - t0
         live.update({n: round(now, 1) for n in SICK if n in alive and n not in live})
-        if live:  # a node that just joined takes traffic once its telemetry flows
-            seen = _burst(api_url, token, feeds, 2.0)
+        if set(live) - set(answering):  # it takes traffic once its telemetry flows
+            seen = _burst(api_url, token, feeds, BURST_S)
             now = time.monotonic() - t0
             answering.update({n: round(now, 1) for n in SICK
                               if n in seen and n not in answering})
         else:
-            time.sleep(1.0)
+            time.sleep(POLL_S)
+    for n, at in answering.items():  # live during a burst, before the next status poll
+        live.setdefault(n, at)
     elapsed = time.monotonic() - t0
     st = client.status()
     restarted = float(st["uptime_s"]) < uptime0 + elapsed - 5.0
@@ -186,12 +193,14 @@ def _acceptance(out: dict[str, Any]) -> dict[str, Any]:
     d, h, b6 = out["deploy"], out.get("heal", {}), out.get("bench_degraded", {})
     others = sorted(set(NODES) - set(SICK))
     share6 = sorted(n for n, v in (b6.get("node_share") or {}).items() if v)
+    missing = " ".join((out.get("readiness_degraded") or {}).get("missing", []))
     return {
         "deploy_within_timeout": d["wall_s"] < d["timeout_s"] and d["exit"] == 8,
         "served_on_6": sorted(d["serving"]) == others and share6 == others
         and b6.get("errors") == 0,
         "named_the_2": sorted(d["failed"]) == sorted(SICK)
-        and all(f.get("joins_later") for f in d["failed"].values()),
+        and all(f.get("joins_later") for f in d["failed"].values())
+        and all(f"{n} " in missing for n in SICK),
         "both_joined": sorted(h.get("answering_s", {})) == sorted(SICK),
         "redeploys": 0, "api_restarted": h.get("api_restarted"),
     }
@@ -207,6 +216,10 @@ def _report(out: dict[str, Any]) -> str:
     for n, f in sorted(d["failed"].items()):
         lines.append(f"  {n}: {f['step']}/{f['kind']}, joins_later={f['joins_later']}: "
                      f"{(f['detail'] or '')[:160]}\n      hint: {f['hint']}")
+    rd = out.get("readiness_degraded")
+    if rd:
+        lines.append(f"API readiness after the deploy: ready={rd['ready']}, degraded="
+                     f"{rd['degraded']}, missing: {', '.join(rd['missing']) or '-'}")
     for key in ("bench_degraded", "bench_healed"):
         b = out.get(key)
         if b:
