@@ -52,6 +52,7 @@ class StageActor:
     candidate: Any = None  # the new actor while it loads its model
     start_sent_s: float = 0.0
     next_try_s: float = 0.0
+    failed_starts: int = 0  # failed recreations in a row (the backoff doubles with each)
     answering: bool = True  # its last ping was answered and none is overdue
     stack: dict = field(default_factory=dict)  # its kernels and runtime versions (describe)
     address: tuple | None = None  # its direct channel: (host, port, identity), from describe
@@ -66,6 +67,11 @@ class StageActor:
 
 def actors_of(replica: Replica) -> list[StageActor]:
     return replica.handle  # type: ignore[return-value]
+
+
+def retry_after_s(failures: int, t: Tunables) -> float:
+    """Pause before the next recreation after `failures` failed ones in a row."""
+    return min(t.recreate_backoff_max_s, t.recreate_backoff_s * 2.0 ** max(0, failures - 1))
 
 
 def load_error(exc: BaseException) -> str:
@@ -224,17 +230,21 @@ class HealthMonitor:
             self.load_errors.failed(s.node, r.model, r.version, load_error(exc))
             return
         s.described(s.starting.result())
+        s.failed_starts = 0
         self.load_errors.loaded(s.node, r.model)
         s.actor, s.candidate, s.starting = s.candidate, None, None
         s.dead, s.ping, s.ping_sent_s, s.answering = False, None, 0.0, True
         log.warning("worker on %s is back (generation %d)", s.node, s.generation)
 
     def _failed_start(self, s: StageActor, now: float, why: str) -> None:
-        log.warning("recreating the worker on %s failed: %s", s.node, why)
+        s.failed_starts += 1
+        wait = retry_after_s(s.failed_starts, self.t)
+        log.warning("recreating the worker on %s failed (%d in a row; next try in %.0f s): %s",
+                    s.node, s.failed_starts, wait, why)
         with contextlib.suppress(Exception):
             ray.kill(s.candidate, no_restart=True)
         s.candidate, s.starting = None, None
-        s.next_try_s = now + self.t.recreate_backoff_s
+        s.next_try_s = now + wait
 
     def _settle(self, r: Replica) -> None:
         if r.alive or not all(s.answering and not s.dead for s in actors_of(r)):

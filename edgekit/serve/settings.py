@@ -14,7 +14,9 @@ from dataclasses import dataclass
 class Tunables:
     health_period_s: float = 1.0  # seconds between health rounds (pings, dead-worker repair)
     ping_timeout_s: float = 10.0  # a ping unanswered this long takes the replica out of routing
-    recreate_backoff_s: float = 2.0  # pause after a failed attempt to recreate a dead worker
+    recreate_backoff_s: float = 2.0  # pause after a failed attempt to recreate a dead worker,
+    recreate_backoff_max_s: float = 60.0  # doubling per failure in a row up to this (a model
+    # that cannot load there, e.g. damaged files, is not retried every 2 s for ever)
     worker_start_timeout_s: float = 120.0  # a (re)created worker must load its model within this
     retry_deadline_s: float = 60.0  # an accepted request waits this long for a live replica
     retry_poll_s: float = 0.02  # how often a waiting retry looks for a free replica

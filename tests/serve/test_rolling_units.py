@@ -11,10 +11,11 @@ from ray import exceptions as rex
 
 from edgekit.errors import ModelError
 from edgekit.serve.api import _load_parameters
-from edgekit.serve.health import load_error
+from edgekit.serve.health import load_error, retry_after_s
 from edgekit.serve.models import ModelSpec, StageSpec
 from edgekit.serve.rollcheck import MEMORY_FACTOR, WORKER_OVERHEAD_BYTES, stage_need
 from edgekit.serve.router import NoCapacity, Replica, Router
+from edgekit.serve.settings import Tunables
 
 
 def test_swap_moves_new_requests_and_lets_old_ones_finish():
@@ -70,3 +71,11 @@ def test_memory_rule_counts_the_stage_and_a_worker_process(tmp_path):
                                           StageSpec(1, f)], f)
     assert stage_need(spec, 0) == int((100 << 20) * MEMORY_FACTOR) + WORKER_OVERHEAD_BYTES
     assert stage_need(spec, 1) == int(2000 * MEMORY_FACTOR) + WORKER_OVERHEAD_BYTES
+
+
+def test_a_worker_that_keeps_failing_to_load_is_retried_less_and_less_often() -> None:
+    """Damaged files on a node: 2, 4, 8 ... s between recreations, never more than 60 s."""
+    t = Tunables()
+    waits = [retry_after_s(n, t) for n in range(1, 9)]
+    assert waits[:5] == [2.0, 4.0, 8.0, 16.0, 32.0]
+    assert waits[5:] == [60.0, 60.0, 60.0]
