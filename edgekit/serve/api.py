@@ -218,10 +218,11 @@ async def repository_load(request: web.Request) -> web.Response:
     """Triton's model load, as a rolling update of a served model (serve/rolling.py): the
     body's `parameters` may name `bundle` (a bundle folder or model file on the API's
     machine; default: where the model was loaded from), `version` (the id it must hold) and
-    `mode` (auto | beside | replace); Triton's `config` parameter (tritonclient's
-    `load_model(config=...)`) may carry the same keys as a JSON string. Answers when the
-    update is over: 200 with every node's outcome when the new version serves somewhere,
-    else 400 with the errors (the old version still serves)."""
+    `mode` (auto | beside | replace) and `nodes` (roll only these; the others keep their
+    version: deploy's nodes that failed a step this time); Triton's `config` parameter
+    (tritonclient's `load_model(config=...)`) may carry the same keys as a JSON string.
+    Answers when the update is over: 200 with every node's outcome when the new version
+    serves somewhere, else 400 with the errors (the old version still serves)."""
     from edgekit.serve.rolling import LoadRefused
 
     st = _state(request)
@@ -232,7 +233,8 @@ async def repository_load(request: web.Request) -> web.Response:
         return _error(400, f"load request: {exc}")
     try:
         report = await st.roller.load(request.match_info["model"], params.get("bundle"),
-                                      params.get("version"), params.get("mode", "auto"))
+                                      params.get("version"), params.get("mode", "auto"),
+                                      params.get("nodes"))
     except LoadRefused as exc:
         _bad(request, exc.status, str(exc))
         return _error(exc.status, str(exc))
@@ -260,9 +262,13 @@ def _load_parameters(raw: bytes) -> dict[str, Any]:
     for key in ("bundle", "version", "mode"):
         if key in params and not isinstance(params[key], str):
             raise ValueError(f"parameters.{key} must be a string")
-    unknown = sorted(set(params) - {"bundle", "version", "mode"})
+    nodes = params.get("nodes")
+    if nodes is not None and not (isinstance(nodes, list)
+                                  and all(isinstance(n, str) for n in nodes)):
+        raise ValueError("parameters.nodes must be a list of node names")
+    unknown = sorted(set(params) - {"bundle", "version", "mode", "nodes"})
     if unknown:
-        raise ValueError(f"unknown parameters {unknown} (bundle, version, mode)")
+        raise ValueError(f"unknown parameters {unknown} (bundle, version, mode, nodes)")
     if "bundle" in params:
         params["bundle"] = Path(params["bundle"])
     return params

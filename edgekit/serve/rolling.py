@@ -80,7 +80,8 @@ class LoadReport:
         return any(n.ok for n in self.nodes.values())
 
     def failures(self) -> str:
-        return "; ".join(f"{n}: {r.error}" for n, r in self.nodes.items() if not r.ok)
+        return "; ".join(f"{n}: {r.error}" for n, r in self.nodes.items()
+                         if not r.ok and r.how != "kept")
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "version": self.version, "previous": self.previous,
@@ -99,12 +100,18 @@ class Roller:
         self.round = 0  # one per update: the new workers' names differ from any before
 
     async def load(self, model: str, source: Path | None, version: str | None,
-                   mode: str = "auto") -> LoadReport:
+                   mode: str = "auto", only: list[str] | None = None) -> LoadReport:
+        """Roll `model` to the bundle at `source`; `only`: the nodes to roll (deploy readied
+        the new version there; the others keep serving the version they have)."""
         if model not in self.pool.models:
             raise LoadRefused(f"unknown model '{model}'; serving {sorted(self.pool.models)} "
                               "(models come from the command line)", 404)
         if mode not in MODES:
             raise LoadRefused(f"parameter 'mode' must be one of {', '.join(MODES)}")
+        placed = set(self.pool.order[model])
+        if only is not None and not set(only) <= placed:
+            raise LoadRefused(f"parameter 'nodes': {sorted(set(only) - placed)} do not serve "
+                              f"{model} here (it is placed on {sorted(placed)})")
         async with self._lock:
             old = self.pool.models[model]
             spec = await self._spec(model, source or old.spec.source, version, old.spec)
@@ -125,7 +132,8 @@ class Roller:
             self.pool.updating.add(model)
             log.warning("rolling update of %s: %s -> %s", model, old.spec.version, spec.version)
             try:
-                await self._roll_all(spec, info, ref, olds, mode, report)
+                await self._roll_all(_Step(self, spec, info, ref, report,
+                                           placed if only is None else set(only)), olds, mode)
             finally:
                 self.pool.updating.discard(model)
             self.reports[model] = {**report.to_dict(), "t": round(time.time(), 1)}
@@ -158,16 +166,17 @@ class Roller:
             return None
 
     # --- the plan ---------------------------------------------------------------------------
-    async def _roll_all(self, spec: ModelSpec, info: ModelInfo, ref: Any, olds: list[Replica],
-                        mode: str, report: LoadReport) -> None:
+    async def _roll_all(self, step: _Step, olds: list[Replica], mode: str) -> None:
+        spec, info, report = step.spec, step.info, step.report
         groups = groups_of(spec, self.pool.order[spec.name])
         by_nodes = {r.nodes: r for r in olds}
         old_info = self.pool.models[spec.name]
         same_io = (info.inputs, info.outputs) == (old_info.inputs, old_info.outputs)
-        step = _Step(self, spec, info, ref, report)
         if same_io and set(by_nodes) == set(groups):
             for g in groups:
-                if by_nodes[g].version == spec.version:  # a retry after a partial update
+                if not set(g) <= step.only:  # not readied for the new version: keeps its own
+                    step.kept(by_nodes[g])
+                elif by_nodes[g].version == spec.version:  # a retry after a partial update
                     step.done(g, "unchanged", time.monotonic())
                 elif not await step.pending(by_nodes[g], g):
                     await step.roll([by_nodes[g]], g, await self._beside(mode, spec, [g]))
@@ -175,6 +184,11 @@ class Roller:
         why = ("the inputs/outputs changed" if not same_io else
                f"the layout changed ({len(olds)} x {len(olds[0].nodes) if olds else 0} nodes "
                f"-> {len(groups)} x {len(spec.stages)})")
+        left = sorted({n for g in groups for n in g} - step.only)
+        if left:  # the old version cannot stay on some nodes while the layout changes
+            raise LoadRefused(f"{why}: every node must take the new version at once, and "
+                              f"{', '.join(left)} {'is' if len(left) == 1 else 'are'} not "
+                              "in this update", 409)
         if await self._beside(mode, spec, groups):
             report.note = f"{why}: every new group started beside the old, then one switch"
             await step.all_at_once(olds, groups)
@@ -223,6 +237,7 @@ class _Step:
     info: ModelInfo
     ref: rollcheck.Reference | None
     report: LoadReport
+    only: set[str]  # the nodes this update rolls (the others keep their version)
 
     @property
     def pool(self) -> WorkerPool:
@@ -296,6 +311,11 @@ class _Step:
     def done(self, g: tuple[str, ...], how: str, t0: float) -> None:
         for n in g:
             self.report.nodes[n] = NodeLoad(True, how, "", round(time.monotonic() - t0, 2))
+
+    def kept(self, old: Replica) -> None:
+        for n in old.nodes:
+            self.report.nodes[n] = NodeLoad(False, "kept", f"kept {old.version}: not part of "
+                                                           "this update")
 
     def failed(self, g: tuple[str, ...], errors: dict[str, str]) -> None:
         first = next(iter(errors.items()))

@@ -1,7 +1,8 @@
 """Rolling updates through Triton's repository load (`POST /v2/repository/models/{m}/load`):
 a new version replaces the old one node by node while a steady load runs, without an API
 restart, and not one request is refused or lost: beside the old workers (memory allows),
-node by node (`mode: replace`), and for a pipeline whose stage count changes. tritonclient's
+node by node (`mode: replace`), on some nodes only (`nodes`: deploy's boards that failed a
+step keep their version), and for a pipeline whose stage count changes. tritonclient's
 `load_model` drives the first one. Bad load requests are refused naming what is wrong and
 touch nothing. (A worker that fails to load the new version: tests/deploy/
 test_deploy_headnode.py, where a node's version folder can be damaged.)"""
@@ -121,6 +122,17 @@ def test_updates_roll_under_load_with_nothing_refused(roll):
         assert code == 200, body
         assert {r["how"] for r in body["nodes"].values()} == {"replaced"}, body
         assert np.allclose(_y(roll, "roll"), 2 * x + 1)
+        # deploy readied only pi1 and pi2 (pi3 failed a step): pi3 keeps the version it has
+        code, body = _post(roll, "roll", {"parameters": {"bundle": str(roll["files"]["v2"]),
+                                                         "nodes": ["pi1", "pi2"]}})
+        assert code == 200, body
+        assert {n: r["how"] for n, r in body["nodes"].items()} == {
+            "pi1": "beside", "pi2": "beside", "pi3": "kept"}, body
+        served = _status(roll)["models"]["roll"]["served"]
+        assert served["pi3"] == body["previous"] != served["pi1"] == served["pi2"], served
+        code, body = _post(roll, "roll", {"parameters": {"bundle": str(roll["files"]["v1"])}})
+        assert code == 200 and body["nodes"]["pi3"]["how"] == "unchanged", body
+        assert np.allclose(_y(roll, "roll"), 2 * x + 1)
         # a pipeline of 2 stages becomes one of 3 (a new layout): up beside, one switch
         code, body = _post(roll, "pipe", {"parameters": {"bundle": str(roll["files"]["chain3"])}})
         assert code == 200 and "layout changed" in body["note"], body
@@ -156,6 +168,14 @@ def test_bad_load_requests_are_refused_naming_what(roll):
     code, body = _post(roll, "pipe", {"parameters": {"bundle": str(f["chain4"])}})
     assert code == 400 and "4 stages but only 3 nodes" in body["error"], body
     assert _post(roll, "roll", {}, token="wrong")[0] == 401
+    code, body = _post(roll, "roll", {"parameters": {"nodes": "pi1"}})
+    assert code == 400 and "nodes" in body["error"], body
+    code, body = _post(roll, "roll", {"parameters": {"bundle": str(f["v2"]), "nodes": ["pi9"]}})
+    assert code == 400 and "pi9" in body["error"], body
+    # a new layout cannot leave the old version on some nodes
+    code, body = _post(roll, "pipe", {"parameters": {"bundle": str(f["chain3"]),
+                                                     "nodes": ["pi1", "pi2"]}})
+    assert code == 409 and "pi3 is not in this update" in body["error"], body
     # nothing changed: the same versions still serve
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     assert np.allclose(_y(roll, "roll"), 2 * x + 1)

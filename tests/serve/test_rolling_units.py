@@ -56,7 +56,11 @@ def test_load_parameters_direct_and_as_tritons_config():
     got = _load_parameters(b'{"parameters": {"config": "{\\"bundle\\": \\"/b\\", '
                            b'\\"mode\\": \\"replace\\"}"}}')
     assert got == {"bundle": Path("/b"), "mode": "replace"}
+    got = _load_parameters(b'{"parameters": {"nodes": ["pi1", "pi3"]}}')
+    assert got == {"nodes": ["pi1", "pi3"]}
     for bad, why in ((b"[1]", "expected"), (b'{"parameters": {"bundle": 3}}', "string"),
+                     (b'{"parameters": {"nodes": "pi1"}}', "list of node names"),
+                     (b'{"parameters": {"nodes": [1]}}', "list of node names"),
                      (b'{"parameters": {"x": "y"}}', "unknown parameters"),
                      (b'{"parameters": {"config": "[1]"}}', "JSON object"),
                      (b"x" * (64 * 1024 + 1), "64 KiB")):
