@@ -36,17 +36,23 @@ class Loaded:
     failed: dict[str, str] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
     note: str = ""
+    rolled: list[str] = field(default_factory=list)  # nodes whose workers this load replaced
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "ok": self.ok, "failed": self.failed,
-                "pending": self.pending, "note": self.note}
+                "pending": self.pending, "note": self.note, "rolled": self.rolled}
 
 
-def load(api_url: str, token: str, model: str, bundle: str, version: str) -> Loaded:
+def load(api_url: str, token: str, model: str, bundle: str, version: str,
+         only: tuple[str, ...] = ()) -> Loaded:
     """Ask the API at `api_url` to roll `model` to `version` from `bundle` (a folder on the
-    API's machine); returns once the update is over. Raises ClusterError when the API does
-    not answer or refuses the request itself."""
-    body = json.dumps({"parameters": {"bundle": bundle, "version": version}}).encode()
+    API's machine; `only`: just these nodes, the others keep their version); returns once the
+    update is over. Raises ClusterError when the API does not answer or refuses the request
+    itself."""
+    params: dict[str, Any] = {"bundle": bundle, "version": version}
+    if only:
+        params["nodes"] = list(only)
+    body = json.dumps({"parameters": params}).encode()
     req = urllib.request.Request(f"{api_url}/v2/repository/models/{model}/load", body,
                                  method="POST", headers={"Authorization": f"Bearer {token}",
                                                          "Content-Type": "application/json"})
@@ -81,27 +87,35 @@ def _loaded(doc: dict[str, Any], version: str) -> Loaded:
     for node, r in (doc.get("nodes") or {}).items():
         if r.get("ok"):
             out.ok.append(node)
-        elif r.get("how") == "pending":
+            if r.get("how") in ("beside", "replaced"):
+                out.rolled.append(node)
+        elif r.get("how") == "kept":  # not in this update (it failed an earlier step)
+            continue
+        elif r.get("how") == "pending":  # the new version's replica waits for the node
             out.pending.append(node)
+            out.rolled.append(node)
         else:
             out.failed[node] = str(r.get("error") or "did not load")
     return out
 
 
 class Target(NamedTuple):
-    """What the running API should load: the model, its bundle folder (as the API sees it)
-    and the version."""
+    """What the running API should load: the model, its bundle folder (as the API sees it),
+    the version and, when not all of the API's nodes, which nodes."""
 
     model: str
     bundle: str
     version: str
+    only: tuple[str, ...] = ()  # roll just these (the API keeps nodes that failed this time)
 
 
 def after_start(how: str, head: Any, st: Any, pool: Any, target: Target) -> Loaded | None:
-    """When the head's start said "reload" (only the model changed), have its running API
-    load `target` (edgekit.deploy.heads: `head.reach` gives the URL, through a tunnel for
-    an API on a head node's loopback); None when the API was (re)started or unchanged."""
-    if how != "reload":
+    """When the head's start said "reload" (only the model changed) or "running" (nothing
+    changed, but a node that missed the last update may still serve an older version: the
+    load rolls just those, and is a no-op otherwise), have the running API load `target`
+    (edgekit.deploy.heads: `head.reach` gives the URL, through a tunnel for an API on a head
+    node's loopback); None when the API was (re)started."""
+    if how not in ("reload", "running"):
         return None
     from edgekit.tokenfile import read_token
 

@@ -26,11 +26,15 @@ RAY_HEAD_OBJECT_STORE_BYTES = 100 * 1024 * 1024  # the head runs no models
 #: the part of the API's config a rolling update changes (deploy/apiload.py asks the running
 #: API to load it): written to the file for a later start, but no reason to restart
 MODEL_KEYS = ("models", "version")
+#: read only when the API starts (how many nodes it waits for before serving): a deploy with
+#: another --min-nodes must not restart a serving API for it; a later start reads the file
+START_KEYS = ("min_nodes",)
 
 
 def restart_part(config: dict) -> dict:
-    """What restarts the API when it changes: its config without the model (MODEL_KEYS)."""
-    return {k: v for k, v in config.items() if k not in MODEL_KEYS}
+    """What restarts the API when it changes: its config without the model (MODEL_KEYS)
+    and what only its start reads (START_KEYS)."""
+    return {k: v for k, v in config.items() if k not in MODEL_KEYS + START_KEYS}
 
 
 def model_changed(before: dict | None, config: dict) -> bool:

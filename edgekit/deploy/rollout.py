@@ -257,8 +257,9 @@ class Rollout:
         if not nodes:
             res.error = "no complete replica could be started"
             return
+        api_nodes, only = self._api_nodes(nodes)
         api = ApiSpec(self.bundle.name, self.bundle.version, str(self.bundle.path),
-                      ApiSettings(placement.ray_address, nodes, placement.api_host,
+                      ApiSettings(placement.ray_address, api_nodes, placement.api_host,
                                   placement.api_port, self.opts.thermal, self.opts.power_cap_w,
                                   self.opts.min_nodes),
                       self.api_token, self.ray_token, self.opts.verify_timeout_s)
@@ -266,10 +267,11 @@ class Rollout:
             how = res.head["api"] = self.head.serve(self.pool, st, placement, api)
             st.head.api_port, st.head.api_host = placement.api_port, placement.api_host
             st.head.api_url = res.head["api_url"] = placement.api_url
+            st.head.api_nodes = api_nodes
             # only the model changed: the running API rolls its workers, no restart
             loaded = apiload.after_start(how, self.head, st, self.pool, apiload.Target(
                 api.model, self.head.api_bundle(st, api.model, api.version, api.bundle),
-                api.version))
+                api.version, only))
         except Exception as exc:
             res.error = f"the API on {placement.where} did not start: {exc}"
             for n in nodes:
@@ -280,9 +282,32 @@ class Rollout:
         if self.head.tunnel(st):
             res.head["tunnel"] = self.head.tunnel(st)
         if loaded is not None:
-            res.head["api"], res.head["load"] = "reloaded", loaded.to_dict()
+            res.head["load"] = loaded.to_dict()
+            if how == "reload" or loaded.rolled:
+                res.head["api"] = "reloaded"
             nodes = self._load_failed(nodes, loaded)
         self.verify(nodes, api)
+
+    def _api_nodes(self, nodes: list[str]) -> tuple[list[str], tuple[str, ...]]:
+        """The API's node list, and the nodes to roll when not all of them. A board that
+        failed a step of this deploy (down, slow, its self-test) must not restart the
+        running API, which would refuse every request for seconds: when the plan is the one
+        the API already serves and only such boards are missing, the API keeps its list, the
+        ready nodes roll to the new version and the others keep the version they have."""
+        before, app, p = self.d.st.head.api_nodes, self.app, self.checked.plan
+        k = max(1, p.stages)
+        served = {tuple(before[i:i + k]) for i in range(0, len(before), k)}
+        # the same layout: every group planned now is one the API serves (a board that is
+        # off is in no plan: only the reachable ones are planned)
+        same = (app is not None and app.plan.get("mode") == p.mode
+                and app.plan.get("stages") == p.stages and len(before) % k == 0
+                and all(tuple(g) in served for g in p.groups) and set(nodes) <= set(before))
+        # a board whose new version failed its self-test must get none of its traffic, even
+        # if something else restarts the API (it would load the new version on every node)
+        wrong = any(self.res.node(n).step == "selftest" for n in set(before) - set(nodes))
+        if not same or wrong:
+            return nodes, ()
+        return list(before), tuple(nodes) if set(nodes) < set(before) else ()
 
     def _load_failed(self, nodes: list[str], loaded: apiload.Loaded) -> list[str]:
         """Fail the nodes whose worker of the new version did not load (the API's error,

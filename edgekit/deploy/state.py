@@ -53,6 +53,7 @@ class HeadState:
     api_url: str = ""  # on a head node's loopback: reached through an SSH tunnel (headnode)
     api_port: int = 0
     api_host: str = "127.0.0.1"  # what the API binds (`edgekit deploy --api-host`)
+    api_nodes: list[str] = field(default_factory=list)  # the node list the API runs with
 
 
 @dataclass

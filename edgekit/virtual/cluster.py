@@ -167,6 +167,27 @@ class VirtualCluster:
                 state.save(self.record, self.home)
         return rec
 
+    def power_off(self, node: str, graceful: bool = True) -> state.NodeRecord:
+        """Switch one node off (power.py): its processes go, SSH stops answering."""
+        with state.locked(self.home):
+            rec = self.record.node(node)
+            try:
+                power.power_off(self.record, rec, graceful)
+            finally:
+                state.save(self.record, self.home)
+        return rec
+
+    def power_on(self, node: str) -> state.NodeRecord:
+        """Boot a node that was switched off: sshd, and its enabled units where it has a
+        user manager."""
+        with state.locked(self.home):
+            rec = self.record.node(node)
+            try:
+                power.boot(self.record, rec)
+            finally:
+                state.save(self.record, self.home)
+        return rec
+
     def down(self) -> list[str]:
         with state.locked(self.home):
             return teardown.teardown(self.home, self.record)
