@@ -59,6 +59,21 @@ def _without_library(wheel: Path, folder: Path) -> Path:
     return out
 
 
+def _cell(table: str, node: str, column: str) -> str:
+    """One cell of a rich table, its wrapped lines joined."""
+    lines = table.splitlines()
+    names = [c.strip() for c in next(ln for ln in lines if "┃" in ln).split("┃")]
+    at = names.index(column)
+    rows = [[c.strip() for c in ln.split("│")] for ln in lines if ln.startswith("│")]
+    start = next(i for i, r in enumerate(rows) if r[1] == node)
+    parts = [rows[start][at]]
+    for r in rows[start + 1:]:
+        if r[1]:  # the next node's row
+            break
+        parts.append(r[at])
+    return " ".join(p for p in parts if p)
+
+
 def _image() -> np.ndarray:
     return np.random.default_rng(11).random((1, 3, 48, 192), dtype=np.float32)
 
@@ -98,9 +113,10 @@ def test_node_without_the_native_library_warns_everywhere_and_still_serves(world
 
     text = _cli("status", "--nodes", str(world["inv"]))
     assert text.returncode == 0, text.stdout + text.stderr
-    # the status table gives it as pi3's reason (edgekit.tables wraps, never cuts it)
-    row = next(ln for ln in text.stdout.splitlines() if "pi3" in ln)
-    assert "native library missing: numpy fallback" in row, text.stdout
+    # the status table gives it as pi3's reason (edgekit.tables wraps, never cuts it): the
+    # reason cell of pi3's row and of the lines its wrapped cells continue on
+    assert _cell(text.stdout, "pi3", "reason").startswith(
+        "native library missing: numpy fallback"), text.stdout
     js = _cli("status", "--nodes", str(world["inv"]), "--json")
     assert json.loads(js.stdout)["nodes"][NODE]["kernels"] == stack.FALLBACK
 
