@@ -159,31 +159,24 @@ class VirtualCluster:
 
     def reboot(self, node: str, graceful: bool = True) -> state.NodeRecord:
         """Power-cycle one node (power.py): every process goes, enabled units come back."""
-        with state.locked(self.home):
-            rec = self.record.node(node)
-            try:
-                power.reboot(self.record, rec, graceful)
-            finally:
-                state.save(self.record, self.home)
-        return rec
+        return self._power(node, lambda rec, n: power.reboot(rec, n, graceful))
 
     def power_off(self, node: str, graceful: bool = True) -> state.NodeRecord:
         """Switch one node off (power.py): its processes go, SSH stops answering."""
-        with state.locked(self.home):
-            rec = self.record.node(node)
-            try:
-                power.power_off(self.record, rec, graceful)
-            finally:
-                state.save(self.record, self.home)
-        return rec
+        return self._power(node, lambda rec, n: power.power_off(rec, n, graceful))
 
     def power_on(self, node: str) -> state.NodeRecord:
         """Boot a node that was switched off: sshd, and its enabled units where it has a
         user manager."""
+        return self._power(node, power.boot)
+
+    def _power(self, node: str,
+               act: Callable[[state.ClusterRecord, state.NodeRecord], None]) -> state.NodeRecord:
+        """`act` on one node under the cluster's lock; its record saved whatever happens."""
         with state.locked(self.home):
             rec = self.record.node(node)
             try:
-                power.boot(self.record, rec)
+                act(self.record, rec)
             finally:
                 state.save(self.record, self.home)
         return rec
