@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import deploy_world
 from deploy_world import world
 
 from edgekit.virtual.cluster import NodeSpec
@@ -266,8 +267,6 @@ def main() -> None:
     args = ap.parse_args()
     from helpers import heal_ray, sub_inventory
 
-    from edgekit.deploy import head, ops
-    from edgekit.deploy.layout import deployment_dir
 
     t0 = time.monotonic()
     with world(SPECS) as (vc, scratch):
@@ -281,15 +280,9 @@ def main() -> None:
                         heal_ray(c)
                 except Exception as exc:  # the cluster goes down next anyway
                     print(f"{node}: could not remove the fault: {exc}", file=sys.stderr)
-            try:
-                ops.undeploy(inv, purge=True)
-            except Exception:
-                head.stop(deployment_dir(inv) / "head")
+            deploy_world.undeploy(inv)
     out["total_s"] = round(time.monotonic() - t0, 1)
-    print(_report(out))
-    print(json.dumps(out, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    deploy_world.finish(out, args.json, _report(out))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import deploy_world
 from deploy_world import world
 
 MODEL = "ppocr-cls"
@@ -169,8 +170,6 @@ def main() -> None:
     rng = random.Random(args.seed)
     from helpers import sub_inventory
 
-    from edgekit.deploy import head, ops
-    from edgekit.deploy.layout import deployment_dir
 
     with world() as (vc, scratch):
         inv = sub_inventory(vc.inventory_path, scratch / "pis.txt", NODES)
@@ -185,19 +184,13 @@ def main() -> None:
                 rows.append(_point(vc, inv, i, at, bundle, version, args))
                 print(_table(rows[-1:]).splitlines()[-1], flush=True)
         finally:
-            try:
-                ops.undeploy(inv, purge=True)
-            except Exception:
-                head.stop(deployment_dir(inv) / "head")
+            deploy_world.undeploy(inv)
     out = {"rollout_s": round(span, 1), "points": rows,
            "truthful": sum(r["truthful"] for r in rows),
            "converged": sum(r["converged"] for r in rows),
            "looped": sum(bool(r["looped"]) or bool((r.get("reboot") or {}).get("looped"))
                          for r in rows), "n": len(rows)}
-    print(_table(rows))
-    print(json.dumps(out, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    deploy_world.finish(out, args.json, _table(rows))
 
 
 if __name__ == "__main__":

@@ -59,3 +59,25 @@ def world(specs: list[NodeSpec] | None = None) -> Iterator[tuple[VirtualCluster,
             yield vc, scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def undeploy(inv: Path) -> None:
+    """Take the deployment down (runtimes too); at least its head if undeploy fails."""
+    from edgekit.deploy import head, ops
+    from edgekit.deploy.layout import deployment_dir
+
+    try:
+        ops.undeploy(inv, purge=True)
+    except Exception:
+        head.stop(deployment_dir(inv) / "head")
+
+
+def finish(out: dict, path: Path | None, table: str = "") -> None:
+    """Print the table (if any) and the JSON; also write the JSON to `path` when given."""
+    import json
+
+    if table:
+        print(table)
+    print(json.dumps(out, indent=1))
+    if path:
+        path.write_text(json.dumps(out, indent=1))

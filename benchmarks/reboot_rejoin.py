@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import deploy_world
 from deploy_world import SPECS, world
 
 MODEL = "ppocr-cls"
@@ -141,9 +142,7 @@ def main() -> None:
     args = ap.parse_args()
     from helpers import sub_inventory
 
-    from edgekit.deploy import head, ops
     from edgekit.deploy.flow import DeployOptions, deploy
-    from edgekit.deploy.layout import deployment_dir
     from edgekit.model import samples
 
     runs: list[dict[str, Any]] = []
@@ -158,19 +157,14 @@ def main() -> None:
                 runs.append(_run(vc, inv, args.node))
                 print(f"run {i + 1}: {json.dumps(runs[-1])}", flush=True)
         finally:
-            try:
-                ops.undeploy(inv, purge=True)
-            except Exception:
-                head.stop(deployment_dir(inv) / "head")
+            deploy_world.undeploy(inv)
     keys = ("join_s", "thermal_after_join_s", "weight_after_join_s", "worker_after_join_s")
     out = {"node": args.node, "runs": runs, "median": {k: _median(runs, k) for k in keys},
            "target_s": TARGET_S}
     out["within_target"] = all(
         r.get("thermal_after_join_s", 1e9) <= TARGET_S
         and r.get("weight_after_join_s", 1e9) <= TARGET_S for r in runs)
-    print(json.dumps(out, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    deploy_world.finish(out, args.json)
 
 
 if __name__ == "__main__":
