@@ -22,12 +22,13 @@ Standard library only: it runs in the node runtime before Ray, and in tests on t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from edgekit.model.bundle import sha256_file
 
 REPORT_FILE = "bootcheck.json"
 CACHE_FILE = "bootcheck-cache.json"
@@ -51,14 +52,6 @@ class AppCheck:
 
 def _fingerprint(st: os.stat_result) -> list[int]:
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Verifier:
@@ -91,7 +84,7 @@ class Verifier:
             if self.cache.get(key) == [*_fingerprint(st), want]:
                 self.seen[key] = self.cache[key]
                 continue
-            got = _sha256(path)
+            got = sha256_file(path)
             if got != want:
                 return f"{path}: sha256 mismatch (expected {want[:12]}, got {got[:12]})"
             self.seen[key] = [*_fingerprint(st), want]
