@@ -46,7 +46,9 @@ install_apt() {
 # qemu-aarch64 + binfmt entries); Ubuntu 24.04 (8.2) and Debian 13 (10.x) have it themselves.
 install_qemu() {
   local have
-  have=$(qemu-aarch64 --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1)
+  # no qemu yet is the usual case on a fresh machine: not an error under `set -e -o pipefail`
+  have=$( { qemu-aarch64 --version 2>/dev/null || true; } |
+          sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1)
   if [ -n "$have" ] && [ "$have" -ge 8 ]; then return; fi
   . /etc/os-release
   if [ "${VERSION_CODENAME:-}" = bookworm ]; then
