@@ -44,6 +44,7 @@ def demo(boards: str, model_name: str, bench_seconds: float, keep: bool, as_json
     step("cluster up", boards=boards)
     cluster = VirtualCluster.up(specs, progress=lambda msg: None if as_json
                                 else err_console.print(f"    {msg}", highlight=False))
+    deployed = failed = False  # a deploy that failed half way is undeployed too
     try:
         from edgekit import inventory
 
@@ -59,17 +60,16 @@ def demo(boards: str, model_name: str, bench_seconds: float, keep: bool, as_json
         summary["ready"] = f"{ready}/{len(reports)}"
         if ready != len(reports):
             raise click.ClickException(f"only {ready}/{len(reports)} virtual nodes are ready")
+        deployed = failed = True
         summary["deploy"], url = _deploy(cluster.inventory_path, model_name, step, as_json)
         step("bench", seconds=bench_seconds)
         summary["bench"] = _bench(cluster.inventory_path, url, model_name, bench_seconds)
         if not as_json:
             _print_bench(summary["bench"])
+        failed = False
     finally:
-        if not keep and summary.get("deploy"):
-            from edgekit.deploy import ops
-
-            step("undeploy")
-            ops.undeploy(cluster.inventory_path).raise_if_failed("the demo's undeploy failed")
+        if not keep and deployed:
+            _undeploy(cluster.inventory_path, step, quiet=failed)
         if keep:
             step("kept running", inventory=str(cluster.inventory_path))
         else:
@@ -80,6 +80,20 @@ def demo(boards: str, model_name: str, bench_seconds: float, keep: bool, as_json
         emit_json(summary)
     else:
         console.print(f"[green]demo finished in {summary['seconds']} s[/]")
+
+
+def _undeploy(inv: Any, step: Any, quiet: bool) -> None:
+    """Take the deployment down (the host's head services too, which `cluster.down` does not
+    stop). After a failure its own error is printed, not raised: the first one is the news."""
+    from edgekit.deploy import ops
+
+    step("undeploy")
+    try:
+        ops.undeploy(inv).raise_if_failed("the demo's undeploy failed")
+    except Exception as exc:
+        if not quiet:
+            raise
+        err_console.print(f"[yellow]undeploy after the failure: {exc}[/]", highlight=False)
 
 
 def _deploy(inv: Any, model_name: str, step: Any, as_json: bool) -> tuple[dict[str, Any], str]:

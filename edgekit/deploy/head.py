@@ -41,12 +41,6 @@ def model_changed(before: dict | None, config: dict) -> bool:
     return before is not None and any(before.get(k) != config.get(k) for k in MODEL_KEYS)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def _write(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

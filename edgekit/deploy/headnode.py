@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit import inventory
-from edgekit.deploy import assets, services, state
+from edgekit.deploy import assets, ports, services, state
 from edgekit.deploy.head import model_changed, restart_part
 from edgekit.deploy.layout import UNIT_DIR, NodeLayout, unit_name
 from edgekit.errors import NodeError
@@ -147,10 +147,10 @@ def api_config(model: str, bundle: str, settings: ApiSettings, tokens: Tokens, *
 
 # -- on the head node --------------------------------------------------------------------
 def free_ports(conn: Connection, python: str, n: int) -> list[int]:
-    """`n` distinct ports free on the node right now (asked of the node, not the host)."""
-    code = ("import socket, sys\nss = [socket.socket() for _ in range(int(sys.argv[1]))]\n"
-            "[s.bind(('', 0)) for s in ss]\nprint(*[s.getsockname()[1] for s in ss])\n")
-    out = conn.run(f"{shlex.quote(python)} - {int(n)}", stdin=code, check=True, timeout_s=60)
+    """`n` distinct ports free on the node right now (asked of the node, not the host), out
+    of the ephemeral range (edgekit.deploy.ports)."""
+    out = conn.run(f"{shlex.quote(python)} - {int(n)}", stdin=ports.remote_code(), check=True,
+                   timeout_s=60)
     return [int(p) for p in out.stdout.split()]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edgekit import inventory
-from edgekit.deploy import apiload, head, headnode, services, state
+from edgekit.deploy import apiload, head, headnode, ports, services, state
 from edgekit.deploy.headnode import ApiSpec, Tokens
 from edgekit.deploy.headnode import Head as Placement
 from edgekit.deploy.layout import NodeLayout
@@ -93,7 +93,7 @@ class HostHead:
               api_host: str, api_port: int | None) -> Placement:
         host_ip = next(iter(facts.values())).host_ip  # the host as the nodes reach it
         p = headnode.choose(prev, HOST, host_ip, api_host, api_port,
-                            lambda n: [head.free_port() for _ in range(n)])
+                            ports.pick_free)
         head.start_ray(self.dep / "head", host_ip, p.ray_port,
                        state.secret(self.dep, "ray-token"))
         return p

@@ -7,6 +7,7 @@ until all are, or the timeout; nodes still missing then get their log tail in th
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -60,6 +61,10 @@ def check(api_url: str, token: str, models: list[str]) -> Health:
             if code != 200:
                 waiting.append(f"model {m} not ready (HTTP {code})")
         code, status = _get(f"{api_url}/edgekit/status", token)
+    except http.client.HTTPException as exc:  # not HTTP: another program has the API's port
+        return Health(False, error=f"API not answering: {api_url} answers, but not with HTTP "
+                      f"({type(exc).__name__}): another program may hold that port",
+                      answered=False)
     except (OSError, ValueError) as exc:
         return Health(False, error=f"API not answering: {exc}", answered=False)
     if code != 200:
