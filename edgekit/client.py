@@ -95,14 +95,16 @@ def encode(inputs: dict[str, np.ndarray]) -> tuple[bytes, int]:
     items, blobs = [], []
     for name, arr in inputs.items():
         arr = np.ascontiguousarray(arr)
-        raw = pack_bytes(arr) if arr.dtype.kind in "OUS" else \
-            arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        # a view of the array's memory (little-endian, as the protocol says): the join below
+        # is the body's only copy
+        raw = pack_bytes(arr) if arr.dtype.kind in "OUS" else memoryview(
+            arr.astype(arr.dtype.newbyteorder("<"), copy=False).reshape(-1)).cast("B")
         items.append({"name": name, "shape": list(arr.shape),
                       "datatype": oip_from_numpy(arr.dtype),
                       "parameters": {"binary_data_size": len(raw)}})
         blobs.append(raw)
     head = json.dumps({"inputs": items, "parameters": {"binary_data_output": True}}).encode()
-    return head + b"".join(blobs), len(head)
+    return b"".join([head, *blobs]), len(head)
 
 
 def decode(body: bytes, header_length: str | None) -> dict[str, np.ndarray]:

@@ -105,7 +105,7 @@ class Reservation:
 
 async def read_body(
     request: web.Request, limits: BodyLimits, held: Reservation, t: Tunables
-) -> bytearray:
+) -> bytes | bytearray:
     """The body, charged to `held` before it is read; 413 over the limit, 408 when it stalls
     (no byte for `body_idle_timeout_s`) or arrives slower than `body_min_rate_bps` on
     average, 503 (OverBudget) when the budget cannot take it now."""
@@ -117,9 +117,9 @@ async def read_body(
         raise ProtocolError(f"request body of {declared} bytes is over this model's limit of "
                             f"{limit} bytes ({'binary' if binary else 'JSON'})", 413)
     buf = bytearray()
+    whole: bytes | None = None  # a declared body that arrived as one chunk: used as it is
     if declared:
         held.grow(declared * cost)
-        buf = bytearray(declared)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + t.body_idle_timeout_s + (declared or limit) / t.body_min_rate_bps
     pos = 0
@@ -143,7 +143,15 @@ async def read_body(
         if declared is None:
             held.grow(len(chunk) * cost)
             buf += chunk
+        elif pos == 0 and len(chunk) == declared:
+            whole = chunk  # the usual case: no zero-filled buffer, no copy
         else:
+            if len(buf) != declared:  # the first copy: what came so far, then this chunk
+                buf = bytearray(declared)
+                if whole is not None:
+                    buf[:pos], whole = whole, None
             buf[pos : pos + len(chunk)] = chunk
         pos += len(chunk)
+    if whole is not None:
+        return whole
     return buf if declared is None or pos == declared else buf[:pos]
