@@ -41,18 +41,24 @@ def latency_ms(fn, n: int, warmup: int = 20) -> list[float]:
     return out
 
 
-def bare_throughput(path: Path, feeds: dict[str, np.ndarray], cores: int, duration_s: float):
-    """Inferences per second of `cores` single-threaded sessions run side by side."""
+def bare_throughput(path: Path, feeds: dict[str, np.ndarray], cores: int, duration_s: float,
+                    cpu_ms: list[float] | None = None):
+    """Inferences per second of `cores` single-threaded sessions run side by side; `cpu_ms`
+    gets the CPU time of one run (thread time, mean over all runs): ORT's own cost per
+    inference while both cores compute, what a serving worker cannot go below."""
     sessions = [session(path, 1) for _ in range(cores)]
     for s in sessions:
         s.run(None, feeds)
     counts = [0] * cores
+    cpu = [0.0] * cores
     stop = time.perf_counter() + duration_s
 
     def loop(i: int) -> None:
+        t0 = time.thread_time()
         while time.perf_counter() < stop:
             sessions[i].run(None, feeds)
             counts[i] += 1
+        cpu[i] = time.thread_time() - t0
 
     threads = [threading.Thread(target=loop, args=(i,)) for i in range(cores)]
     start = time.perf_counter()
@@ -60,6 +66,8 @@ def bare_throughput(path: Path, feeds: dict[str, np.ndarray], cores: int, durati
         t.start()
     for t in threads:
         t.join()
+    if cpu_ms is not None:
+        cpu_ms.append(sum(cpu) * 1000.0 / max(1, sum(counts)))
     return sum(counts) / (time.perf_counter() - start)
 
 
