@@ -136,9 +136,23 @@ def choose_nodes(nodes: list[str] | None, live: dict[str, float], min_nodes: int
     return chosen
 
 
+def wait_for_a_node(wait_s: float, poll_s: float = 1.0) -> dict[str, float]:
+    """The live edgekit nodes, once there is one or after `wait_s`. A deploy starts the API
+    while its nodes' Ray is still joining (an emulated aarch64 board takes 20-45 s): without
+    the wait the API exited ("no Ray node carries...") and its supervisor restarted it until
+    one had joined. A cluster with some edgekit nodes is not waited for (`--min-nodes` is
+    checked at once); `edgekit serve` by hand is probed before it gets here (preflight.py)."""
+    deadline = time.monotonic() + wait_s
+    live = edgekit_nodes()
+    while not live and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        live = edgekit_nodes()
+    return live
+
+
 def place(pool: PoolView, specs: list[ModelSpec], nodes: list[str] | None,
           min_nodes: int = 1) -> None:
-    live = edgekit_nodes()
+    live = wait_for_a_node(pool.t.join_wait_s)
     chosen = choose_nodes(nodes, live, min_nodes)
     check_names_free(specs, pool.t.name_wait_s)
     for spec in specs:

@@ -48,6 +48,8 @@ class Tunables:
     memory_budget_share: float = 1 / 8
     memory_budget_min_bytes: int = 64 << 20
     memory_budget_max_bytes: int = 1 << 30
+    join_wait_s: float = 60.0  # a cluster with no edgekit node yet (a deploy's first start: the
+    # API comes up while the nodes' Ray joins) is waited for this long before start fails
     name_wait_s: float = 10.0  # a model name another server's workers hold: wait for it this long
     log_lines: int = 10  # at most this many request-caused log lines ...
     log_interval_s: float = 10.0  # ... per this many seconds, then one "suppressed K" line
