@@ -145,11 +145,9 @@ async def read_body(
             buf += chunk
         elif pos == 0 and len(chunk) == declared:
             whole = chunk  # the usual case: no zero-filled buffer, no copy
-        else:
-            if len(buf) != declared:  # the first copy: what came so far, then this chunk
+        else:  # in pieces (aiohttp never hands more than Content-Length: `whole` is final)
+            if not buf:
                 buf = bytearray(declared)
-                if whole is not None:
-                    buf[:pos], whole = whole, None
             buf[pos : pos + len(chunk)] = chunk
         pos += len(chunk)
     if whole is not None:
