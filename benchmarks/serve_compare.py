@@ -96,26 +96,31 @@ class Server:
             self.proc.kill()
 
 
-def cpu_seconds(cluster: LocalCluster, server_pid: int,
-                kernel: bool = False) -> dict[str, float]:
-    """CPU seconds used so far by role: this process (load generator), the API server, the
-    cluster's model workers, and the rest of its Ray processes (raylets, GCS, agents);
-    `kernel`: only the time in the kernel (socket copies, TCP, wake-ups)."""
+def cpu_split(cluster: LocalCluster, server_pid: int) -> dict[str, dict[str, float]]:
+    """CPU seconds used so far by role, `{"all": ..., "kernel": ...}` from one look at the
+    processes: this process (load generator), the API server, the cluster's model workers,
+    and the rest of its Ray processes (raylets, GCS, agents); "kernel" is the time in the
+    kernel alone (socket copies, TCP, wake-ups)."""
     import psutil
 
-    out = dict.fromkeys(("load generator", "API server", "workers", "Ray daemons"), 0.0)
+    roles = ("load generator", "API server", "workers", "Ray daemons")
+    out = {"all": dict.fromkeys(roles, 0.0), "kernel": dict.fromkeys(roles, 0.0)}
+
+    def count(role: str, user: float, system: float) -> None:
+        out["all"][role] += user + system
+        out["kernel"][role] += system
 
     def add(role: str, p: psutil.Process) -> None:
         try:
             t = p.cpu_times()
-            out[role] += t.system if kernel else t.user + t.system
         except psutil.Error:
-            pass
+            return
+        count(role, t.user, t.system)
 
     # children that ended (wrk, via subprocess.run) count as load generator; the API server
     # is a child too but still running, so none of its time is in these yet
     mine = psutil.Process().cpu_times()
-    out["load generator"] += mine.children_system + (0.0 if kernel else mine.children_user)
+    count("load generator", mine.children_user, mine.children_system)
 
     add("load generator", psutil.Process())
     add("API server", psutil.Process(server_pid))
@@ -126,6 +131,11 @@ def cpu_seconds(cluster: LocalCluster, server_pid: int,
             continue
         add("workers" if worker else "Ray daemons", p)
     return out
+
+
+def cpu_seconds(cluster: LocalCluster, server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by role (user + kernel): `cpu_split`'s "all"."""
+    return cpu_split(cluster, server_pid)["all"]
 
 
 def asyncio_run(coro):
@@ -165,17 +175,15 @@ def edgekit_rows(cluster: LocalCluster, transport: str, a, cls, rec, pipe: Path)
                                          for k in cpu0}
         if wrkload.available() is None:  # the same rows with a load generator written in C
             body, hlen = encode(rec_x)
-            cpu0 = cpu_seconds(cluster, srv.proc.pid)
-            sys0 = cpu_seconds(cluster, srv.proc.pid, kernel=True)
+            before = cpu_split(cluster, srv.proc.pid)
             res["edgekit_rec_wrk"] = wrkload.run(f"{srv.url}/v2/models/rec/infer", body, hlen,
                                                  TOKEN, a.concurrency, a.duration)
-            cpu1 = cpu_seconds(cluster, srv.proc.pid)
-            sys1 = cpu_seconds(cluster, srv.proc.pid, kernel=True)
+            after = cpu_split(cluster, srv.proc.pid)
             done = max(1, res["edgekit_rec_wrk"]["requests"])
-            res["rec_wrk_cpu_ms_per_request"] = {
-                k: round((cpu1[k] - cpu0[k]) * 1000 / done, 2) for k in cpu0}
-            res["rec_wrk_kernel_ms_per_request"] = {
-                k: round((sys1[k] - sys0[k]) * 1000 / done, 2) for k in sys0}
+            for part, key in (("all", "rec_wrk_cpu_ms_per_request"),
+                              ("kernel", "rec_wrk_kernel_ms_per_request")):
+                res[key] = {k: round((after[part][k] - v) * 1000 / done, 2)
+                            for k, v in before[part].items()}
         res["edgekit_rec_json"] = base.http_throughput(
             f"{srv.url}/v2/models/rec/infer", base.json_body(rec_x),
             {"Authorization": f"Bearer {TOKEN}"}, a.concurrency, a.duration)
